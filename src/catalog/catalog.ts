@@ -1,0 +1,60 @@
+import type { CheckpointFormat } from '../wire/formats.js';
+import type {
+  CheckpointRecord,
+  CheckpointStatus,
+  MetricPoint,
+  RunInput,
+  RunRecord,
+  TensorEntry,
+} from './records.js';
+
+/**
+ * The metadata contract (runs, checkpoints, metric points). Implemented once on Kysely
+ * (`kysely-catalog.ts`) for every SQL dialect; the dialect is picked from the catalog URL by
+ * `catalog/factory.ts`. Backend failures surface as `AppError('catalog_unavailable')`.
+ */
+export interface Catalog {
+  /** Creates the run or updates the fields given; absent fields keep their stored values. */
+  putRun(id: string, input: RunInput): Promise<{ run: RunRecord; created: boolean }>;
+  /** Returns the run, creating it with defaults if it does not exist (implicit creation on upload). */
+  ensureRun(id: string): Promise<RunRecord>;
+  getRun(id: string): Promise<RunRecord | null>;
+  /** Runs ordered by id, at most `limit`, starting after the id `after`. */
+  listRuns(page: { limit: number; after?: string }): Promise<RunRecord[]>;
+
+  /**
+   * Inserts a committed checkpoint. (run, step) is unique: when a row exists already, nothing is written
+   * and the existing record comes back, so concurrent uploads of one step resolve to one winner.
+   */
+  insertCheckpoint(row: NewCheckpoint): Promise<{ inserted: true } | { inserted: false; existing: CheckpointRecord }>;
+  getCheckpoint(run: string, step: number): Promise<CheckpointRecord | null>;
+  /** The run's checkpoints ordered by step. */
+  listCheckpoints(run: string, filter?: { status?: CheckpointStatus }): Promise<CheckpointRecord[]>;
+
+  /** Appends points in the given order; returns how many were stored. */
+  appendMetrics(run: string, points: readonly MetricPoint[]): Promise<number>;
+  /** Points ordered by (step, arrival), with step in [fromStep, toStep], at most `limit`. */
+  listMetrics(run: string, query: MetricQuery): Promise<MetricPoint[]>;
+
+  /** Throws `catalog_unavailable` when the database cannot be reached. Used by /readyz. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface NewCheckpoint {
+  run: string;
+  step: number;
+  uploadId: string;
+  sha256: string;
+  bytes: number;
+  format: CheckpointFormat;
+  blobKey: string;
+  tensors: TensorEntry[];
+  metadata: Record<string, string> | null;
+}
+
+export interface MetricQuery {
+  fromStep?: number;
+  toStep?: number;
+  limit: number;
+}

@@ -1,0 +1,91 @@
+import { z } from 'zod';
+import { DTYPES } from '../wire/dtypes.js';
+import { CHECKPOINT_FORMATS } from '../wire/formats.js';
+
+/**
+ * Records as the catalog stores them and the API returns them. Names here are public API: extend, never
+ * rename. Timestamps are ISO-8601 strings.
+ */
+const finite = z.number().refine(Number.isFinite, 'must be a finite number');
+const nonNegInt = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+
+export const RunInput = z
+  .object({
+    /** Total optimizer steps the run expects; enables phase-by-step-fraction. */
+    plannedSteps: z.number().int().positive().max(Number.MAX_SAFE_INTEGER).nullable().optional(),
+    /** n, the number of training examples; the generalization estimate scales by 1/sqrt(n). */
+    trainSize: z.number().int().positive().max(Number.MAX_SAFE_INTEGER).nullable().optional(),
+    /** Accept checkpoints whose tensor set or shapes differ from the run's first checkpoint. */
+    allowShapeChange: z.boolean().optional(),
+    tags: z.record(z.string().max(256), z.string().max(1024)).optional(),
+  })
+  .strict();
+export type RunInput = z.infer<typeof RunInput>;
+
+export const RunRecord = z.object({
+  id: z.string(),
+  plannedSteps: z.number().int().nullable(),
+  trainSize: z.number().int().nullable(),
+  allowShapeChange: z.boolean(),
+  tags: z.record(z.string(), z.string()),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+});
+export type RunRecord = z.infer<typeof RunRecord>;
+
+export const TensorEntry = z.object({
+  name: z.string(),
+  dtype: z.enum(DTYPES),
+  shape: z.array(nonNegInt),
+});
+export type TensorEntry = z.infer<typeof TensorEntry>;
+
+export const CheckpointStatus = z.enum(['kept', 'discarded']);
+export type CheckpointStatus = z.infer<typeof CheckpointStatus>;
+
+export const CheckpointRecord = z.object({
+  run: z.string(),
+  step: nonNegInt,
+  uploadId: z.string(),
+  sha256: z.string(),
+  bytes: nonNegInt,
+  format: z.enum(CHECKPOINT_FORMATS),
+  status: CheckpointStatus,
+  blobKey: z.string(),
+  tensors: z.array(TensorEntry),
+  metadata: z.record(z.string(), z.string()).nullable(),
+  createdAt: z.string(),
+});
+export type CheckpointRecord = z.infer<typeof CheckpointRecord>;
+
+/** One logged training step. Only `step` is required; absent fields are null in the series. */
+export const MetricPoint = z
+  .object({
+    step: nonNegInt,
+    trainLoss: finite.optional(),
+    valLoss: finite.optional(),
+    lr: finite.optional(),
+    batchSize: z.number().int().positive().optional(),
+    gradNorm: finite.optional(),
+    /** tr Σ_t: trace of the per-sample gradient covariance. */
+    gradVariance: finite.optional(),
+    /** ||Δw_t||, the norm of this step's weight update. */
+    updateNorm: finite.optional(),
+    /** <∇F_val − ∇F_train, Δw_t>, the step's measured first-order gap contribution. */
+    gapIncrement: finite.optional(),
+    extra: z.record(z.string().max(128), finite).optional(),
+  })
+  .strict();
+export type MetricPoint = z.infer<typeof MetricPoint>;
+
+export const METRIC_FIELDS = [
+  'trainLoss',
+  'valLoss',
+  'lr',
+  'batchSize',
+  'gradNorm',
+  'gradVariance',
+  'updateNorm',
+  'gapIncrement',
+] as const;
+export type MetricField = (typeof METRIC_FIELDS)[number];

@@ -1,0 +1,13 @@
+/** Checkpoint wire formats and their media types. Imports nothing, so the SDK can use it. */
+export const CHECKPOINT_FORMATS = ['safetensors', 'native'] as const;
+export type CheckpointFormat = (typeof CHECKPOINT_FORMATS)[number];
+
+export const MEDIA_TYPES: Record<CheckpointFormat, string> = {
+  safetensors: 'application/vnd.safetensors',
+  native: 'application/vnd.trajgate.checkpoint+msgpack',
+};
+
+export const OCTET_STREAM = 'application/octet-stream';
+
+/** Optional request header carrying the lowercase hex SHA-256 of the whole body. */
+export const SHA256_HEADER = 'x-trajgate-sha256';
