@@ -4,21 +4,16 @@
  *   runs/{run}/checkpoints/{step:010d}-{uploadId}.json    manifest, written after the data (commit marker)
  * Run ids are validated (`http/ids.ts`) before they reach here, so no key can leave its prefix.
  */
-import type { CheckpointFormat } from '../wire/formats.js';
+import { FILE_EXTENSIONS, type CheckpointFormat } from '../wire/formats.js';
 
 export const RUNS_PREFIX = 'runs/';
-
-const EXTENSIONS: Record<CheckpointFormat, string> = {
-  safetensors: 'safetensors',
-  native: 'tgckpt',
-};
 
 export function checkpointPrefix(run: string): string {
   return `${RUNS_PREFIX}${run}/checkpoints/`;
 }
 
 export function checkpointDataKey(run: string, step: number, uploadId: string, format: CheckpointFormat): string {
-  return `${checkpointPrefix(run)}${String(step).padStart(10, '0')}-${uploadId}.${EXTENSIONS[format]}`;
+  return `${checkpointPrefix(run)}${String(step).padStart(10, '0')}-${uploadId}.${FILE_EXTENSIONS[format]}`;
 }
 
 export function manifestKeyFor(dataKey: string): string {

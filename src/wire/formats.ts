@@ -11,3 +11,11 @@ export const OCTET_STREAM = 'application/octet-stream';
 
 /** Optional request header carrying the lowercase hex SHA-256 of the whole body. */
 export const SHA256_HEADER = 'x-trajgate-sha256';
+
+export const FILE_EXTENSIONS: Record<CheckpointFormat, string> = {
+  safetensors: 'safetensors',
+  native: 'tgckpt',
+};
+
+/** Media type of msgpack-encoded metric batches (`application/x-msgpack` is accepted too). */
+export const MSGPACK = 'application/msgpack';

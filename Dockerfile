@@ -1,0 +1,28 @@
+# syntax=docker/dockerfile:1
+# Build: compile TypeScript with every dependency installed.
+FROM node:20-bookworm-slim AS build
+WORKDIR /app
+RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+COPY openapi ./openapi
+RUN npm run build && npm prune --omit=dev
+
+# Run: compiled code and production dependencies only, as an unprivileged user.
+FROM node:20-bookworm-slim
+ENV NODE_ENV=production \
+    TRAJGATE_DATA_DIR=/var/lib/trajgate \
+    PORT=8080
+WORKDIR /app
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+COPY --from=build /app/openapi ./openapi
+COPY package.json ./
+RUN mkdir -p /var/lib/trajgate && chown node:node /var/lib/trajgate
+USER node
+VOLUME ["/var/lib/trajgate"]
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=3s CMD node -e "fetch('http://127.0.0.1:'+(process.env.PORT||8080)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
+CMD ["node", "dist/main.js"]

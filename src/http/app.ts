@@ -1,0 +1,24 @@
+import express, { type Express } from 'express';
+import type { AppContext } from './context.js';
+import { errorHandler, notFoundHandler } from './error-handler.js';
+import { requestLog } from './request-log.js';
+import { checkpointRoutes } from './routes/checkpoints.js';
+import { healthRoutes } from './routes/health.js';
+import { metricRoutes } from './routes/metrics.js';
+import { runRoutes } from './routes/runs.js';
+
+/** Builds the Express app without listening, so tests drive it in-process and scripts can inspect it. */
+export function createApp(ctx: AppContext): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.set('query parser', 'simple');
+  app.use(requestLog(ctx.logger));
+  app.use(healthRoutes(ctx));
+  app.use(runRoutes(ctx));
+  app.use(checkpointRoutes(ctx));
+  app.use(metricRoutes(ctx));
+  app.use(notFoundHandler);
+  app.use(errorHandler(ctx.logger));
+  return app;
+}

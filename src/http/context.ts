@@ -1,0 +1,14 @@
+import type { Logger } from 'pino';
+import type { Catalog } from '../catalog/catalog.js';
+import type { Config } from '../config.js';
+import type { CheckpointIngest } from '../ingest/ingest-checkpoint.js';
+import type { BlobStore } from '../storage/blob-store.js';
+
+/** Everything a route needs, built once by `main.ts` (or a test) and handed to `createApp`. */
+export interface AppContext {
+  config: Readonly<Config>;
+  catalog: Catalog;
+  blobs: BlobStore;
+  ingest: CheckpointIngest;
+  logger: Logger;
+}

@@ -1,0 +1,116 @@
+import { pipeline } from 'node:stream/promises';
+import { Router, type Response } from 'express';
+import { z } from 'zod';
+import type { CheckpointRecord } from '../../catalog/records.js';
+import { CheckpointStatus } from '../../catalog/records.js';
+import { AppError, errors } from '../../errors.js';
+import { FILE_EXTENSIONS, MEDIA_TYPES, SHA256_HEADER } from '../../wire/formats.js';
+import type { AppContext } from '../context.js';
+import { parseRunId, parseStep } from '../ids.js';
+import { resolveRange } from '../range.js';
+import { parseInput } from '../validate.js';
+
+const ListQuery = z.object({ status: CheckpointStatus.optional() });
+const SHA256_PATTERN = /^[0-9a-f]{64}$/;
+
+export function checkpointRoutes(ctx: AppContext): Router {
+  const router = Router();
+
+  router.put('/v1/runs/:run/checkpoints/:step', async (req, res) => {
+    const run = parseRunId(req.params.run);
+    const step = parseStep(req.params.step);
+    const outcome = await ctx.ingest.ingest({
+      run,
+      step,
+      body: req,
+      contentType: req.headers['content-type'],
+      contentLength: contentLengthOf(req.headers['content-length']),
+      sha256: declaredSha(req.get(SHA256_HEADER)),
+    });
+    res.status(outcome.status === 'created' ? 201 : 200).json(outcome.checkpoint);
+  });
+
+  router.get('/v1/runs/:run/checkpoints', async (req, res) => {
+    const run = await requireRun(ctx, req.params.run);
+    const { status } = parseInput(ListQuery, req.query, 'query');
+    res.json({ items: await ctx.catalog.listCheckpoints(run, status ? { status } : undefined) });
+  });
+
+  router.get('/v1/runs/:run/checkpoints/:step', async (req, res) => {
+    res.json(await requireCheckpoint(ctx, req.params.run, req.params.step));
+  });
+
+  router.get('/v1/runs/:run/checkpoints/:step/content', async (req, res) => {
+    const checkpoint = await requireCheckpoint(ctx, req.params.run, req.params.step);
+    if (checkpoint.status === 'discarded') {
+      throw new AppError('checkpoint_discarded', `step ${checkpoint.step} of run '${checkpoint.run}' was discarded`, {
+        run: checkpoint.run,
+        step: checkpoint.step,
+      });
+    }
+    const etag = `"${checkpoint.sha256}"`;
+    setContentHeaders(res, checkpoint, etag);
+    if (req.get('if-none-match') === etag) {
+      res.status(304).end();
+      return;
+    }
+    const ifRange = req.get('if-range');
+    const range = ifRange === undefined || ifRange === etag ? resolveRange(req.get('range'), checkpoint.bytes) : null;
+    const blob = await ctx.blobs.get(checkpoint.blobKey, range ?? undefined);
+    if (!blob) {
+      throw errors.storageUnavailable(`the blob of step ${checkpoint.step} of run '${checkpoint.run}' is missing from storage`);
+    }
+    if (range) {
+      res.status(206);
+      res.setHeader('Content-Range', `bytes ${range.start}-${range.end}/${checkpoint.bytes}`);
+      res.setHeader('Content-Length', String(range.end - range.start + 1));
+    } else {
+      res.setHeader('Content-Length', String(checkpoint.bytes));
+    }
+    if (req.method === 'HEAD') {
+      blob.body.destroy();
+      res.end();
+      return;
+    }
+    await pipeline(blob.body, res);
+  });
+
+  return router;
+}
+
+async function requireRun(ctx: AppContext, rawRun: string): Promise<string> {
+  const run = parseRunId(rawRun);
+  if (!(await ctx.catalog.getRun(run))) throw errors.runNotFound(run);
+  return run;
+}
+
+async function requireCheckpoint(ctx: AppContext, rawRun: string, rawStep: string): Promise<CheckpointRecord> {
+  const run = parseRunId(rawRun);
+  const step = parseStep(rawStep);
+  const checkpoint = await ctx.catalog.getCheckpoint(run, step);
+  if (checkpoint) return checkpoint;
+  if (!(await ctx.catalog.getRun(run))) throw errors.runNotFound(run);
+  throw errors.checkpointNotFound(run, step);
+}
+
+function setContentHeaders(res: Response, checkpoint: CheckpointRecord, etag: string): void {
+  res.setHeader('Content-Type', MEDIA_TYPES[checkpoint.format]);
+  res.setHeader('ETag', etag);
+  res.setHeader('Accept-Ranges', 'bytes');
+  res.setHeader('Content-Disposition', `attachment; filename="${checkpoint.run}-${checkpoint.step}.${FILE_EXTENSIONS[checkpoint.format]}"`);
+}
+
+function contentLengthOf(header: string | undefined): number | undefined {
+  if (header === undefined) return undefined;
+  const n = Number(header);
+  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
+}
+
+function declaredSha(header: string | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  const value = header.trim().toLowerCase();
+  if (!SHA256_PATTERN.test(value)) {
+    throw new AppError('invalid_checksum_header', `${SHA256_HEADER} must be 64 hex digits (the body's SHA-256)`);
+  }
+  return value;
+}

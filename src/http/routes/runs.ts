@@ -1,0 +1,51 @@
+import express, { Router } from 'express';
+import { z } from 'zod';
+import { RunInput } from '../../catalog/records.js';
+import { errors } from '../../errors.js';
+import type { AppContext } from '../context.js';
+import { parseRunId } from '../ids.js';
+import { parseInput } from '../validate.js';
+
+const ListQuery = z.object({
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+  after: z.string().optional(),
+});
+
+export function runRoutes(ctx: AppContext): Router {
+  const router = Router();
+  const json = express.json({ limit: ctx.config.limits.maxJsonBytes, strict: true });
+
+  router.put('/v1/runs/:run', json, async (req, res) => {
+    const id = parseRunId(req.params.run);
+    const input = parseInput(RunInput, req.body ?? {}, 'run');
+    const { run, created } = await ctx.catalog.putRun(id, input);
+    res.status(created ? 201 : 200).json(run);
+  });
+
+  router.get('/v1/runs', async (req, res) => {
+    const query = parseInput(ListQuery, req.query, 'query');
+    const items = await ctx.catalog.listRuns(query);
+    const next = items.length === query.limit ? items[items.length - 1].id : null;
+    res.json({ items, next });
+  });
+
+  router.get('/v1/runs/:run', async (req, res) => {
+    const id = parseRunId(req.params.run);
+    const run = await ctx.catalog.getRun(id);
+    if (!run) throw errors.runNotFound(id);
+    const checkpoints = await ctx.catalog.listCheckpoints(id);
+    const kept = checkpoints.filter((c) => c.status === 'kept');
+    res.json({
+      ...run,
+      checkpoints: {
+        count: checkpoints.length,
+        kept: kept.length,
+        latestStep: checkpoints.length ? checkpoints[checkpoints.length - 1].step : null,
+        bytesUploaded: checkpoints.reduce((sum, c) => sum + c.bytes, 0),
+        bytesKept: kept.reduce((sum, c) => sum + c.bytes, 0),
+      },
+    });
+  });
+
+  return router;
+}

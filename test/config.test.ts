@@ -1,0 +1,58 @@
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { ConfigError, loadConfig } from '../src/config.js';
+
+describe('config', () => {
+  it('has embedded defaults: port 8080, local blobs and SQLite under ./data', () => {
+    const config = loadConfig({});
+    const dataDir = path.resolve('./data');
+    assert.equal(config.port, 8080);
+    assert.equal(config.dataDir, dataDir);
+    assert.equal(config.blobUrl, path.join(dataDir, 'blobs'));
+    assert.equal(config.catalogUrl, `sqlite://${path.join(dataDir, 'catalog.db')}`);
+    assert.equal(config.limits.maxCheckpointBytes, 64 * 1024 ** 3);
+  });
+
+  it('reads every variable and treats empty strings as unset', () => {
+    const config = loadConfig({
+      PORT: '9000',
+      TRAJGATE_DATA_DIR: '/tmp/tg',
+      TRAJGATE_BLOB_URL: 's3://bucket/prefix',
+      TRAJGATE_S3_ENDPOINT: 'http://127.0.0.1:9999',
+      TRAJGATE_S3_FORCE_PATH_STYLE: 'true',
+      AWS_REGION: 'eu-west-1',
+      TRAJGATE_MAX_CHECKPOINT_MB: '10',
+      TRAJGATE_CATALOG_URL: '',
+    });
+    assert.equal(config.port, 9000);
+    assert.equal(config.blobUrl, 's3://bucket/prefix');
+    assert.equal(config.s3.endpoint, 'http://127.0.0.1:9999');
+    assert.equal(config.s3.forcePathStyle, true);
+    assert.equal(config.s3.region, 'eu-west-1');
+    assert.equal(config.limits.maxCheckpointBytes, 10 * 1024 * 1024);
+    assert.equal(config.catalogUrl, 'sqlite:///tmp/tg/catalog.db');
+  });
+
+  it('reports every problem at once', () => {
+    assert.throws(
+      () => loadConfig({ PORT: 'eighty', TRAJGATE_S3_FORCE_PATH_STYLE: 'yes', TRAJGATE_LOG_LEVEL: 'loud', TRAJGATE_S3_ENDPOINT: 'nope' }),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        assert.equal(err.problems.length, 4, err.message);
+        for (const name of ['PORT', 'TRAJGATE_S3_FORCE_PATH_STYLE', 'TRAJGATE_LOG_LEVEL', 'TRAJGATE_S3_ENDPOINT']) {
+          assert.match(err.message, new RegExp(name));
+        }
+        return true;
+      },
+    );
+  });
+
+  it('is frozen', () => {
+    const config = loadConfig({});
+    assert.ok(Object.isFrozen(config) && Object.isFrozen(config.limits) && Object.isFrozen(config.s3));
+    assert.throws(() => {
+      (config as { port: number }).port = 1;
+    }, TypeError);
+  });
+});

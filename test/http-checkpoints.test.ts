@@ -1,0 +1,311 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import http from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import request from 'supertest';
+import { encodeNative } from '../src/wire/native-format.js';
+import { encodeSafetensors, type TensorData } from '../src/wire/safetensors.js';
+import { createTestGateway, listAllBlobs, startTestServer, type TestGateway } from './helpers/gateway.js';
+import { assertMatchesSpec } from './helpers/openapi.js';
+
+const SAFETENSORS = 'application/vnd.safetensors';
+const NATIVE = 'application/vnd.trajgate.checkpoint+msgpack';
+
+function f32(values: number[]): Uint8Array {
+  return new Uint8Array(new Float32Array(values).buffer);
+}
+
+function model(seed: number, size = 64): TensorData[] {
+  const w = Array.from({ length: size }, (_, i) => Math.sin(seed * 31 + i));
+  return [
+    { name: 'layer.bias', dtype: 'F32', shape: [4], data: f32([seed, 1, 2, 3]) },
+    { name: 'layer.weight', dtype: 'F32', shape: [size / 4, 4], data: f32(w) },
+  ];
+}
+
+const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
+
+/** supertest's `parse` callback, typed by what supertest passes: the raw response stream. */
+function binaryParser(res: request.Response, callback: (err: Error | null, body: Buffer) => void): void {
+  const chunks: Buffer[] = [];
+  const stream = res as unknown as http.IncomingMessage;
+  stream.on('data', (c: Buffer) => chunks.push(c));
+  stream.on('end', () => callback(null, Buffer.concat(chunks)));
+}
+
+describe('checkpoint upload and download', () => {
+  let gw: TestGateway;
+  before(async () => {
+    gw = await createTestGateway({ TRAJGATE_MAX_HEADER_KB: '32' });
+  });
+  after(() => gw.close());
+
+  const upload = (run: string, step: number | string, body: Uint8Array, type = SAFETENSORS) =>
+    request(gw.app).put(`/v1/runs/${run}/checkpoints/${step}`).set('content-type', type).send(Buffer.from(body));
+
+  it('stores a safetensors checkpoint and serves it back byte-identical', async () => {
+    const bytes = encodeSafetensors(model(1), { epoch: '1' });
+    const res = await upload('run-a', 100, bytes);
+    assertMatchesSpec(res, 'PUT', '/v1/runs/{run}/checkpoints/{step}');
+    assert.equal(res.status, 201);
+    assert.equal(res.body.step, 100);
+    assert.equal(res.body.sha256, sha256(bytes));
+    assert.equal(res.body.bytes, bytes.length);
+    assert.equal(res.body.format, 'safetensors');
+    assert.equal(res.body.status, 'kept');
+    assert.deepEqual(
+      res.body.tensors.map((t: { name: string; dtype: string; shape: number[] }) => [t.name, t.dtype, t.shape]),
+      [
+        ['layer.bias', 'F32', [4]],
+        ['layer.weight', 'F32', [16, 4]],
+      ],
+    );
+    assert.deepEqual(res.body.metadata, { epoch: '1' });
+
+    const content = await request(gw.app).get('/v1/runs/run-a/checkpoints/100/content').buffer(true).parse(binaryParser);
+    assertMatchesSpec(content, 'GET', '/v1/runs/{run}/checkpoints/{step}/content');
+    assert.equal(content.status, 200);
+    assert.equal(content.headers['content-type'], SAFETENSORS);
+    assert.equal(content.headers.etag, `"${sha256(bytes)}"`);
+    assert.deepEqual(content.body, bytes);
+
+    const list = await request(gw.app).get('/v1/runs/run-a/checkpoints');
+    assertMatchesSpec(list, 'GET', '/v1/runs/{run}/checkpoints');
+    assert.deepEqual(
+      list.body.items.map((c: { step: number; sha256: string }) => [c.step, c.sha256]),
+      [[100, sha256(bytes)]],
+    );
+    const one = await request(gw.app).get('/v1/runs/run-a/checkpoints/100');
+    assertMatchesSpec(one, 'GET', '/v1/runs/{run}/checkpoints/{step}');
+    assert.equal(one.body.sha256, sha256(bytes));
+
+    const run = await request(gw.app).get('/v1/runs/run-a');
+    assertMatchesSpec(run, 'GET', '/v1/runs/{run}');
+    assert.equal(run.status, 200, 'the first upload created the run');
+    assert.deepEqual(run.body.checkpoints, {
+      count: 1,
+      kept: 1,
+      latestStep: 100,
+      bytesUploaded: bytes.length,
+      bytesKept: bytes.length,
+    });
+  });
+
+  it('serves byte ranges, suffix ranges, conditional requests and 416', async () => {
+    const bytes = encodeSafetensors(model(2));
+    await upload('run-range', 1, bytes).expect(201);
+    const url = '/v1/runs/run-range/checkpoints/1/content';
+    const cases: [string, number, number][] = [
+      ['bytes=0-9', 0, 9],
+      ['bytes=10-', 10, bytes.length - 1],
+      ['bytes=-5', bytes.length - 5, bytes.length - 1],
+      [`bytes=5-${bytes.length + 100}`, 5, bytes.length - 1],
+    ];
+    for (const [header, start, end] of cases) {
+      const res = await request(gw.app).get(url).set('range', header).buffer(true).parse(binaryParser);
+      assertMatchesSpec(res, 'GET', '/v1/runs/{run}/checkpoints/{step}/content');
+      assert.equal(res.status, 206, header);
+      assert.equal(res.headers['content-range'], `bytes ${start}-${end}/${bytes.length}`);
+      assert.deepEqual(res.body, Buffer.from(bytes.subarray(start, end + 1)), header);
+    }
+    const bad = await request(gw.app).get(url).set('range', `bytes=${bytes.length}-`);
+    assertMatchesSpec(bad, 'GET', '/v1/runs/{run}/checkpoints/{step}/content');
+    assert.equal(bad.status, 416);
+    assert.equal(bad.body.error.code, 'range_not_satisfiable');
+
+    const etag = `"${sha256(bytes)}"`;
+    const notModified = await request(gw.app).get(url).set('if-none-match', etag);
+    assert.equal(notModified.status, 304);
+    const staleIfRange = await request(gw.app).get(url).set('range', 'bytes=0-3').set('if-range', '"other"').buffer(true).parse(binaryParser);
+    assert.equal(staleIfRange.status, 200, 'a stale If-Range gets the whole checkpoint');
+    assert.equal(staleIfRange.body.length, bytes.length);
+  });
+
+  it('answers 200 for the same bytes again and 409 for other bytes, rewriting nothing', async () => {
+    const bytes = encodeSafetensors(model(3));
+    const first = await upload('run-idem', 5, bytes).expect(201);
+    const blobsBefore = await listAllBlobs(gw.context);
+    const again = await upload('run-idem', 5, bytes);
+    assertMatchesSpec(again, 'PUT', '/v1/runs/{run}/checkpoints/{step}');
+    assert.equal(again.status, 200);
+    assert.equal(again.body.uploadId, first.body.uploadId);
+    const other = await upload('run-idem', 5, encodeSafetensors(model(4)));
+    assertMatchesSpec(other, 'PUT', '/v1/runs/{run}/checkpoints/{step}');
+    assert.equal(other.status, 409);
+    assert.equal(other.body.error.code, 'checkpoint_conflict');
+    assert.deepEqual(await listAllBlobs(gw.context), blobsBefore);
+    const content = await request(gw.app).get('/v1/runs/run-idem/checkpoints/5/content').buffer(true).parse(binaryParser);
+    assert.deepEqual(content.body, bytes);
+  });
+
+  it('resolves concurrent uploads of one step to one committed checkpoint', async () => {
+    const bytes = encodeSafetensors(model(5));
+    const results = await Promise.all([1, 2, 3, 4].map(() => upload('run-race', 9, bytes)));
+    assert.deepEqual(results.map((r) => r.status).sort(), [200, 200, 200, 201]);
+    const keys = (await listAllBlobs(gw.context)).filter((k) => k.startsWith('runs/run-race/'));
+    assert.equal(keys.length, 2, `one data object and one manifest, got ${keys.join(', ')}`);
+  });
+
+  it('accepts the native format, declared or sniffed from application/octet-stream', async () => {
+    const native = encodeNative(model(6), { chunkBytes: 40 });
+    const declared = await upload('run-native', 1, native, NATIVE);
+    assertMatchesSpec(declared, 'PUT', '/v1/runs/{run}/checkpoints/{step}');
+    assert.equal(declared.status, 201);
+    assert.equal(declared.body.format, 'native');
+    const sniffedNative = await upload('run-native', 2, encodeNative(model(7)), 'application/octet-stream');
+    assert.equal(sniffedNative.status, 201);
+    assert.equal(sniffedNative.body.format, 'native');
+    const sniffedSafetensors = await upload('run-native', 3, encodeSafetensors(model(8)), 'application/octet-stream');
+    assert.equal(sniffedSafetensors.status, 201);
+    assert.equal(sniffedSafetensors.body.format, 'safetensors');
+    const content = await request(gw.app).get('/v1/runs/run-native/checkpoints/1/content').buffer(true).parse(binaryParser);
+    assert.equal(content.headers['content-type'], NATIVE);
+    assert.deepEqual(content.body, native);
+  });
+
+  it('checks the declared SHA-256', async () => {
+    const bytes = encodeSafetensors(model(9));
+    const good = await upload('run-sha', 1, bytes).set('x-trajgate-sha256', sha256(bytes));
+    assert.equal(good.status, 201);
+    const wrong = await upload('run-sha', 2, bytes).set('x-trajgate-sha256', sha256(new Uint8Array([1])));
+    assertMatchesSpec(wrong, 'PUT', '/v1/runs/{run}/checkpoints/{step}');
+    assert.equal(wrong.status, 400);
+    assert.equal(wrong.body.error.code, 'checksum_mismatch');
+    const garbage = await upload('run-sha', 3, bytes).set('x-trajgate-sha256', 'not-hex');
+    assert.equal(garbage.body.error.code, 'invalid_checksum_header');
+    const list = await request(gw.app).get('/v1/runs/run-sha/checkpoints');
+    assert.deepEqual(list.body.items.map((c: { step: number }) => c.step), [1]);
+  });
+
+  describe('rejects bad input with a 4xx naming the problem, leaving nothing behind', () => {
+    const good = () => Buffer.from(encodeSafetensors(model(10)));
+    const withHeader = (header: unknown, data: Uint8Array) => {
+      const json = Buffer.from(JSON.stringify(header));
+      const prefix = Buffer.alloc(8);
+      prefix.writeBigUInt64LE(BigInt(json.length));
+      return Buffer.concat([prefix, json, data]);
+    };
+    const cases: [string, () => Uint8Array, string, number, string?][] = [
+      // Content-Length is honest about the short body, so it disagrees with the header before the end.
+      ['truncated file', () => good().subarray(0, good().length - 7), 'length_mismatch', 400],
+      ['malformed JSON header', () => withHeader('nope', new Uint8Array(0)).fill(0x41, 8), 'malformed_checkpoint', 400],
+      [
+        'offsets out of range',
+        () => withHeader({ w: { dtype: 'F32', shape: [2], data_offsets: [0, 16] } }, new Uint8Array(16)),
+        'malformed_checkpoint',
+        400,
+      ],
+      [
+        'unsupported dtype',
+        () => withHeader({ w: { dtype: 'F8_E4M3', shape: [2], data_offsets: [0, 2] } }, new Uint8Array(2)),
+        'unsupported_dtype',
+        422,
+      ],
+      ['header larger than the cap', () => withHeader({ pad: 'x'.repeat(40_000) }, new Uint8Array(0)), 'header_too_large', 413],
+      ['trailing bytes', () => Buffer.concat([good(), Buffer.from([1, 2, 3])]), 'length_mismatch', 400],
+      ['an unknown content type', good, 'unsupported_media_type', 415, 'text/plain'],
+      ['unrecognisable octet-stream', () => Buffer.from('hello world, not a checkpoint'), 'unsupported_media_type', 415, 'application/octet-stream'],
+    ];
+    let step = 100;
+    for (const [name, body, code, status, type] of cases) {
+      it(name, async () => {
+        const s = step++;
+        const res = await upload('run-bad', s, body(), type);
+        assertMatchesSpec(res, 'PUT', '/v1/runs/{run}/checkpoints/{step}');
+        assert.equal(res.status, status, JSON.stringify(res.body));
+        assert.equal(res.body.error.code, code);
+        assert.match(res.body.error.message, /\w/);
+        const one = await request(gw.app).get(`/v1/runs/run-bad/checkpoints/${s}`);
+        assert.equal(one.status, 404);
+        assert.deepEqual((await listAllBlobs(gw.context)).filter((k) => k.startsWith('runs/run-bad/')), []);
+      });
+    }
+
+    it('invalid run ids and steps', async () => {
+      for (const [run, step, code] of [
+        ['bad$run', '1', 'invalid_run_id'],
+        ['.hidden', '1', 'invalid_run_id'],
+        ['a..b', '1', 'invalid_run_id'],
+        ['x'.repeat(129), '1', 'invalid_run_id'],
+        ['ok', '-1', 'invalid_step'],
+        ['ok', '1.5', 'invalid_step'],
+        ['ok', '01', 'invalid_step'],
+        ['ok', '99999999999999999999', 'invalid_step'],
+      ]) {
+        const res = await upload(run, step, good());
+        assertMatchesSpec(res, 'PUT', '/v1/runs/{run}/checkpoints/{step}');
+        assert.equal(res.status, 400, `${run}/${step}`);
+        assert.equal(res.body.error.code, code, `${run}/${step}`);
+      }
+      assert.deepEqual(await listAllBlobs(gw.context).then((k) => k.filter((x) => x.startsWith('runs/ok/'))), []);
+    });
+  });
+
+  it('answers unknown routes and missing things with the error shape', async () => {
+    const missingRun = await request(gw.app).get('/v1/runs/nope');
+    assertMatchesSpec(missingRun, 'GET', '/v1/runs/{run}');
+    assert.equal(missingRun.body.error.code, 'run_not_found');
+    await upload('run-x', 1, encodeSafetensors(model(11))).expect(201);
+    const missingStep = await request(gw.app).get('/v1/runs/run-x/checkpoints/2');
+    assertMatchesSpec(missingStep, 'GET', '/v1/runs/{run}/checkpoints/{step}');
+    assert.equal(missingStep.body.error.code, 'checkpoint_not_found');
+    const route = await request(gw.app).get('/v2/whatever');
+    assert.equal(route.status, 404);
+    assert.equal(route.body.error.code, 'not_found');
+  });
+});
+
+function rawUpload(url: string, path: string, headers: http.OutgoingHttpHeaders, send: (req: http.ClientRequest) => void) {
+  const { hostname, port } = new URL(url);
+  return new Promise<{ status: number | null; body: string }>((resolve) => {
+    const req = http.request({ host: hostname, port, method: 'PUT', path, headers }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? null, body }));
+    });
+    req.on('error', () => resolve({ status: null, body: '' }));
+    send(req);
+  });
+}
+
+describe('uploads over a real socket', () => {
+  it('a chunked body that ends before the checkpoint does is truncated_body', async () => {
+    const server = await startTestServer();
+    try {
+      const bytes = Buffer.from(encodeSafetensors(model(13, 1024)));
+      const res = await rawUpload(server.url, '/v1/runs/run-chunked/checkpoints/1', { 'content-type': SAFETENSORS }, (req) => {
+        req.end(bytes.subarray(0, bytes.length - 100));
+      });
+      assert.equal(res.status, 400);
+      assert.equal(JSON.parse(res.body).error.code, 'truncated_body');
+      assert.deepEqual(await listAllBlobs(server.context), []);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('a body cut mid-stream leaves no checkpoint and no blob outside staging', async () => {
+    const server = await startTestServer();
+    try {
+      const bytes = Buffer.from(encodeSafetensors(model(12, 4096)));
+      const res = await rawUpload(
+        server.url,
+        '/v1/runs/run-cut/checkpoints/7',
+        { 'content-type': SAFETENSORS, 'content-length': bytes.length },
+        (req) => req.write(bytes.subarray(0, bytes.length / 2), () => setTimeout(() => req.destroy(), 50)),
+      );
+      assert.equal(res.status, null, 'the client hung up before any answer');
+      // The server notices the reset asynchronously; give the abort path a moment to run.
+      for (let i = 0; i < 50; i++) {
+        const staged = await server.context.catalog.getCheckpoint('run-cut', 7);
+        assert.equal(staged, null);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.deepEqual(await listAllBlobs(server.context), []);
+      const after = await fetch(`${server.url}/v1/runs/run-cut/checkpoints/7`);
+      assert.equal(after.status, 404);
+    } finally {
+      await server.close();
+    }
+  });
+});

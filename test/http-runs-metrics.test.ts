@@ -1,0 +1,138 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { pack } from 'msgpackr';
+import request from 'supertest';
+import { createTestGateway, type TestGateway } from './helpers/gateway.js';
+import { assertMatchesSpec } from './helpers/openapi.js';
+
+describe('runs', () => {
+  let gw: TestGateway;
+  before(async () => {
+    gw = await createTestGateway();
+  });
+  after(() => gw.close());
+
+  it('creates with PUT, updates only the given fields, and lists', async () => {
+    const created = await request(gw.app).put('/v1/runs/alpha').send({ plannedSteps: 1000, tags: { team: 'x' } });
+    assertMatchesSpec(created, 'PUT', '/v1/runs/{run}');
+    assert.equal(created.status, 201);
+    assert.equal(created.body.plannedSteps, 1000);
+    assert.equal(created.body.allowShapeChange, false);
+
+    const updated = await request(gw.app).put('/v1/runs/alpha').send({ trainSize: 5000 });
+    assertMatchesSpec(updated, 'PUT', '/v1/runs/{run}');
+    assert.equal(updated.status, 200);
+    assert.equal(updated.body.plannedSteps, 1000, 'absent fields keep their values');
+    assert.equal(updated.body.trainSize, 5000);
+    assert.deepEqual(updated.body.tags, { team: 'x' });
+
+    const empty = await request(gw.app).put('/v1/runs/beta').set('content-type', 'application/json').send('{}');
+    assert.equal(empty.status, 201);
+    const noBody = await request(gw.app).put('/v1/runs/gamma');
+    assert.equal(noBody.status, 201, 'no body is the same as {}');
+
+    const page1 = await request(gw.app).get('/v1/runs?limit=2');
+    assertMatchesSpec(page1, 'GET', '/v1/runs');
+    assert.deepEqual(page1.body.items.map((r: { id: string }) => r.id), ['alpha', 'beta']);
+    const page2 = await request(gw.app).get(`/v1/runs?limit=2&after=${page1.body.next}`);
+    assert.deepEqual(page2.body.items.map((r: { id: string }) => r.id), ['gamma']);
+    assert.equal(page2.body.next, null);
+
+    const summary = await request(gw.app).get('/v1/runs/alpha');
+    assertMatchesSpec(summary, 'GET', '/v1/runs/{run}');
+    assert.deepEqual(summary.body.checkpoints, { count: 0, kept: 0, latestStep: null, bytesUploaded: 0, bytesKept: 0 });
+  });
+
+  it('rejects invalid bodies and queries with the problems listed', async () => {
+    const cases: [string, string | object, string][] = [
+      ['/v1/runs/r1', { plannedSteps: -3 }, 'plannedSteps'],
+      ['/v1/runs/r1', { unknownField: 1 }, 'unknownField'],
+      ['/v1/runs/r1', '{"plannedSteps": 1', 'JSON'],
+    ];
+    for (const [url, body, mentions] of cases) {
+      const res = await request(gw.app).put(url).set('content-type', 'application/json').send(body);
+      assertMatchesSpec(res, 'PUT', '/v1/runs/{run}');
+      assert.equal(res.status, 400);
+      assert.equal(res.body.error.code, 'invalid_request');
+      assert.match(res.body.error.message, new RegExp(mentions));
+    }
+    const badLimit = await request(gw.app).get('/v1/runs?limit=0');
+    assertMatchesSpec(badLimit, 'GET', '/v1/runs');
+    assert.equal(badLimit.body.error.code, 'invalid_request');
+    const badId = await request(gw.app).put('/v1/runs/..').send({});
+    assert.equal(badId.status, 404, 'Express normalises /v1/runs/.. away from the run routes');
+  });
+});
+
+describe('metrics', () => {
+  let gw: TestGateway;
+  before(async () => {
+    gw = await createTestGateway();
+  });
+  after(() => gw.close());
+
+  it('appends JSON and msgpack batches and returns the series in step order', async () => {
+    const json = await request(gw.app)
+      .post('/v1/runs/m1/metrics')
+      .send({ points: [{ step: 2, trainLoss: 0.5, lr: 0.1 }, { step: 1, trainLoss: 0.9, extra: { acc: 0.7 } }] });
+    assertMatchesSpec(json, 'POST', '/v1/runs/{run}/metrics');
+    assert.equal(json.status, 200);
+    assert.equal(json.body.accepted, 2);
+
+    const bare = await request(gw.app).post('/v1/runs/m1/metrics').send([{ step: 3, valLoss: 0.4 }]);
+    assert.equal(bare.body.accepted, 1);
+
+    const packed = await request(gw.app)
+      .post('/v1/runs/m1/metrics')
+      .set('content-type', 'application/msgpack')
+      .send(pack({ points: [{ step: 4, gradNorm: 1.5, gradVariance: 2.5, updateNorm: 0.01, batchSize: 32 }] }));
+    assertMatchesSpec(packed, 'POST', '/v1/runs/{run}/metrics');
+    assert.equal(packed.body.accepted, 1);
+
+    const series = await request(gw.app).get('/v1/runs/m1/metrics');
+    assertMatchesSpec(series, 'GET', '/v1/runs/{run}/metrics');
+    assert.deepEqual(series.body.items, [
+      { step: 1, trainLoss: 0.9, extra: { acc: 0.7 } },
+      { step: 2, trainLoss: 0.5, lr: 0.1 },
+      { step: 3, valLoss: 0.4 },
+      { step: 4, gradNorm: 1.5, gradVariance: 2.5, updateNorm: 0.01, batchSize: 32 },
+    ]);
+    const window = await request(gw.app).get('/v1/runs/m1/metrics?fromStep=2&toStep=3');
+    assert.deepEqual(window.body.items.map((p: { step: number }) => p.step), [2, 3]);
+  });
+
+  it('rejects bad points, NaN, bad msgpack and other media types', async () => {
+    const cases: [string, string | Buffer, string, number][] = [
+      ['application/json', JSON.stringify({ points: [{ step: -1 }] }), 'invalid_request', 400],
+      ['application/json', JSON.stringify({ points: [{ step: 1, trainLoss: 'low' }] }), 'invalid_request', 400],
+      ['application/json', JSON.stringify({ points: [{ step: 1, bogus: 1 }] }), 'invalid_request', 400],
+      ['application/msgpack', pack({ points: [{ step: 1, trainLoss: Number.NaN }] }), 'invalid_request', 400],
+      ['application/msgpack', Buffer.from([0xc1, 0xff]), 'invalid_request', 400],
+      ['text/csv', 'step,loss\n1,2', 'unsupported_media_type', 415],
+    ];
+    for (const [type, body, code, status] of cases) {
+      const res = await request(gw.app).post('/v1/runs/m2/metrics').set('content-type', type).send(body);
+      assertMatchesSpec(res, 'POST', '/v1/runs/{run}/metrics');
+      assert.equal(res.status, status, `${type} ${String(body).slice(0, 40)}`);
+      assert.equal(res.body.error.code, code);
+    }
+    const missing = await request(gw.app).get('/v1/runs/never/metrics');
+    assertMatchesSpec(missing, 'GET', '/v1/runs/{run}/metrics');
+    assert.equal(missing.body.error.code, 'run_not_found');
+  });
+});
+
+describe('health', () => {
+  it('answers /healthz and /readyz', async () => {
+    const gw = await createTestGateway();
+    try {
+      const live = await request(gw.app).get('/healthz');
+      assertMatchesSpec(live, 'GET', '/healthz');
+      const ready = await request(gw.app).get('/readyz');
+      assertMatchesSpec(ready, 'GET', '/readyz');
+      assert.deepEqual(ready.body, { status: 'ready', checks: { catalog: 'ok', storage: 'ok' } });
+    } finally {
+      await gw.close();
+    }
+  });
+});
