@@ -1,0 +1,295 @@
+import { type Kysely, type Selectable, sql } from 'kysely';
+import { errors, isAppError } from '../errors.js';
+import type { Catalog, MetricQuery, NewCheckpoint } from './catalog.js';
+import {
+  CheckpointRecord as CheckpointRecordSchema,
+  type CheckpointRecord,
+  type CheckpointStatus,
+  METRIC_FIELDS,
+  type MetricField,
+  type MetricPoint,
+  type RunInput,
+  type RunRecord,
+  type TensorEntry,
+} from './records.js';
+import type { CheckpointsTable, Database, MetricPointsTable, RunsTable } from './schema.js';
+
+/**
+ * The Catalog on Kysely. Every query here is portable SQL (ON CONFLICT ... DO NOTHING, LIMIT, no RETURNING
+ * reliance), so the same class serves SQLite and Postgres; only `factory.ts` knows the dialect.
+ */
+export class KyselyCatalog implements Catalog {
+  constructor(private readonly db: Kysely<Database>) {}
+
+  putRun(id: string, input: RunInput): Promise<{ run: RunRecord; created: boolean }> {
+    return guard('putRun', () =>
+      this.db.transaction().execute(async (trx) => {
+        const now = new Date().toISOString();
+        const res = await trx
+          .insertInto('runs')
+          .values({ ...newRunRow(id, now), ...runPatch(input) })
+          .onConflict((oc) => oc.column('id').doNothing())
+          .executeTakeFirst();
+        const created = inserted(res.numInsertedOrUpdatedRows);
+        if (!created) {
+          await trx
+            .updateTable('runs')
+            .set({ ...runPatch(input), updated_at: now })
+            .where('id', '=', id)
+            .execute();
+        }
+        const row = await trx.selectFrom('runs').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+        return { run: toRunRecord(row), created };
+      }),
+    );
+  }
+
+  ensureRun(id: string): Promise<RunRecord> {
+    return guard('ensureRun', async () => {
+      await this.db
+        .insertInto('runs')
+        .values(newRunRow(id, new Date().toISOString()))
+        .onConflict((oc) => oc.column('id').doNothing())
+        .execute();
+      const row = await this.db.selectFrom('runs').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+      return toRunRecord(row);
+    });
+  }
+
+  getRun(id: string): Promise<RunRecord | null> {
+    return guard('getRun', async () => {
+      const row = await this.db.selectFrom('runs').selectAll().where('id', '=', id).executeTakeFirst();
+      return row ? toRunRecord(row) : null;
+    });
+  }
+
+  listRuns(page: { limit: number; after?: string }): Promise<RunRecord[]> {
+    return guard('listRuns', async () => {
+      let q = this.db.selectFrom('runs').selectAll().orderBy('id').limit(page.limit);
+      if (page.after !== undefined) q = q.where('id', '>', page.after);
+      return (await q.execute()).map(toRunRecord);
+    });
+  }
+
+  insertCheckpoint(row: NewCheckpoint): Promise<{ inserted: true } | { inserted: false; existing: CheckpointRecord }> {
+    return guard('insertCheckpoint', () =>
+      this.db.transaction().execute(async (trx) => {
+        const res = await trx
+          .insertInto('checkpoints')
+          .values(toCheckpointRow(row, new Date().toISOString()))
+          .onConflict((oc) => oc.columns(['run_id', 'step']).doNothing())
+          .executeTakeFirst();
+        if (inserted(res.numInsertedOrUpdatedRows)) return { inserted: true as const };
+        const existing = await trx
+          .selectFrom('checkpoints')
+          .selectAll()
+          .where('run_id', '=', row.run)
+          .where('step', '=', row.step)
+          .executeTakeFirstOrThrow();
+        return { inserted: false as const, existing: toCheckpointRecord(existing) };
+      }),
+    );
+  }
+
+  getCheckpoint(run: string, step: number): Promise<CheckpointRecord | null> {
+    return guard('getCheckpoint', async () => {
+      const row = await this.db
+        .selectFrom('checkpoints')
+        .selectAll()
+        .where('run_id', '=', run)
+        .where('step', '=', step)
+        .executeTakeFirst();
+      return row ? toCheckpointRecord(row) : null;
+    });
+  }
+
+  listCheckpoints(run: string, filter?: { status?: CheckpointStatus }): Promise<CheckpointRecord[]> {
+    return guard('listCheckpoints', async () => {
+      let q = this.db.selectFrom('checkpoints').selectAll().where('run_id', '=', run).orderBy('step');
+      if (filter?.status !== undefined) q = q.where('status', '=', filter.status);
+      return (await q.execute()).map(toCheckpointRecord);
+    });
+  }
+
+  appendMetrics(run: string, points: readonly MetricPoint[]): Promise<number> {
+    if (points.length === 0) return Promise.resolve(0);
+    return guard('appendMetrics', () =>
+      this.db.transaction().execute(async (trx) => {
+        for (let i = 0; i < points.length; i += METRIC_CHUNK_ROWS) {
+          const rows = points.slice(i, i + METRIC_CHUNK_ROWS).map((p) => toMetricRow(run, p));
+          await trx.insertInto('metric_points').values(rows).execute();
+        }
+        return points.length;
+      }),
+    );
+  }
+
+  listMetrics(run: string, query: MetricQuery): Promise<MetricPoint[]> {
+    return guard('listMetrics', async () => {
+      let q = this.db
+        .selectFrom('metric_points')
+        .select(METRIC_SELECT)
+        .where('run_id', '=', run)
+        .orderBy('step')
+        .orderBy('id')
+        .limit(query.limit);
+      if (query.fromStep !== undefined) q = q.where('step', '>=', query.fromStep);
+      if (query.toStep !== undefined) q = q.where('step', '<=', query.toStep);
+      return (await q.execute()).map(toMetricPoint);
+    });
+  }
+
+  ping(): Promise<void> {
+    return guard('ping', async () => {
+      await sql`select 1`.execute(this.db);
+    });
+  }
+
+  close(): Promise<void> {
+    return guard('close', () => this.db.destroy());
+  }
+}
+
+/** Runs `fn`, turning any non-AppError (driver, constraint, corrupt JSON) into `catalog_unavailable`. */
+async function guard<T>(operation: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (isAppError(err)) throw err;
+    throw errors.catalogUnavailable(`catalog ${operation} failed`, err);
+  }
+}
+
+const inserted = (n: bigint | undefined): boolean => n !== undefined && n > 0n;
+
+/** int8 columns come back as strings from Postgres, numbers from SQLite. */
+const num = (v: number | string): number => (typeof v === 'number' ? v : Number(v));
+const numOrNull = (v: number | string | null): number | null => (v === null ? null : num(v));
+
+// ---- runs
+
+function newRunRow(id: string, now: string): RunsTable {
+  return {
+    id,
+    planned_steps: null,
+    train_size: null,
+    allow_shape_change: 0,
+    tags: '{}',
+    created_at: now,
+    updated_at: now,
+  };
+}
+
+/** Only the fields present in `input`: absent fields keep their stored values on update. */
+function runPatch(input: RunInput): Partial<RunsTable> {
+  const patch: Partial<RunsTable> = {};
+  if (input.plannedSteps !== undefined) patch.planned_steps = input.plannedSteps;
+  if (input.trainSize !== undefined) patch.train_size = input.trainSize;
+  if (input.allowShapeChange !== undefined) patch.allow_shape_change = input.allowShapeChange ? 1 : 0;
+  if (input.tags !== undefined) patch.tags = JSON.stringify(input.tags);
+  return patch;
+}
+
+function toRunRecord(row: Selectable<RunsTable>): RunRecord {
+  return {
+    id: row.id,
+    plannedSteps: numOrNull(row.planned_steps),
+    trainSize: numOrNull(row.train_size),
+    allowShapeChange: row.allow_shape_change === 1,
+    tags: JSON.parse(row.tags) as Record<string, string>,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+  };
+}
+
+// ---- checkpoints
+
+function toCheckpointRow(c: NewCheckpoint, now: string): CheckpointsTable {
+  return {
+    run_id: c.run,
+    step: c.step,
+    upload_id: c.uploadId,
+    sha256: c.sha256,
+    bytes: c.bytes,
+    format: c.format,
+    status: 'kept' satisfies CheckpointStatus,
+    blob_key: c.blobKey,
+    tensors: JSON.stringify(c.tensors),
+    metadata: c.metadata === null ? null : JSON.stringify(c.metadata),
+    created_at: now,
+  };
+}
+
+const CheckpointEnums = CheckpointRecordSchema.pick({ format: true, status: true });
+
+function toCheckpointRecord(row: Selectable<CheckpointsTable>): CheckpointRecord {
+  // format and status are checked: a stray value in the database must not reach clients as a valid enum.
+  const { format, status } = CheckpointEnums.parse({ format: row.format, status: row.status });
+  return {
+    run: row.run_id,
+    step: num(row.step),
+    uploadId: row.upload_id,
+    sha256: row.sha256,
+    bytes: num(row.bytes),
+    format,
+    status,
+    blobKey: row.blob_key,
+    tensors: JSON.parse(row.tensors) as TensorEntry[],
+    metadata: row.metadata === null ? null : (JSON.parse(row.metadata) as Record<string, string>),
+    createdAt: row.created_at,
+  };
+}
+
+// ---- metric points
+
+type MetricColumn = Exclude<keyof MetricPointsTable, 'id' | 'run_id' | 'step' | 'extra'>;
+
+/** Record field -> column, for the optional numeric fields. */
+const METRIC_COLUMNS = {
+  trainLoss: 'train_loss',
+  valLoss: 'val_loss',
+  lr: 'lr',
+  batchSize: 'batch_size',
+  gradNorm: 'grad_norm',
+  gradVariance: 'grad_variance',
+  updateNorm: 'update_norm',
+  gapIncrement: 'gap_increment',
+} as const satisfies Record<MetricField, MetricColumn>;
+
+const METRIC_SELECT = ['step', ...METRIC_FIELDS.map((f) => METRIC_COLUMNS[f]), 'extra'] as const;
+
+type MetricInsert = Omit<MetricPointsTable, 'id'>;
+
+/** Columns bound per inserted row; chunks keep rows x columns under SQLite's 32766 bound-parameter limit. */
+const METRIC_ROW_PARAMS = 3 + METRIC_FIELDS.length;
+const METRIC_CHUNK_ROWS = Math.floor(30_000 / METRIC_ROW_PARAMS);
+
+function toMetricRow(run: string, p: MetricPoint): MetricInsert {
+  // Every row carries every column (null when absent): a multi-row VALUES needs the same column list.
+  return {
+    run_id: run,
+    step: p.step,
+    train_loss: p.trainLoss ?? null,
+    val_loss: p.valLoss ?? null,
+    lr: p.lr ?? null,
+    batch_size: p.batchSize ?? null,
+    grad_norm: p.gradNorm ?? null,
+    grad_variance: p.gradVariance ?? null,
+    update_norm: p.updateNorm ?? null,
+    gap_increment: p.gapIncrement ?? null,
+    extra: p.extra === undefined ? null : JSON.stringify(p.extra),
+  };
+}
+
+type MetricRow = Pick<Selectable<MetricPointsTable>, (typeof METRIC_SELECT)[number]>;
+
+/** Absent (null) fields are omitted, never returned as null. */
+function toMetricPoint(row: MetricRow): MetricPoint {
+  const point: MetricPoint = { step: num(row.step) };
+  for (const field of METRIC_FIELDS) {
+    const v = row[METRIC_COLUMNS[field]];
+    if (v !== null) point[field] = num(v);
+  }
+  if (row.extra !== null) point.extra = JSON.parse(row.extra) as Record<string, number>;
+  return point;
+}

@@ -1,0 +1,102 @@
+import { type Kysely, type Migration, type MigrationProvider, Migrator } from 'kysely';
+import type { Database } from './schema.js';
+
+/**
+ * Schema migrations, in code, applied in name order at open (`runMigrations`). Never edit a migration that
+ * has shipped: add `0002_...` (a new column is `alterTable(...).addColumn(...)` plus a field in `schema.ts`).
+ * Migrations see `Kysely<unknown>`: they describe the schema as it was then, not today's `Database`.
+ * Every migration writes portable DDL; the few dialect differences go through `dialectTypes`.
+ */
+export type SqlDialect = 'sqlite' | 'postgres';
+
+/** The only place the dialects differ in DDL. */
+function dialectTypes(dialect: SqlDialect) {
+  return dialect === 'sqlite'
+    ? {
+        // INTEGER PRIMARY KEY AUTOINCREMENT is SQLite's rowid alias; ids never go back, even after deletes.
+        addAutoId: (db: Kysely<unknown>, table: string) =>
+          db.schema.createTable(table).addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement()),
+        // For binary columns added later (the per-checkpoint sketch): BLOB here, BYTEA on Postgres; both
+        // drivers read and write Node Buffers.
+        binary: 'blob' as const,
+      }
+    : {
+        addAutoId: (db: Kysely<unknown>, table: string) =>
+          db.schema.createTable(table).addColumn('id', 'bigint', (c) => c.primaryKey().generatedAlwaysAsIdentity()),
+        binary: 'bytea' as const,
+      };
+}
+
+function migrations(dialect: SqlDialect): Record<string, Migration> {
+  const types = dialectTypes(dialect);
+  return {
+    '0001_initial': {
+      async up(db: Kysely<unknown>) {
+        await db.schema
+          .createTable('runs')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('planned_steps', 'bigint')
+          .addColumn('train_size', 'bigint')
+          .addColumn('allow_shape_change', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('tags', 'text', (c) => c.notNull().defaultTo('{}'))
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('updated_at', 'text', (c) => c.notNull())
+          .execute();
+
+        await db.schema
+          .createTable('checkpoints')
+          .addColumn('run_id', 'text', (c) => c.notNull())
+          .addColumn('step', 'bigint', (c) => c.notNull())
+          .addColumn('upload_id', 'text', (c) => c.notNull())
+          .addColumn('sha256', 'text', (c) => c.notNull())
+          .addColumn('bytes', 'bigint', (c) => c.notNull())
+          .addColumn('format', 'text', (c) => c.notNull())
+          .addColumn('status', 'text', (c) => c.notNull().defaultTo('kept'))
+          .addColumn('blob_key', 'text', (c) => c.notNull())
+          .addColumn('tensors', 'text', (c) => c.notNull())
+          .addColumn('metadata', 'text')
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('checkpoints_pk', ['run_id', 'step'])
+          .execute();
+        await db.schema.createIndex('checkpoints_run_status').on('checkpoints').columns(['run_id', 'status']).execute();
+
+        await types
+          .addAutoId(db, 'metric_points')
+          .addColumn('run_id', 'text', (c) => c.notNull())
+          .addColumn('step', 'bigint', (c) => c.notNull())
+          .addColumn('train_loss', 'double precision')
+          .addColumn('val_loss', 'double precision')
+          .addColumn('lr', 'double precision')
+          .addColumn('batch_size', 'bigint')
+          .addColumn('grad_norm', 'double precision')
+          .addColumn('grad_variance', 'double precision')
+          .addColumn('update_norm', 'double precision')
+          .addColumn('gap_increment', 'double precision')
+          .addColumn('extra', 'text')
+          .execute();
+        await db.schema
+          .createIndex('metric_points_run_step')
+          .on('metric_points')
+          .columns(['run_id', 'step', 'id'])
+          .execute();
+      },
+    },
+  };
+}
+
+/** Exposed for tests and for `trajgate` tooling that wants to list what a database has applied. */
+export function migrationProvider(dialect: SqlDialect): MigrationProvider {
+  return { getMigrations: async () => migrations(dialect) };
+}
+
+/** Brings the schema to the latest migration; a no-op when it is current. Throws on the first failure. */
+export async function runMigrations(db: Kysely<Database>, dialect: SqlDialect): Promise<void> {
+  const migrator = new Migrator({ db, provider: migrationProvider(dialect) });
+  const { error, results } = await migrator.migrateToLatest();
+  if (error) {
+    const failed = results?.find((r) => r.status === 'Error')?.migrationName ?? 'unknown';
+    throw new Error(`catalog migration ${failed} failed: ${error instanceof Error ? error.message : String(error)}`, {
+      cause: error,
+    });
+  }
+}

@@ -1,0 +1,63 @@
+import type { Generated } from 'kysely';
+
+/**
+ * The catalog's tables as Kysely sees them. Only portable column types: JSON is stored as text, booleans as
+ * 0/1 integers and timestamps as ISO-8601 text, so SQLite and Postgres share every query. Integer columns
+ * are `bigint` in the DDL (SQLite gives them INTEGER affinity); the Postgres driver returns int8 as a
+ * string, hence `number | string` on the read side, normalised by the row mappers.
+ *
+ * Adding a column: a new migration in `migrations.ts`, a field here, and one line in each mapper.
+ */
+export interface Database {
+  runs: RunsTable;
+  checkpoints: CheckpointsTable;
+  metric_points: MetricPointsTable;
+}
+
+/** Integer columns: written as numbers, read back as numbers (SQLite) or decimal strings (Postgres int8). */
+type Int = number | string;
+
+export interface RunsTable {
+  id: string;
+  planned_steps: Int | null;
+  train_size: Int | null;
+  /** 0 or 1. */
+  allow_shape_change: number;
+  /** JSON object of string -> string. */
+  tags: string;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface CheckpointsTable {
+  run_id: string;
+  step: Int;
+  upload_id: string;
+  sha256: string;
+  bytes: Int;
+  format: string;
+  status: string;
+  blob_key: string;
+  /** JSON array of TensorEntry. */
+  tensors: string;
+  /** JSON object of string -> string, or null. */
+  metadata: string | null;
+  created_at: string;
+}
+
+export interface MetricPointsTable {
+  /** Arrival order within a step. */
+  id: Generated<Int>;
+  run_id: string;
+  step: Int;
+  train_loss: number | null;
+  val_loss: number | null;
+  lr: number | null;
+  batch_size: Int | null;
+  grad_norm: number | null;
+  grad_variance: number | null;
+  update_norm: number | null;
+  gap_increment: number | null;
+  /** JSON object of string -> number, or null. */
+  extra: string | null;
+}

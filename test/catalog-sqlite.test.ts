@@ -1,0 +1,93 @@
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import BetterSqlite3 from 'better-sqlite3';
+import { openCatalog, parseCatalogUrl } from '../src/catalog/factory.js';
+import { describeCatalogContract } from './helpers/catalog-contract.js';
+
+async function tempDir(): Promise<string> {
+  return mkdtemp(path.join(os.tmpdir(), 'trajgate-catalog-'));
+}
+
+describeCatalogContract('sqlite file', async () => {
+  const dir = await tempDir();
+  const url = `sqlite://${path.join(dir, 'nested', 'catalog.db')}`;
+  return {
+    catalog: await openCatalog(url),
+    reopen: () => openCatalog(url),
+    cleanup: () => rm(dir, { recursive: true, force: true }),
+  };
+});
+
+describeCatalogContract('sqlite memory', async () => ({
+  catalog: await openCatalog('sqlite::memory:'),
+  cleanup: async () => {},
+}));
+
+describe('parseCatalogUrl', () => {
+  it('reads sqlite URLs, :memory: and plain paths', () => {
+    assert.deepEqual(parseCatalogUrl('sqlite:///var/lib/tg/catalog.db'), { kind: 'sqlite', file: '/var/lib/tg/catalog.db' });
+    assert.deepEqual(parseCatalogUrl('sqlite::memory:'), { kind: 'sqlite', file: ':memory:' });
+    assert.deepEqual(parseCatalogUrl('sqlite://:memory:'), { kind: 'sqlite', file: ':memory:' });
+    assert.deepEqual(parseCatalogUrl('/tmp/x.db'), { kind: 'sqlite', file: '/tmp/x.db' });
+    assert.deepEqual(parseCatalogUrl('data/x.db'), { kind: 'sqlite', file: path.resolve('data/x.db') });
+  });
+
+  it('recognises postgres and rejects other schemes, listing the supported ones', () => {
+    assert.equal(parseCatalogUrl('postgres://u:p@db:5432/tg').kind, 'postgres');
+    assert.equal(parseCatalogUrl('postgresql://db/tg').kind, 'postgres');
+    assert.throws(() => parseCatalogUrl('mysql://db/tg'), /unsupported catalog URL scheme 'mysql:'.*sqlite::memory:/);
+    assert.throws(() => parseCatalogUrl('sqlite://'), /no file path/);
+    assert.throws(() => parseCatalogUrl(' '), /empty catalog URL/);
+  });
+});
+
+describe('openCatalog', () => {
+  let dir: string;
+  before(async () => {
+    dir = await tempDir();
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('refuses postgres until its dialect exists', async () => {
+    await assert.rejects(openCatalog('postgres://localhost/tg'), /Postgres catalog dialect is not built yet/);
+  });
+
+  it('creates the parent directory and puts a file database in WAL mode', async () => {
+    const file = path.join(dir, 'a', 'b', 'catalog.db');
+    const catalog = await openCatalog(file);
+    try {
+      assert.ok(existsSync(file));
+      await catalog.ensureRun('r');
+      const probe = new BetterSqlite3(file, { readonly: true });
+      try {
+        assert.equal(probe.pragma('journal_mode', { simple: true }), 'wal');
+        const tables = probe
+          .prepare("select name from sqlite_master where type = 'table' order by name")
+          .all()
+          .map((r) => (r as { name: string }).name);
+        for (const t of ['runs', 'checkpoints', 'metric_points', 'kysely_migration']) assert.ok(tables.includes(t), t);
+        const applied = probe.prepare('select name from kysely_migration').all() as { name: string }[];
+        assert.deepEqual(
+          applied.map((r) => r.name),
+          ['0001_initial'],
+        );
+      } finally {
+        probe.close();
+      }
+    } finally {
+      await catalog.close();
+    }
+  });
+
+  it('reports a file that is not a database instead of migrating it', async () => {
+    const file = path.join(dir, 'junk.db');
+    await (await import('node:fs/promises')).writeFile(file, 'this is not sqlite, just text padding '.repeat(200));
+    await assert.rejects(openCatalog(file), /cannot open SQLite catalog|not a database/);
+  });
+});

@@ -1,0 +1,274 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { Catalog, NewCheckpoint } from '../../src/catalog/catalog.js';
+import { CheckpointRecord, MetricPoint, RunRecord } from '../../src/catalog/records.js';
+import { isAppError } from '../../src/errors.js';
+
+/** One opened catalog under test. `reopen` (file-backed stores only) opens the same database again. */
+export interface OpenedCatalog {
+  catalog: Catalog;
+  cleanup(): Promise<void>;
+  reopen?: () => Promise<Catalog>;
+}
+
+/** The behaviour every Catalog backend must show; each backend's test file calls this once per store. */
+export function describeCatalogContract(name: string, open: () => Promise<OpenedCatalog>): void {
+  describe(`Catalog contract: ${name}`, () => {
+    let opened: OpenedCatalog;
+    let catalog: Catalog;
+    let seq = 0;
+    const runId = (label: string) => `${label}-${++seq}`;
+
+    before(async () => {
+      opened = await open();
+      catalog = opened.catalog;
+    });
+    after(async () => {
+      await opened.catalog.close();
+      await opened.cleanup();
+    });
+
+    const checkpoint = (run: string, step: number, extra: Partial<NewCheckpoint> = {}): NewCheckpoint => ({
+      run,
+      step,
+      uploadId: `u-${run}-${step}`,
+      sha256: 'ab'.repeat(32),
+      bytes: 1024 + step,
+      format: 'safetensors',
+      blobKey: `runs/${run}/checkpoints/${String(step).padStart(10, '0')}-u.safetensors`,
+      tensors: [
+        { name: 'w', dtype: 'F32', shape: [3, 4] },
+        { name: 'b', dtype: 'F32', shape: [4] },
+      ],
+      metadata: { epoch: '1' },
+      ...extra,
+    });
+
+    it('ping succeeds', async () => {
+      await catalog.ping();
+    });
+
+    it('putRun creates, then updates only the fields given', async () => {
+      const id = runId('put');
+      const first = await catalog.putRun(id, { plannedSteps: 1000, trainSize: 60000, tags: { a: '1' } });
+      assert.equal(first.created, true);
+      assert.deepEqual(
+        { ...first.run, createdAt: undefined, updatedAt: undefined },
+        { id, plannedSteps: 1000, trainSize: 60000, allowShapeChange: false, tags: { a: '1' }, createdAt: undefined, updatedAt: undefined },
+      );
+      RunRecord.parse(first.run);
+
+      await new Promise((r) => setTimeout(r, 5));
+      const second = await catalog.putRun(id, { allowShapeChange: true, trainSize: null });
+      assert.equal(second.created, false);
+      assert.equal(second.run.plannedSteps, 1000, 'absent field kept');
+      assert.deepEqual(second.run.tags, { a: '1' }, 'absent tags kept');
+      assert.equal(second.run.trainSize, null, 'explicit null clears');
+      assert.equal(second.run.allowShapeChange, true);
+      assert.equal(second.run.createdAt, first.run.createdAt);
+      assert.ok(second.run.updatedAt > first.run.updatedAt, 'updatedAt bumped');
+
+      const third = await catalog.putRun(id, { tags: { b: '2' } });
+      assert.deepEqual(third.run.tags, { b: '2' }, 'tags replaced as a whole');
+      assert.deepEqual(await catalog.getRun(id), third.run);
+    });
+
+    it('putRun with no fields creates a run with defaults', async () => {
+      const id = runId('empty');
+      const { run, created } = await catalog.putRun(id, {});
+      assert.equal(created, true);
+      assert.equal(run.plannedSteps, null);
+      assert.equal(run.trainSize, null);
+      assert.equal(run.allowShapeChange, false);
+      assert.deepEqual(run.tags, {});
+    });
+
+    it('ensureRun creates once and never overwrites', async () => {
+      const id = runId('ensure');
+      const a = await catalog.ensureRun(id);
+      RunRecord.parse(a);
+      const b = await catalog.ensureRun(id);
+      assert.deepEqual(b, a);
+      await catalog.putRun(id, { plannedSteps: 7 });
+      assert.equal((await catalog.ensureRun(id)).plannedSteps, 7);
+      const racing = runId('ensure-race');
+      const many = await Promise.all([1, 2, 3].map(() => catalog.ensureRun(racing)));
+      assert.deepEqual(many[1], many[0]);
+      assert.deepEqual(many[2], many[0]);
+    });
+
+    it('getRun returns null for a missing run', async () => {
+      assert.equal(await catalog.getRun('no-such-run'), null);
+    });
+
+    it('listRuns pages by id with `after`', async () => {
+      const prefix = `page${++seq}`;
+      const ids = ['c', 'a', 'e', 'b', 'd'].map((s) => `${prefix}-${s}`);
+      for (const id of ids) await catalog.ensureRun(id);
+      const sorted = [...ids].sort();
+      const collected: string[] = [];
+      let after: string | undefined = `${prefix}-`;
+      for (;;) {
+        const page = await catalog.listRuns({ limit: 2, after });
+        const mine = page.filter((r) => r.id.startsWith(`${prefix}-`));
+        collected.push(...mine.map((r) => r.id));
+        if (mine.length < 2) break;
+        after = page[page.length - 1].id;
+      }
+      assert.deepEqual(collected, sorted);
+      const all = await catalog.listRuns({ limit: 1000 });
+      assert.deepEqual(
+        all.map((r) => r.id),
+        all.map((r) => r.id).sort(),
+        'ordered by id',
+      );
+    });
+
+    it('insertCheckpoint inserts once; a duplicate gets the existing record', async () => {
+      const run = runId('ckpt');
+      await catalog.ensureRun(run);
+      const step = 2 ** 40; // beyond 32 bits
+      assert.deepEqual(await catalog.insertCheckpoint(checkpoint(run, step)), { inserted: true });
+
+      const dup = await catalog.insertCheckpoint(checkpoint(run, step, { uploadId: 'other', sha256: 'cd'.repeat(32) }));
+      assert.equal(dup.inserted, false);
+      assert.ok(!dup.inserted);
+      const existing = CheckpointRecord.parse(dup.existing);
+      assert.equal(existing.uploadId, `u-${run}-${step}`, 'the first writer wins');
+      assert.equal(existing.step, step);
+      assert.equal(existing.status, 'kept');
+      assert.deepEqual(existing.tensors, checkpoint(run, step).tensors);
+      assert.deepEqual(existing.metadata, { epoch: '1' });
+      assert.deepEqual(await catalog.getCheckpoint(run, step), existing);
+      assert.equal(await catalog.getCheckpoint(run, step + 1), null);
+    });
+
+    it('concurrent inserts of one step resolve to exactly one winner', async () => {
+      const run = runId('race');
+      await catalog.ensureRun(run);
+      const results = await Promise.all(
+        Array.from({ length: 8 }, (_, i) => catalog.insertCheckpoint(checkpoint(run, 5, { uploadId: `u${i}` }))),
+      );
+      const winners = results.filter((r) => r.inserted);
+      assert.equal(winners.length, 1);
+      const stored = await catalog.getCheckpoint(run, 5);
+      assert.ok(stored);
+      for (const r of results) if (!r.inserted) assert.deepEqual(r.existing, stored);
+    });
+
+    it('listCheckpoints orders by step and filters by status', async () => {
+      const run = runId('list');
+      await catalog.ensureRun(run);
+      for (const step of [30, 10, 20]) await catalog.insertCheckpoint(checkpoint(run, step, { metadata: null, format: 'native' }));
+      await catalog.insertCheckpoint(checkpoint(runId('other'), 15));
+      const all = await catalog.listCheckpoints(run);
+      assert.deepEqual(
+        all.map((c) => c.step),
+        [10, 20, 30],
+      );
+      for (const c of all) {
+        CheckpointRecord.parse(c);
+        assert.equal(c.metadata, null);
+        assert.equal(c.format, 'native');
+      }
+      assert.equal((await catalog.listCheckpoints(run, { status: 'kept' })).length, 3);
+      assert.deepEqual(await catalog.listCheckpoints(run, { status: 'discarded' }), []);
+      assert.deepEqual(await catalog.listCheckpoints('no-such-run'), []);
+    });
+
+    it('metrics: append, order by (step, arrival), step filters, limit, extra, absent fields omitted', async () => {
+      const run = runId('metrics');
+      await catalog.ensureRun(run);
+      const points: MetricPoint[] = [
+        { step: 2, trainLoss: 0.5, lr: 1e-3, batchSize: 32 },
+        { step: 1, trainLoss: 0.9 },
+        { step: 2, valLoss: 0.6, extra: { acc: 0.75, 'top-5': 0.9 } },
+        {
+          step: 3,
+          trainLoss: 0.4,
+          valLoss: 0.45,
+          lr: 5e-4,
+          batchSize: 64,
+          gradNorm: 1.5,
+          gradVariance: 12.25,
+          updateNorm: 0.01,
+          gapIncrement: -1e-6,
+        },
+      ];
+      assert.equal(await catalog.appendMetrics(run, points), 4);
+      assert.equal(await catalog.appendMetrics(run, []), 0);
+
+      const got = await catalog.listMetrics(run, { limit: 100 });
+      assert.deepEqual(got, [points[1], points[0], points[2], points[3]]);
+      for (const p of got) {
+        MetricPoint.parse(p);
+        for (const v of Object.values(p)) assert.notEqual(v, null, 'no nulls');
+      }
+      assert.deepEqual(
+        (await catalog.listMetrics(run, { fromStep: 2, limit: 100 })).map((p) => p.step),
+        [2, 2, 3],
+      );
+      assert.deepEqual(
+        (await catalog.listMetrics(run, { toStep: 2, limit: 100 })).map((p) => p.step),
+        [1, 2, 2],
+      );
+      assert.deepEqual(await catalog.listMetrics(run, { fromStep: 2, toStep: 2, limit: 1 }), [points[0]]);
+      assert.deepEqual(await catalog.listMetrics('no-such-run', { limit: 10 }), []);
+    });
+
+    it('appends 100,000 points in one call and reads them back in order', async (t) => {
+      const run = runId('bulk');
+      await catalog.ensureRun(run);
+      const n = 100_000;
+      const points: MetricPoint[] = Array.from({ length: n }, (_, i) => ({
+        step: Math.floor(i / 2),
+        trainLoss: 1 / (i + 1),
+        lr: 1e-3,
+        batchSize: 128,
+        gradNorm: i % 3 === 0 ? 0.5 : undefined,
+      }));
+      for (const p of points) if (p.gradNorm === undefined) delete p.gradNorm;
+      const t0 = performance.now();
+      assert.equal(await catalog.appendMetrics(run, points), n);
+      const t1 = performance.now();
+      const back = await catalog.listMetrics(run, { limit: n + 10 });
+      const t2 = performance.now();
+      t.diagnostic(`${name}: append 100k metrics ${(t1 - t0).toFixed(0)} ms, list ${(t2 - t1).toFixed(0)} ms`);
+      assert.equal(back.length, n);
+      assert.deepEqual(back, points);
+      assert.ok(t1 - t0 < 10_000, `appendMetrics(100k) took ${(t1 - t0).toFixed(0)} ms`);
+    });
+
+    it('failures surface as catalog_unavailable', async () => {
+      const doomed = await open();
+      await doomed.catalog.close();
+      try {
+        await assert.rejects(doomed.catalog.getRun('x'), (err: unknown) => isAppError(err) && err.code === 'catalog_unavailable');
+        await assert.rejects(doomed.catalog.ping(), (err: unknown) => isAppError(err) && err.code === 'catalog_unavailable');
+      } finally {
+        await doomed.cleanup();
+      }
+    });
+
+    it('data survives close and reopen; reopening re-runs migrations as a no-op', async (t) => {
+      const reopen = opened.reopen;
+      if (!reopen) return t.skip('in-memory store');
+      const run = runId('durable');
+      await catalog.putRun(run, { plannedSteps: 42, tags: { k: 'v' } });
+      await catalog.insertCheckpoint(checkpoint(run, 1));
+      await catalog.appendMetrics(run, [{ step: 1, trainLoss: 1 }]);
+
+      // A second connection while the first is open: migrations see a current schema.
+      const second = await reopen();
+      assert.equal((await second.getRun(run))?.plannedSteps, 42);
+      await second.close();
+
+      await catalog.close();
+      catalog = await reopen();
+      opened.catalog = catalog;
+      assert.deepEqual((await catalog.getRun(run))?.tags, { k: 'v' });
+      assert.equal((await catalog.listCheckpoints(run)).length, 1);
+      assert.deepEqual(await catalog.listMetrics(run, { limit: 10 }), [{ step: 1, trainLoss: 1 }]);
+    });
+  });
+}
