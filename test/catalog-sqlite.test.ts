@@ -5,7 +5,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import BetterSqlite3 from 'better-sqlite3';
+import { type Kysely as KyselyType, Kysely, type Migration, SqliteDialect } from 'kysely';
 import { openCatalog, parseCatalogUrl } from '../src/catalog/factory.js';
+import { migrationProvider, runMigrations } from '../src/catalog/migrations.js';
+import type { Database } from '../src/catalog/schema.js';
 import { describeCatalogContract } from './helpers/catalog-contract.js';
 
 async function tempDir(): Promise<string> {
@@ -82,6 +85,44 @@ describe('openCatalog', () => {
       }
     } finally {
       await catalog.close();
+    }
+  });
+
+  it('concurrent opens of a new file all succeed (migrations run once)', async () => {
+    const file = path.join(dir, 'race', 'catalog.db');
+    const catalogs = await Promise.all(Array.from({ length: 4 }, () => openCatalog(file)));
+    try {
+      await Promise.all(catalogs.map((c, i) => c.ensureRun(`r${i}`)));
+      assert.equal((await catalogs[0].listRuns({ limit: 10 })).length, 4);
+    } finally {
+      for (const c of catalogs) await c.close();
+    }
+  });
+
+  it('a migration that fails leaves the schema as it was', async () => {
+    const sqlite = new BetterSqlite3(path.join(dir, 'broken.db'));
+    const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+    try {
+      await runMigrations(db, 'sqlite');
+      const broken: Migration = {
+        async up(trx: KyselyType<unknown>) {
+          await trx.schema.alterTable('runs').addColumn('half_done', 'text').execute();
+          throw new Error('boom');
+        },
+      };
+      const base = await migrationProvider('sqlite').getMigrations();
+      const provider = { getMigrations: async () => ({ ...base, '0002_broken': broken }) };
+      await assert.rejects(runMigrations(db, 'sqlite', provider), /catalog migration 0002_broken failed: boom/);
+      const columns = (sqlite.prepare('pragma table_info(runs)').all() as { name: string }[]).map((c) => c.name);
+      assert.ok(!columns.includes('half_done'), 'the partial change is rolled back');
+      const applied = sqlite.prepare('select name from kysely_migration').all() as { name: string }[];
+      assert.deepEqual(
+        applied.map((r) => r.name),
+        ['0001_initial'],
+      );
+      await runMigrations(db, 'sqlite'); // still usable afterwards
+    } finally {
+      await db.destroy();
     }
   });
 

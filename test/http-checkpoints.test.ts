@@ -273,7 +273,8 @@ describe('uploads over a real socket', () => {
     const server = await startTestServer();
     try {
       const bytes = Buffer.from(encodeSafetensors(model(13, 1024)));
-      const res = await rawUpload(server.url, '/v1/runs/run-chunked/checkpoints/1', { 'content-type': SAFETENSORS }, (req) => {
+      const headers = { 'content-type': SAFETENSORS, 'transfer-encoding': 'chunked' };
+      const res = await rawUpload(server.url, '/v1/runs/run-chunked/checkpoints/1', headers, (req) => {
         req.end(bytes.subarray(0, bytes.length - 100));
       });
       assert.equal(res.status, 400);

@@ -60,7 +60,8 @@ describe('runs', () => {
     assertMatchesSpec(badLimit, 'GET', '/v1/runs');
     assert.equal(badLimit.body.error.code, 'invalid_request');
     const badId = await request(gw.app).put('/v1/runs/..').send({});
-    assert.equal(badId.status, 404, 'Express normalises /v1/runs/.. away from the run routes');
+    assertMatchesSpec(badId, 'PUT', '/v1/runs/{run}');
+    assert.equal(badId.body.error.code, 'invalid_run_id');
   });
 });
 

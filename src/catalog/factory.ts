@@ -39,14 +39,37 @@ export async function openCatalog(url: string): Promise<Catalog> {
   if (target.kind === 'postgres') {
     throw new Error(`the Postgres catalog dialect is not built yet; use ${SUPPORTED}`);
   }
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: openSqlite(target.file) }) });
+  const file = target.file;
+  return oneAtATime(file, async () => {
+    const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: openSqlite(file) }) });
+    try {
+      await runMigrations(db, 'sqlite');
+    } catch (err) {
+      await db.destroy();
+      throw err;
+    }
+    return new KyselyCatalog(db);
+  });
+}
+
+const opening = new Map<string, Promise<unknown>>();
+
+/**
+ * Opens of one file within this process wait for each other. Migrations hold SQLite's write lock across
+ * awaits, and better-sqlite3 waits for a lock synchronously (busy_timeout), so a second connection of the
+ * same process would block the event loop the first one needs to finish, then fail. Other processes are
+ * kept apart by the lock itself.
+ */
+async function oneAtATime<T>(file: string, open: () => Promise<T>): Promise<T> {
+  if (file === MEMORY) return open();
+  const previous = opening.get(file) ?? Promise.resolve();
+  const mine = previous.catch(() => undefined).then(open);
+  opening.set(file, mine);
   try {
-    await runMigrations(db, 'sqlite');
-  } catch (err) {
-    await db.destroy();
-    throw err;
+    return await mine;
+  } finally {
+    if (opening.get(file) === mine) opening.delete(file);
   }
-  return new KyselyCatalog(db);
 }
 
 function openSqlite(file: string): BetterSqlite3.Database {

@@ -1,4 +1,4 @@
-import { type Kysely, type Selectable, sql } from 'kysely';
+import { type Insertable, type Kysely, type Selectable, type Updateable, sql } from 'kysely';
 import { errors, isAppError } from '../errors.js';
 import type { Catalog, MetricQuery, NewCheckpoint } from './catalog.js';
 import {
@@ -168,7 +168,7 @@ const numOrNull = (v: number | string | null): number | null => (v === null ? nu
 
 // ---- runs
 
-function newRunRow(id: string, now: string): RunsTable {
+function newRunRow(id: string, now: string): Insertable<RunsTable> {
   return {
     id,
     planned_steps: null,
@@ -181,8 +181,8 @@ function newRunRow(id: string, now: string): RunsTable {
 }
 
 /** Only the fields present in `input`: absent fields keep their stored values on update. */
-function runPatch(input: RunInput): Partial<RunsTable> {
-  const patch: Partial<RunsTable> = {};
+function runPatch(input: RunInput): Updateable<RunsTable> {
+  const patch: Updateable<RunsTable> = {};
   if (input.plannedSteps !== undefined) patch.planned_steps = input.plannedSteps;
   if (input.trainSize !== undefined) patch.train_size = input.trainSize;
   if (input.allowShapeChange !== undefined) patch.allow_shape_change = input.allowShapeChange ? 1 : 0;
@@ -204,7 +204,7 @@ function toRunRecord(row: Selectable<RunsTable>): RunRecord {
 
 // ---- checkpoints
 
-function toCheckpointRow(c: NewCheckpoint, now: string): CheckpointsTable {
+function toCheckpointRow(c: NewCheckpoint, now: string): Insertable<CheckpointsTable> {
   return {
     run_id: c.run,
     step: c.step,
@@ -258,7 +258,7 @@ const METRIC_COLUMNS = {
 
 const METRIC_SELECT = ['step', ...METRIC_FIELDS.map((f) => METRIC_COLUMNS[f]), 'extra'] as const;
 
-type MetricInsert = Omit<MetricPointsTable, 'id'>;
+type MetricInsert = Required<Omit<Insertable<MetricPointsTable>, 'id'>>;
 
 /** Columns bound per inserted row; chunks keep rows x columns under SQLite's 32766 bound-parameter limit. */
 const METRIC_ROW_PARAMS = 3 + METRIC_FIELDS.length;

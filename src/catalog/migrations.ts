@@ -1,4 +1,4 @@
-import { type Kysely, type Migration, type MigrationProvider, Migrator } from 'kysely';
+import { type Kysely, type Migration, type MigrationProvider, type MigrationResultSet, Migrator, sql } from 'kysely';
 import type { Database } from './schema.js';
 
 /**
@@ -89,14 +89,40 @@ export function migrationProvider(dialect: SqlDialect): MigrationProvider {
   return { getMigrations: async () => migrations(dialect) };
 }
 
-/** Brings the schema to the latest migration; a no-op when it is current. Throws on the first failure. */
-export async function runMigrations(db: Kysely<Database>, dialect: SqlDialect): Promise<void> {
-  const migrator = new Migrator({ db, provider: migrationProvider(dialect) });
-  const { error, results } = await migrator.migrateToLatest();
-  if (error) {
-    const failed = results?.find((r) => r.status === 'Error')?.migrationName ?? 'unknown';
-    throw new Error(`catalog migration ${failed} failed: ${error instanceof Error ? error.message : String(error)}`, {
-      cause: error,
-    });
+/**
+ * Brings the schema to the latest migration; a no-op when it is current. Throws on the first failure, leaving
+ * the schema as it was before the call.
+ */
+export async function runMigrations(
+  db: Kysely<Database>,
+  dialect: SqlDialect,
+  provider: MigrationProvider = migrationProvider(dialect),
+): Promise<void> {
+  const migrator = new Migrator({ db, provider });
+  if (dialect !== 'sqlite') return check(await migrator.migrateToLatest());
+
+  // Kysely runs SQLite migrations outside any transaction and takes no lock (its SqliteAdapter reports no
+  // transactional DDL), so two processes opening a new file both run 0001 and one fails, and a migration
+  // that fails halfway leaves a partial schema. SQLite does have transactional DDL: BEGIN IMMEDIATE takes
+  // the write lock (other processes wait out busy_timeout, then find the schema current) and a failure
+  // rolls everything back. The SQLite driver has one connection, so the migrator's statements run inside
+  // this transaction. Postgres needs none of this: Kysely wraps it in a transaction under an advisory lock.
+  await sql`begin immediate`.execute(db);
+  let result: MigrationResultSet;
+  try {
+    result = await migrator.migrateToLatest();
+  } catch (err) {
+    await sql`rollback`.execute(db);
+    throw err;
   }
+  await sql.raw(result.error ? 'rollback' : 'commit').execute(db);
+  check(result);
+}
+
+function check({ error, results }: MigrationResultSet): void {
+  if (!error) return;
+  const failed = results?.find((r) => r.status === 'Error')?.migrationName ?? 'unknown';
+  throw new Error(`catalog migration ${failed} failed: ${error instanceof Error ? error.message : String(error)}`, {
+    cause: error,
+  });
 }

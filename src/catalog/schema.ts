@@ -1,4 +1,4 @@
-import type { Generated } from 'kysely';
+import type { ColumnType, Generated } from 'kysely';
 
 /**
  * The catalog's tables as Kysely sees them. Only portable column types: JSON is stored as text, booleans as
@@ -15,7 +15,7 @@ export interface Database {
 }
 
 /** Integer columns: written as numbers, read back as numbers (SQLite) or decimal strings (Postgres int8). */
-type Int = number | string;
+type Int = ColumnType<number | string, number, number>;
 
 export interface RunsTable {
   id: string;

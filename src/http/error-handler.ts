@@ -22,6 +22,10 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
       res.setHeader('Connection', 'close');
       req.resume();
     }
+    // Headers a handler set for the success case (a download's type, length, ETag) do not describe the error.
+    for (const header of ['Content-Type', 'Content-Length', 'Content-Disposition', 'ETag', 'Accept-Ranges']) {
+      res.removeHeader(header);
+    }
     res.status(appError.status).json({
       error: { code: appError.code, message: appError.message, ...(appError.details ? { details: appError.details } : {}) },
     });

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import type { CheckpointRecord } from '../../catalog/records.js';
 import { CheckpointStatus } from '../../catalog/records.js';
 import { AppError, errors } from '../../errors.js';
+import type { ByteRange } from '../../storage/blob-store.js';
 import { FILE_EXTENSIONS, MEDIA_TYPES, SHA256_HEADER } from '../../wire/formats.js';
 import type { AppContext } from '../context.js';
 import { parseRunId, parseStep } from '../ids.js';
@@ -49,13 +50,13 @@ export function checkpointRoutes(ctx: AppContext): Router {
       });
     }
     const etag = `"${checkpoint.sha256}"`;
+    const ifRange = req.get('if-range');
+    const range = ifRange === undefined || ifRange === etag ? requestedRange(req.get('range'), checkpoint.bytes, res) : null;
     setContentHeaders(res, checkpoint, etag);
     if (req.get('if-none-match') === etag) {
       res.status(304).end();
       return;
     }
-    const ifRange = req.get('if-range');
-    const range = ifRange === undefined || ifRange === etag ? resolveRange(req.get('range'), checkpoint.bytes) : null;
     const blob = await ctx.blobs.get(checkpoint.blobKey, range ?? undefined);
     if (!blob) {
       throw errors.storageUnavailable(`the blob of step ${checkpoint.step} of run '${checkpoint.run}' is missing from storage`);
@@ -91,6 +92,16 @@ async function requireCheckpoint(ctx: AppContext, rawRun: string, rawStep: strin
   if (checkpoint) return checkpoint;
   if (!(await ctx.catalog.getRun(run))) throw errors.runNotFound(run);
   throw errors.checkpointNotFound(run, step);
+}
+
+/** The range to send; a 416 carries `Content-Range: bytes *\/size` as RFC 9110 asks. */
+function requestedRange(header: string | undefined, size: number, res: Response): ByteRange | null {
+  try {
+    return resolveRange(header, size);
+  } catch (err) {
+    res.setHeader('Content-Range', `bytes */${size}`);
+    throw err;
+  }
 }
 
 function setContentHeaders(res: Response, checkpoint: CheckpointRecord, etag: string): void {
