@@ -1,0 +1,370 @@
+import { Unpackr } from 'msgpackr';
+import { z } from 'zod';
+import { AppError, errors } from '../errors.js';
+import { DTYPE_SIZES } from '../wire/dtypes.js';
+import { NATIVE_FORMAT_NAME, NATIVE_FORMAT_VERSION, NATIVE_MAX_CHUNK_BYTES, NATIVE_RECORD_MARKER } from '../wire/native-format.js';
+import type { CheckpointDecoder, CheckpointLayout, DecoderLimits, TensorMeta, TensorVisitor } from './decoder.js';
+import { ElementSlicer, checkDtype, checkMetadata, checkShape, describe } from './safetensors-decoder.js';
+
+/**
+ * Streaming decoder for the native format (spec: src/wire/native-format.ts). The header record has no
+ * length prefix, so it is buffered and unpacked with msgpackr until msgpackr stops reporting it incomplete;
+ * data records are parsed by hand and their chunks streamed to the visitor without buffering.
+ */
+export function createNativeDecoder(visitor: TensorVisitor, limits: DecoderLimits): CheckpointDecoder {
+  return new NativeDecoder(visitor, limits);
+}
+
+/** int64AsType 'number': an oversized uint64 becomes an unsafe number, which validation then rejects. */
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' });
+
+const HeaderSchema = z.strictObject({
+  format: z.literal(NATIVE_FORMAT_NAME),
+  version: z.literal(NATIVE_FORMAT_VERSION),
+  tensors: z.array(z.strictObject({ name: z.string().min(1), dtype: z.unknown(), shape: z.unknown() })),
+  metadata: z.unknown().optional(),
+});
+
+const MAP_FIXMAP_FIRST = 0x80;
+const MAP_FIXMAP_LAST = 0x8f;
+const MAP16 = 0xde;
+const MAP32 = 0xdf;
+/** Longest record prefix: 0x92, uint32 index (5 bytes), bin32 header (5 bytes). */
+const MAX_PREFIX_BYTES = 11;
+
+/** The thrown value reports msgpackr ran out of input (rather than met invalid input). */
+interface IncompleteError {
+  incomplete?: boolean;
+  missingBytes?: number;
+}
+
+class NativeDecoder implements CheckpointDecoder {
+  readonly format = 'native' as const;
+  readonly expectedLength = null;
+
+  private received = 0;
+  private layout: CheckpointLayout | null = null;
+  private readonly slicer: ElementSlicer;
+
+  // Header phase: buffered pieces, and the buffered size at which to try unpacking again.
+  private headerPieces: Uint8Array[] = [];
+  private headerBuffered = 0;
+  private nextAttempt = 1;
+
+  // Data phase.
+  private readonly prefix = new Uint8Array(MAX_PREFIX_BYTES);
+  private prefixLength = 0;
+  /** Total prefix length, known once enough of it has arrived; 0 until then. */
+  private prefixNeed = 0;
+  /** Bytes of the current record's chunk still to come. */
+  private payloadLeft = 0;
+  private tensor = -1;
+  /** Bytes of the current tensor not yet claimed by a record. */
+  private tensorLeft = 0;
+  /** Index of the last tensor with bytes, -1 if none. */
+  private lastWithData = -1;
+  /** Stream offset of the next byte, for messages. */
+  private position = 0;
+
+  constructor(
+    private readonly visitor: TensorVisitor,
+    private readonly limits: DecoderLimits,
+  ) {
+    this.slicer = new ElementSlicer(visitor);
+  }
+
+  write(chunk: Uint8Array): void {
+    if (chunk.byteLength === 0) return;
+    this.received += chunk.byteLength;
+    if (this.layout === null) {
+      const rest = this.feedHeader(chunk);
+      if (rest !== null) this.writeData(rest.bytes, rest.start);
+    } else {
+      this.writeData(chunk, 0);
+    }
+  }
+
+  end(): CheckpointLayout {
+    if (this.layout === null && this.headerBuffered > 0) {
+      // The last attempt may have been deferred (see feedHeader).
+      const rest = this.unpackHeader();
+      if (rest !== null) this.writeData(rest.bytes, rest.start);
+    }
+    if (this.layout === null) {
+      throw new AppError('truncated_body', `body ended after ${this.received} bytes, inside the native header record`, {
+        received: this.received,
+      });
+    }
+    if (!this.complete()) {
+      const missing = this.missingBytes();
+      throw new AppError(
+        'truncated_body',
+        `body ended after ${this.received} bytes with ${missing} bytes of tensor data still to come` +
+          (this.tensor >= 0 ? ` (in or after tensor '${this.layout.tensors[this.tensor].name}')` : ''),
+        { received: this.received, missingTensorBytes: missing },
+      );
+    }
+    return this.layout;
+  }
+
+  /**
+   * Buffers header bytes; once the header record unpacks, validates it and returns where the data records
+   * begin. Unpacking is retried only after the buffer has grown by half (or by what msgpackr says is
+   * missing), so a header trickling in byte by byte costs linear, not quadratic, time.
+   */
+  private feedHeader(chunk: Uint8Array): { bytes: Uint8Array; start: number } | null {
+    if (this.headerBuffered === 0) checkHeaderStart(chunk[0]);
+    this.headerPieces.push(chunk);
+    this.headerBuffered += chunk.byteLength;
+    if (this.headerBuffered < this.nextAttempt) return null;
+    return this.unpackHeader();
+  }
+
+  private unpackHeader(): { bytes: Uint8Array; start: number } | null {
+    const buffer = this.headerPieces.length === 1 ? this.headerPieces[0] : Buffer.concat(this.headerPieces);
+    this.headerPieces = [buffer];
+    const max = this.limits.maxHeaderBytes;
+    let header: unknown;
+    let end = 0;
+    try {
+      // A fresh view: msgpackr caches a DataView as a property of the array it is given.
+      unpackr.unpackMultiple(buffer.subarray(0), (value: unknown, _start?: number, stop?: number) => {
+        header = value;
+        end = stop ?? 0;
+        return false;
+      });
+    } catch (err) {
+      const e = (typeof err === 'object' && err !== null ? err : {}) as IncompleteError;
+      if (e.incomplete !== true) throw errors.malformed(`native header record is not valid msgpack: ${messageOf(err)}`);
+      if (this.headerBuffered > max) throw headerTooLarge(max);
+      const grown = Math.max(this.headerBuffered + (e.missingBytes ?? 1), Math.ceil(this.headerBuffered * 1.5));
+      this.nextAttempt = Math.min(grown, max + 1);
+      return null;
+    }
+    if (end > max) throw headerTooLarge(max);
+    this.headerPieces = [];
+    this.position = end;
+    this.startData(parseHeader(header, this.limits));
+    return { bytes: buffer, start: end };
+  }
+
+  private startData(layout: CheckpointLayout): void {
+    this.layout = layout;
+    layout.tensors.forEach((t, i) => {
+      if (t.byteLength > 0) this.lastWithData = i;
+    });
+    this.visitor.onHeader(layout);
+  }
+
+  /** Hot path: chunk payloads go straight to the slicer; only record prefixes are read byte by byte. */
+  private writeData(bytes: Uint8Array, pos: number): void {
+    const length = bytes.byteLength;
+    while (pos < length) {
+      if (this.payloadLeft > 0) {
+        const take = Math.min(length - pos, this.payloadLeft);
+        this.slicer.push(bytes, pos, pos + take);
+        pos += take;
+        this.payloadLeft -= take;
+        this.position += take;
+      } else {
+        pos = this.readPrefix(bytes, pos);
+      }
+    }
+  }
+
+  /** Consumes record-prefix bytes from `pos`; starts the record once its prefix is whole. */
+  private readPrefix(bytes: Uint8Array, pos: number): number {
+    if (this.prefixLength === 0 && this.complete()) {
+      throw errors.malformed(`unexpected bytes at offset ${this.position}, after the last tensor's data`, {
+        offset: this.position,
+      });
+    }
+    while (pos < bytes.byteLength) {
+      const byte = bytes[pos++];
+      this.prefix[this.prefixLength++] = byte;
+      this.position++;
+      if (this.prefixNeed === 0) this.prefixNeed = this.prefixSize(byte);
+      if (this.prefixLength === this.prefixNeed) {
+        this.startRecord();
+        break;
+      }
+    }
+    return pos;
+  }
+
+  /** Checks the prefix byte just added; returns the whole prefix's length once known, else 0. */
+  private prefixSize(byte: number): number {
+    const n = this.prefixLength;
+    const recordAt = this.position - n;
+    if (n === 1) {
+      if (byte !== NATIVE_RECORD_MARKER) {
+        throw errors.malformed(`expected a data record (msgpack fixarray of 2, 0x92) at offset ${recordAt}, got 0x${hex(byte)}`, {
+          offset: recordAt,
+        });
+      }
+      return 0;
+    }
+    const indexWidth = uintWidth(this.prefix[1]);
+    if (indexWidth < 0) {
+      throw errors.malformed(`data record at offset ${recordAt}: the tensor index must be a msgpack uint up to uint32, got type byte 0x${hex(this.prefix[1])}`, {
+        offset: recordAt,
+      });
+    }
+    const binAt = 2 + indexWidth;
+    if (n <= binAt) return 0;
+    const lengthWidth = binWidth(this.prefix[binAt]);
+    if (lengthWidth < 0) {
+      throw errors.malformed(`data record at offset ${recordAt}: the chunk must be msgpack bin, got type byte 0x${hex(this.prefix[binAt])}`, {
+        offset: recordAt,
+      });
+    }
+    return binAt + 1 + lengthWidth;
+  }
+
+  private startRecord(): void {
+    const p = this.prefix;
+    const indexWidth = uintWidth(p[1]);
+    const index = indexWidth === 0 ? p[1] : readUint(p, 2, indexWidth);
+    const lengthAt = 3 + indexWidth;
+    const chunkLength = readUint(p, lengthAt, this.prefixNeed - lengthAt);
+    const recordAt = this.position - this.prefixNeed;
+    this.prefixLength = 0;
+    this.prefixNeed = 0;
+    this.enterTensor(index, recordAt);
+    const name = (this.layout as CheckpointLayout).tensors[index].name;
+    if (chunkLength === 0) throw errors.malformed(`empty data record for tensor '${name}' at offset ${recordAt}`, { tensor: name, offset: recordAt });
+    if (chunkLength > NATIVE_MAX_CHUNK_BYTES) {
+      throw errors.malformed(`data record for tensor '${name}' at offset ${recordAt} holds ${chunkLength} bytes, over the ${NATIVE_MAX_CHUNK_BYTES}-byte chunk limit`, {
+        tensor: name,
+        offset: recordAt,
+      });
+    }
+    if (chunkLength > this.tensorLeft) {
+      throw errors.malformed(
+        `data record for tensor '${name}' at offset ${recordAt} holds ${chunkLength} bytes but only ${this.tensorLeft} of the tensor remain`,
+        { tensor: name, offset: recordAt, chunkBytes: chunkLength, remaining: this.tensorLeft },
+      );
+    }
+    this.tensorLeft -= chunkLength;
+    this.payloadLeft = chunkLength;
+  }
+
+  /** Moves to tensor `index` if it is next in header order and the current one is complete. */
+  private enterTensor(index: number, recordAt: number): void {
+    const tensors = (this.layout as CheckpointLayout).tensors;
+    if (index >= tensors.length) {
+      throw errors.malformed(`data record at offset ${recordAt} names tensor index ${index}, but the header lists ${tensors.length} tensors`, {
+        offset: recordAt,
+        index,
+      });
+    }
+    if (index === this.tensor) return;
+    const name = tensors[index].name;
+    if (index < this.tensor) {
+      throw errors.malformed(`data record for tensor '${name}' at offset ${recordAt} comes after tensor '${tensors[this.tensor].name}': tensors must follow header order`, {
+        tensor: name,
+        offset: recordAt,
+      });
+    }
+    for (let i = Math.max(this.tensor, 0); i < index; i++) {
+      const unfinished = i === this.tensor ? this.tensorLeft : tensors[i].byteLength;
+      if (unfinished > 0) {
+        throw errors.malformed(`data record for tensor '${name}' at offset ${recordAt} starts before tensor '${tensors[i].name}' is complete (${unfinished} bytes missing)`, {
+          tensor: name,
+          offset: recordAt,
+          incomplete: tensors[i].name,
+        });
+      }
+    }
+    this.tensor = index;
+    this.tensorLeft = tensors[index].byteLength;
+    this.slicer.begin(index, DTYPE_SIZES[tensors[index].dtype]);
+  }
+
+  /** Every tensor's bytes have arrived. */
+  private complete(): boolean {
+    return this.payloadLeft === 0 && this.tensorLeft === 0 && this.tensor >= this.lastWithData;
+  }
+
+  private missingBytes(): number {
+    const tensors = (this.layout as CheckpointLayout).tensors;
+    let missing = this.payloadLeft + this.tensorLeft;
+    for (let i = Math.max(this.tensor + 1, 0); i < tensors.length; i++) missing += tensors[i].byteLength;
+    return missing;
+  }
+}
+
+/** Validates the unpacked header record and builds the layout. */
+function parseHeader(value: unknown, limits: DecoderLimits): CheckpointLayout {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw errors.malformed(`native header record must be a map, got ${describe(value)}`);
+  }
+  const record = value as Record<string, unknown>;
+  if (record.format !== NATIVE_FORMAT_NAME) {
+    throw errors.malformed(`not a trajgate checkpoint: header format is ${describe(record.format)}, expected "${NATIVE_FORMAT_NAME}"`);
+  }
+  if (record.version !== NATIVE_FORMAT_VERSION) {
+    throw errors.malformed(`native format version ${describe(record.version)} is not supported (this server reads version ${NATIVE_FORMAT_VERSION})`);
+  }
+  if (Array.isArray(record.tensors) && record.tensors.length > limits.maxTensors) {
+    throw errors.malformed(`checkpoint has ${record.tensors.length} tensors, more than the limit of ${limits.maxTensors}`, {
+      tensors: record.tensors.length,
+      limit: limits.maxTensors,
+    });
+  }
+  const parsed = HeaderSchema.safeParse(value);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw errors.malformed(`native header: ${issue.path.join('.') || 'record'}: ${issue.message}`);
+  }
+  const names = new Set<string>();
+  const tensors: TensorMeta[] = parsed.data.tensors.map((t) => {
+    if (names.has(t.name)) throw errors.malformed(`native header lists tensor '${t.name}' twice`, { tensor: t.name });
+    names.add(t.name);
+    const dtype = checkDtype(t.name, t.dtype);
+    const byteLength = checkShape(t.name, dtype, t.shape);
+    return { name: t.name, dtype, shape: t.shape as number[], byteLength };
+  });
+  const metadata = parsed.data.metadata === undefined ? null : checkMetadata('native header metadata', parsed.data.metadata);
+  return { format: 'native', tensors, metadata };
+}
+
+function checkHeaderStart(byte: number): void {
+  const isMap = (byte >= MAP_FIXMAP_FIRST && byte <= MAP_FIXMAP_LAST) || byte === MAP16 || byte === MAP32;
+  if (!isMap) throw errors.malformed(`not a native checkpoint: it must start with a msgpack map, got byte 0x${hex(byte)}`);
+}
+
+function headerTooLarge(max: number): AppError {
+  return new AppError('header_too_large', `native header record exceeds the limit of ${max} bytes`, { limit: max });
+}
+
+/** Extra bytes after a msgpack uint's type byte: 0 for a positive fixint; -1 if it is not an allowed uint. */
+function uintWidth(type: number): number {
+  if (type < 0x80) return 0;
+  if (type === 0xcc) return 1;
+  if (type === 0xcd) return 2;
+  if (type === 0xce) return 4;
+  return -1;
+}
+
+/** Length bytes after a msgpack bin type byte; -1 if not bin. */
+function binWidth(type: number): number {
+  if (type === 0xc4) return 1;
+  if (type === 0xc5) return 2;
+  if (type === 0xc6) return 4;
+  return -1;
+}
+
+function readUint(bytes: Uint8Array, at: number, width: number): number {
+  let n = 0;
+  for (let i = 0; i < width; i++) n = n * 256 + bytes[at + i];
+  return n;
+}
+
+function hex(byte: number): string {
+  return byte.toString(16).padStart(2, '0');
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,344 @@
+import { AppError, errors } from '../errors.js';
+import { DTYPE_SIZES, isDtype, type Dtype } from '../wire/dtypes.js';
+import type { CheckpointDecoder, CheckpointLayout, DecoderLimits, TensorMeta, TensorVisitor } from './decoder.js';
+
+/**
+ * Streaming safetensors decoder. Body: an 8-byte little-endian u64 header length N, N bytes of UTF-8 JSON
+ * `{name: {dtype, shape, data_offsets: [begin, end]}, __metadata__?: {string: string}}`, then the data
+ * section, offsets relative to its start. Validation follows the Rust reference implementation: offsets
+ * sorted by (begin, end) must tile the data section from 0 with no gap or overlap, and each tensor's span
+ * must equal elementCount(shape) * dtype size. The data section is never buffered: slices go straight to
+ * the visitor (see `ElementSlicer`).
+ */
+export function createSafetensorsDecoder(visitor: TensorVisitor, limits: DecoderLimits): CheckpointDecoder {
+  return new SafetensorsDecoder(visitor, limits);
+}
+
+const PREFIX_BYTES = 8;
+const OPEN_BRACE = 0x7b;
+
+/** safetensors dtypes that are valid in the format but that trajgate does not store (unsupported_dtype). */
+const KNOWN_UNSUPPORTED_DTYPES: ReadonlySet<string> = new Set([
+  'U16',
+  'U32',
+  'U64',
+  'F8_E4M3',
+  'F8_E5M2',
+  'F8_E8M0',
+  'F6_E2M3',
+  'F6_E3M2',
+  'F4',
+  'C64',
+]);
+
+/**
+ * Checks a declared dtype: a supported one is returned; a real safetensors dtype trajgate does not store is
+ * unsupported_dtype; anything else is malformed_checkpoint. Shared by both decoders.
+ */
+export function checkDtype(tensor: string, dtype: unknown): Dtype {
+  if (isDtype(dtype)) return dtype;
+  if (typeof dtype === 'string' && KNOWN_UNSUPPORTED_DTYPES.has(dtype)) {
+    throw new AppError('unsupported_dtype', `tensor '${tensor}' has dtype ${dtype}, which trajgate does not store`, {
+      tensor,
+      dtype,
+      supported: Object.keys(DTYPE_SIZES),
+    });
+  }
+  throw errors.malformed(`tensor '${tensor}' has an invalid dtype ${describe(dtype)}`, { tensor });
+}
+
+/**
+ * Checks a declared shape (an array of non-negative safe integers) and returns the tensor's byte length.
+ * Like the Rust reference, a running product that overflows is an error even if a later dimension is 0.
+ */
+export function checkShape(tensor: string, dtype: Dtype, shape: unknown): number {
+  if (!Array.isArray(shape)) throw errors.malformed(`tensor '${tensor}' has a shape that is not an array: ${describe(shape)}`, { tensor });
+  let bytes = DTYPE_SIZES[dtype];
+  for (const d of shape as unknown[]) {
+    if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0) {
+      throw errors.malformed(`tensor '${tensor}' has an invalid shape ${describe(shape)}: dimensions must be non-negative integers`, {
+        tensor,
+      });
+    }
+    bytes *= d;
+    if (bytes > Number.MAX_SAFE_INTEGER) throw errors.malformed(`tensor '${tensor}' has a shape ${describe(shape)} too large to address`, { tensor });
+  }
+  return bytes;
+}
+
+/** Checks `{string: string}` metadata (`what` names it in messages). */
+export function checkMetadata(what: string, value: unknown): Record<string, string> {
+  if (!isPlainObject(value)) throw errors.malformed(`${what} must be an object of strings, got ${describe(value)}`);
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(value)) {
+    if (typeof v !== 'string') throw errors.malformed(`${what} value for key '${k}' must be a string, got ${describe(v)}`, { key: k });
+    out[k] = v;
+  }
+  return out;
+}
+
+/**
+ * Delivers one tensor's bytes to the visitor in element-aligned slices. Whole elements of each pushed run
+ * go out as a zero-copy subarray; the < elementSize bytes of an element split across pushes are carried in
+ * an 8-byte buffer and sent as one element once completed. Callers push exactly the tensor's bytes (a
+ * multiple of the element size) before `begin`ning the next tensor, so nothing is carried across tensors.
+ */
+export class ElementSlicer {
+  private readonly carry = new Uint8Array(8);
+  private carryLength = 0;
+  private index = -1;
+  private elementSize = 1;
+  private offset = 0;
+
+  constructor(private readonly visitor: TensorVisitor) {}
+
+  begin(index: number, elementSize: number): void {
+    this.index = index;
+    this.elementSize = elementSize;
+    this.offset = 0;
+    this.carryLength = 0;
+  }
+
+  /** Pushes `bytes[start, end)`, the tensor's next bytes. */
+  push(bytes: Uint8Array, start: number, end: number): void {
+    const size = this.elementSize;
+    if (this.carryLength > 0) {
+      // At most 7 bytes: a loop beats subarray + set here.
+      while (this.carryLength < size && start < end) this.carry[this.carryLength++] = bytes[start++];
+      if (this.carryLength < size) return;
+      this.emit(this.carry.subarray(0, size));
+      this.carryLength = 0;
+    }
+    const available = end - start;
+    const whole = available - (available % size);
+    if (whole > 0) {
+      this.emit(start === 0 && whole === bytes.byteLength ? bytes : bytes.subarray(start, start + whole));
+      start += whole;
+    }
+    while (start < end) this.carry[this.carryLength++] = bytes[start++];
+  }
+
+  private emit(slice: Uint8Array): void {
+    this.visitor.onData(this.index, this.offset, slice);
+    this.offset += slice.byteLength;
+  }
+}
+
+interface Entry extends TensorMeta {
+  begin: number;
+  end: number;
+}
+
+const enum Phase {
+  Prefix,
+  Header,
+  Data,
+}
+
+class SafetensorsDecoder implements CheckpointDecoder {
+  readonly format = 'safetensors' as const;
+  expectedLength: number | null = null;
+
+  private phase = Phase.Prefix;
+  private received = 0;
+  private readonly prefix = new Uint8Array(PREFIX_BYTES);
+  private header: Uint8Array | null = null;
+  private headerFilled = 0;
+  private layout: CheckpointLayout | null = null;
+  /** Data-section ends of the layout's tensors, parallel to layout.tensors. */
+  private ends: number[] = [];
+  private readonly slicer: ElementSlicer;
+  private tensor = 0;
+  private dataPos = 0;
+  private dataLength = 0;
+
+  constructor(
+    private readonly visitor: TensorVisitor,
+    private readonly limits: DecoderLimits,
+  ) {
+    this.slicer = new ElementSlicer(visitor);
+  }
+
+  write(chunk: Uint8Array): void {
+    let pos = 0;
+    if (this.phase === Phase.Prefix) pos = this.fillPrefix(chunk, pos);
+    if (this.phase === Phase.Header) pos = this.fillHeader(chunk, pos);
+    if (this.phase === Phase.Data) this.writeData(chunk, pos);
+    this.received += chunk.byteLength;
+  }
+
+  end(): CheckpointLayout {
+    if (this.phase === Phase.Prefix) {
+      throw new AppError('truncated_body', `body ended after ${this.received} bytes, inside the 8-byte safetensors header length`, {
+        received: this.received,
+        expected: PREFIX_BYTES,
+      });
+    }
+    if (this.phase === Phase.Header) throw errors.truncated(this.received, PREFIX_BYTES + (this.header?.byteLength ?? 0));
+    if (this.dataPos < this.dataLength || this.layout === null) throw errors.truncated(this.received, this.expectedLength ?? 0);
+    return this.layout;
+  }
+
+  private fillPrefix(chunk: Uint8Array, pos: number): number {
+    while (this.received + pos < PREFIX_BYTES && pos < chunk.byteLength) this.prefix[this.received + pos] = chunk[pos++];
+    if (this.received + pos < PREFIX_BYTES) return pos;
+    const view = new DataView(this.prefix.buffer);
+    const low = view.getUint32(0, true);
+    const high = view.getUint32(4, true);
+    const length = high * 2 ** 32 + low; // may round above 2^53; only compared with the cap
+    if (length > this.limits.maxHeaderBytes) {
+      throw new AppError('header_too_large', `safetensors header of ${length} bytes exceeds the limit of ${this.limits.maxHeaderBytes}`, {
+        headerBytes: length,
+        limit: this.limits.maxHeaderBytes,
+      });
+    }
+    if (length === 0) throw errors.malformed('safetensors header length is 0');
+    this.header = new Uint8Array(length);
+    this.phase = Phase.Header;
+    return pos;
+  }
+
+  private fillHeader(chunk: Uint8Array, pos: number): number {
+    const header = this.header as Uint8Array;
+    const take = Math.min(header.byteLength - this.headerFilled, chunk.byteLength - pos);
+    header.set(chunk.subarray(pos, pos + take), this.headerFilled);
+    this.headerFilled += take;
+    pos += take;
+    if (this.headerFilled < header.byteLength) return pos;
+    this.header = null;
+    this.startData(header.byteLength, parseHeader(header, this.limits));
+    return pos;
+  }
+
+  private startData(headerBytes: number, { entries, metadata }: ParsedHeader): void {
+    const tensors = entries.map(({ name, dtype, shape, byteLength }) => ({ name, dtype, shape, byteLength }));
+    this.ends = entries.map((e) => e.end);
+    this.dataLength = entries.length > 0 ? entries[entries.length - 1].end : 0;
+    const total = PREFIX_BYTES + headerBytes + this.dataLength;
+    if (!Number.isSafeInteger(total)) throw errors.malformed(`safetensors data section of ${this.dataLength} bytes is too large`);
+    this.expectedLength = total;
+    this.layout = { format: 'safetensors', tensors, metadata };
+    this.phase = Phase.Data;
+    this.visitor.onHeader(this.layout);
+    this.tensor = -1;
+    this.nextTensor();
+  }
+
+  /** Advances to the next tensor with bytes (zero-byte tensors get no onData). */
+  private nextTensor(): void {
+    const tensors = (this.layout as CheckpointLayout).tensors;
+    do this.tensor++;
+    while (this.tensor < tensors.length && tensors[this.tensor].byteLength === 0);
+    if (this.tensor < tensors.length) this.slicer.begin(this.tensor, DTYPE_SIZES[tensors[this.tensor].dtype]);
+  }
+
+  private writeData(chunk: Uint8Array, pos: number): void {
+    const length = chunk.byteLength;
+    while (pos < length) {
+      if (this.dataPos === this.dataLength) {
+        const expected = this.expectedLength as number;
+        throw new AppError('length_mismatch', `body continues past the ${expected} bytes the safetensors header declares`, {
+          expected,
+          received: this.received + length,
+        });
+      }
+      const tensorEnd = this.ends[this.tensor];
+      const take = Math.min(length - pos, tensorEnd - this.dataPos);
+      this.slicer.push(chunk, pos, pos + take);
+      pos += take;
+      this.dataPos += take;
+      if (this.dataPos === tensorEnd) this.nextTensor();
+    }
+  }
+}
+
+interface ParsedHeader {
+  /** In data order. */
+  entries: Entry[];
+  metadata: Record<string, string> | null;
+}
+
+/** Parses and validates the JSON header. */
+function parseHeader(bytes: Uint8Array, limits: DecoderLimits): ParsedHeader {
+  if (bytes[0] !== OPEN_BRACE) throw errors.malformed(`safetensors header must start with '{', got byte 0x${bytes[0].toString(16)}`);
+  let json: unknown;
+  try {
+    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch (err) {
+    throw errors.malformed(`safetensors header is not valid UTF-8 JSON: ${(err as Error).message}`);
+  }
+  if (!isPlainObject(json)) throw errors.malformed(`safetensors header must be a JSON object, got ${describe(json)}`);
+  const names = Object.keys(json).filter((k) => k !== '__metadata__');
+  if (names.length > limits.maxTensors) {
+    throw errors.malformed(`checkpoint has ${names.length} tensors, more than the limit of ${limits.maxTensors}`, {
+      tensors: names.length,
+      limit: limits.maxTensors,
+    });
+  }
+  const metadata = Object.hasOwn(json, '__metadata__') ? checkMetadata('__metadata__', json.__metadata__) : null;
+  const entries = names.map((name) => parseEntry(name, json[name]));
+  entries.sort((a, b) => a.begin - b.begin || a.end - b.end);
+  checkContiguous(entries);
+  return { entries, metadata };
+}
+
+function parseEntry(name: string, value: unknown): Entry {
+  if (!isPlainObject(value)) throw errors.malformed(`tensor '${name}' must be an object, got ${describe(value)}`, { tensor: name });
+  if (!Object.hasOwn(value, 'dtype')) throw errors.malformed(`tensor '${name}' has no dtype`, { tensor: name });
+  const dtype = checkDtype(name, value.dtype);
+  const byteLength = checkShape(name, dtype, value.shape);
+  const offsets = value.data_offsets;
+  if (
+    !Array.isArray(offsets) ||
+    offsets.length !== 2 ||
+    !offsets.every((o: unknown) => typeof o === 'number' && Number.isSafeInteger(o) && o >= 0) ||
+    offsets[0] > offsets[1]
+  ) {
+    throw errors.malformed(`tensor '${name}' has invalid data_offsets ${describe(offsets)}: expected [begin, end] integers with begin <= end`, {
+      tensor: name,
+    });
+  }
+  const [begin, end] = offsets as [number, number];
+  if (end - begin !== byteLength) {
+    throw errors.malformed(
+      `tensor '${name}': data_offsets [${begin}, ${end}] span ${end - begin} bytes but shape ${JSON.stringify(value.shape)} of ${dtype} needs ${byteLength}`,
+      { tensor: name, span: end - begin, expected: byteLength },
+    );
+  }
+  return { name, dtype, shape: value.shape as number[], byteLength, begin, end };
+}
+
+/** Sorted entries must tile the data section from 0: each begins where the previous ended. */
+function checkContiguous(entries: Entry[]): void {
+  let cursor = 0;
+  let previous: string | null = null;
+  for (const e of entries) {
+    if (e.begin !== cursor) {
+      const problem =
+        previous === null
+          ? `the data section starts at 0 but the first tensor, '${e.name}', begins at ${e.begin}`
+          : e.begin < cursor
+            ? `tensor '${e.name}' begins at ${e.begin}, overlapping '${previous}' which ends at ${cursor}`
+            : `tensor '${e.name}' begins at ${e.begin}, leaving a gap after '${previous}' which ends at ${cursor}`;
+      throw errors.malformed(problem, { tensor: e.name, begin: e.begin, expected: cursor });
+    }
+    cursor = e.end;
+    previous = e.name;
+  }
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** A short rendering of a bad value for error messages. */
+export function describe(value: unknown): string {
+  if (value === undefined) return 'missing';
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = String(value);
+  }
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}

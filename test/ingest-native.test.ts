@@ -1,0 +1,296 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { pack, unpack, unpackMultiple } from 'msgpackr';
+import { isAppError } from '../src/errors.js';
+import type { TensorVisitor } from '../src/ingest/decoder.js';
+import { createNativeDecoder } from '../src/ingest/native-decoder.js';
+import {
+  NATIVE_MAX_CHUNK_BYTES,
+  encodeNative,
+  encodeNativeDataRecordPrefix,
+  encodeNativeHeader,
+  encodeNativeStream,
+} from '../src/wire/native-format.js';
+import type { TensorData } from '../src/wire/safetensors.js';
+import {
+  LIMITS,
+  RecordingVisitor,
+  assertCode,
+  assertDecodedAs,
+  chunks,
+  decode,
+  feedAll,
+  measureDecodeGrowth,
+  prng,
+  randomCheckpoint,
+  tensor,
+} from './helpers/checkpoints.js';
+
+const create = createNativeDecoder;
+const MiB = 2 ** 20;
+
+const header = (value: Record<string, unknown>): Buffer => pack({ format: 'trajgate-checkpoint', version: 1, ...value });
+const spec = (name: string, dtype: string, shape: unknown) => ({ name, dtype, shape });
+/** A data record with any chunk length (the encoder refuses the invalid ones these tests need). */
+function rawRecord(indexBytes: number[], chunk: Uint8Array): Buffer {
+  const len = Buffer.alloc(5);
+  len[0] = 0xc6;
+  len.writeUInt32BE(chunk.byteLength, 1);
+  return Buffer.concat([Buffer.from([0x92, ...indexBytes]), len, chunk]);
+}
+const record = (index: number, chunk: Uint8Array) => Buffer.concat([encodeNativeDataRecordPrefix(index, chunk.byteLength), chunk]);
+
+describe('native format writer', () => {
+  it('writes data record prefixes with the smallest msgpack encodings', () => {
+    const cases: [number, number, number[]][] = [
+      [0, 1, [0x92, 0x00, 0xc4, 0x01]],
+      [127, 255, [0x92, 0x7f, 0xc4, 0xff]],
+      [128, 256, [0x92, 0xcc, 0x80, 0xc5, 0x01, 0x00]],
+      [255, 65535, [0x92, 0xcc, 0xff, 0xc5, 0xff, 0xff]],
+      [256, 65536, [0x92, 0xcd, 0x01, 0x00, 0xc6, 0x00, 0x01, 0x00, 0x00]],
+      [65536, NATIVE_MAX_CHUNK_BYTES, [0x92, 0xce, 0x00, 0x01, 0x00, 0x00, 0xc6, 0x01, 0x00, 0x00, 0x00]],
+    ];
+    for (const [index, length, bytes] of cases) {
+      assert.deepEqual([...encodeNativeDataRecordPrefix(index, length)], bytes, `index ${index}, length ${length}`);
+    }
+    // What msgpack itself makes of a record.
+    assert.deepEqual(unpack(record(300, new Uint8Array([1, 2, 3]))), [300, Buffer.from([1, 2, 3])]);
+    for (const [index, length] of [
+      [-1, 1],
+      [0.5, 1],
+      [2 ** 32, 1],
+      [0, 0],
+      [0, NATIVE_MAX_CHUNK_BYTES + 1],
+    ]) {
+      assert.throws(() => encodeNativeDataRecordPrefix(index, length), RangeError);
+    }
+  });
+
+  it('writes a header map and records that a generic msgpack reader understands', () => {
+    const rng = prng(1);
+    const tensors = [tensor(rng, 'a', 'F32', [2, 3]), tensor(rng, 'b', 'U8', [0]), tensor(rng, 'c', 'BF16', [])];
+    const body = encodeNative(tensors, { chunkBytes: 10, metadata: { k: 'v' } });
+    const values = unpackMultiple(body) as unknown[];
+    assert.deepEqual(values[0], {
+      format: 'trajgate-checkpoint',
+      version: 1,
+      tensors: tensors.map(({ name, dtype, shape }) => ({ name, dtype, shape })),
+      metadata: { k: 'v' },
+    });
+    assert.deepEqual(
+      values.slice(1).map((v) => {
+        const [i, chunk] = v as [number, Buffer];
+        return [i, chunk.length];
+      }),
+      [
+        [0, 10],
+        [0, 10],
+        [0, 4],
+        [2, 2],
+      ],
+      'no records for the zero-byte tensor; chunks split at chunkBytes',
+    );
+    assert.deepEqual(encodeNativeHeader(tensors, { k: 'v' }), body.subarray(0, encodeNativeHeader(tensors, { k: 'v' }).length));
+  });
+
+  it('streams pieces without copying tensor data, concatenating to encodeNative', () => {
+    const rng = prng(2);
+    const tensors = randomCheckpoint(rng);
+    const pieces = [...encodeNativeStream(tensors, { chunkBytes: 16 })];
+    assert.deepEqual(Buffer.concat(pieces), encodeNative(tensors, { chunkBytes: 16 }));
+    const buffers = new Set(tensors.map((t) => t.data.buffer));
+    assert.ok(pieces.filter((p) => buffers.has(p.buffer as ArrayBuffer)).length >= tensors.filter((t) => t.data.length > 0).length);
+  });
+
+  it('refuses inconsistent tensors and chunk sizes', () => {
+    const t = tensor(prng(3), 'a', 'F32', [2]);
+    assert.throws(() => encodeNative([{ ...t, shape: [3] }]), RangeError);
+    assert.throws(() => encodeNative([t, t]), RangeError);
+    assert.throws(() => encodeNative([t], { chunkBytes: 0 }), RangeError);
+    assert.throws(() => encodeNative([t], { chunkBytes: NATIVE_MAX_CHUNK_BYTES + 1 }), RangeError);
+  });
+});
+
+describe('native decoder: well-formed checkpoints', () => {
+  it('round-trips random checkpoints of every dtype, whatever the record and write sizes', () => {
+    for (let seed = 1; seed <= 20; seed++) {
+      const rng = prng(seed);
+      const tensors = randomCheckpoint(rng);
+      const metadata = seed % 3 === 0 ? undefined : { seed: String(seed), 'ключ': 'значение' };
+      for (const chunkBytes of [1, 3, 40, 1000, undefined]) {
+        const body = encodeNative(tensors, { chunkBytes, metadata });
+        for (const chunking of [body.length, 1, 5, { random: prng(seed * 7), max: 64 }, { random: prng(seed * 11), max: 4096 }]) {
+          const result = decode(create, body, chunking);
+          assertDecodedAs(result, tensors, metadata ?? null);
+          assert.equal(result.decoder.expectedLength, null);
+          assert.equal(result.layout.format, 'native');
+        }
+      }
+    }
+  });
+
+  it('decodes the pieces of encodeNativeStream written one by one', () => {
+    const tensors = randomCheckpoint(prng(4));
+    const visitor = new RecordingVisitor();
+    const decoder = create(visitor, LIMITS);
+    for (const piece of encodeNativeStream(tensors, { chunkBytes: 24 })) decoder.write(piece);
+    assertDecodedAs({ visitor, layout: decoder.end() }, tensors, null);
+  });
+
+  it('accepts an empty checkpoint, zero-byte tensors only, and fixmap, map16 and map32 headers', () => {
+    assertDecodedAs(decode(create, encodeNative([])), [], null);
+    const empties: TensorData[] = [tensor(prng(5), 'e', 'F32', [0]), tensor(prng(5), 'f', 'I64', [2, 0])];
+    assertDecodedAs(decode(create, encodeNative(empties), 1), empties, null);
+    const t = tensor(prng(5), 'w', 'I32', [3]);
+    const fixmap = encodeNativeHeader([t]);
+    assert.equal(fixmap[0], 0x83, 'format, version, tensors');
+    // The same map, re-encoded as map16 and map32.
+    const asMap16 = Buffer.concat([Buffer.from([0xde, 0x00, 0x03]), fixmap.subarray(1)]);
+    const asMap32 = Buffer.concat([Buffer.from([0xdf, 0x00, 0x00, 0x00, 0x03]), fixmap.subarray(1)]);
+    for (const h of [fixmap, asMap16, asMap32]) assertDecodedAs(decode(create, Buffer.concat([h, record(0, t.data)]), 2), [t], null);
+  });
+
+  it('accepts index and length encodings wider than needed', () => {
+    const t = tensor(prng(6), 'w', 'F64', [2]);
+    const body = Buffer.concat([encodeNativeHeader([t]), rawRecord([0xcd, 0x00, 0x00], t.data.subarray(0, 5)), rawRecord([0xce, 0, 0, 0, 0], t.data.subarray(5))]);
+    assertDecodedAs(decode(create, body, 1), [t], null);
+  });
+});
+
+describe('native decoder: malformed checkpoints', () => {
+  const t = tensor(prng(9), 'w', 'F32', [4]);
+  const u = tensor(prng(9), 'u', 'I16', [3]);
+  const h2 = encodeNativeHeader([t, u]);
+
+  it('rejects a first byte that is not a msgpack map at once', () => {
+    for (const first of [0x00, 0x92, 0x68, 0xc4, 0xdc]) {
+      const decoder = create(new RecordingVisitor(), LIMITS);
+      assertCode(() => decoder.write(new Uint8Array([first])), 'malformed_checkpoint', /must start with a msgpack map/);
+    }
+    assertCode(feedAll(create, Buffer.from('hello world')), 'malformed_checkpoint');
+  });
+
+  it('rejects a header over the cap once more than the cap is buffered', () => {
+    const big = header({ tensors: [], metadata: { pad: 'x'.repeat(LIMITS.maxHeaderBytes) } });
+    for (const chunking of [1, 1000, big.length]) assertCode(feedAll(create, big, chunking), 'header_too_large', /exceeds the limit/);
+    // A header that never ends: a map16 promising 65535 entries followed by endless small strings.
+    const endless = Buffer.concat([Buffer.from([0xde, 0xff, 0xff]), Buffer.alloc(4 * LIMITS.maxHeaderBytes, 0xa0)]);
+    const decoder = create(new RecordingVisitor(), LIMITS);
+    let written = 0;
+    assertCode(() => {
+      for (const chunk of chunks(endless, 7)) {
+        decoder.write(chunk);
+        written += chunk.length;
+      }
+    }, 'header_too_large');
+    assert.ok(written <= LIMITS.maxHeaderBytes + 7, `threw after ${written} bytes`);
+    // Just under the cap is fine.
+    const fits = header({ tensors: [], metadata: { pad: 'x'.repeat(LIMITS.maxHeaderBytes - 100) } });
+    assert.ok(fits.length <= LIMITS.maxHeaderBytes);
+    decode(create, fits, 3);
+  });
+
+  it('rejects headers with the wrong format, version or shape', () => {
+    const cases: [Buffer, RegExp][] = [
+      [pack({ format: 'safetensors', version: 1, tensors: [] }), /not a trajgate checkpoint/],
+      [pack({ version: 1, tensors: [] }), /not a trajgate checkpoint/],
+      [header({ version: 2, tensors: [] }), /version 2 is not supported/],
+      [header({ version: '1', tensors: [] }), /version "1" is not supported/],
+      [pack({ format: 'trajgate-checkpoint', version: 1 }), /tensors/],
+      [header({ tensors: {} }), /tensors/],
+      [header({ tensors: [], extra: 1 }), /extra|key/i],
+      [header({ tensors: [{ name: 'a', dtype: 'F32', shape: [1], extra: true }] }), /tensors\.0/],
+      [header({ tensors: [{ dtype: 'F32', shape: [1] }] }), /tensors\.0\.name/],
+      [header({ tensors: [spec('', 'F32', [1])] }), /tensors\.0\.name/],
+      [header({ tensors: [spec('a', 'F32', [1]), spec('a', 'F32', [1])] }), /'a' twice/],
+      [header({ tensors: [spec('a', 'F32', [-1])] }), /'a'.*shape/],
+      [header({ tensors: [spec('a', 'F32', [1.5])] }), /'a'.*shape/],
+      [header({ tensors: [spec('a', 'F32', 'big')] }), /'a'.*shape/],
+      [header({ tensors: [spec('a', 'F32', [2 ** 60])] }), /'a'.*shape/],
+      [header({ tensors: [spec('a', 'float', [1])] }), /'a'.*dtype/],
+      [header({ tensors: [spec('a', 'F32', [1])], metadata: { k: 1 } }), /metadata/],
+      [header({ tensors: [spec('a', 'F32', [1])], metadata: ['v'] }), /metadata/],
+      [Buffer.from([0x81, 0xa1, 0x61, 0xc1]), /msgpack|format/],
+    ];
+    for (const [body, message] of cases) assertCode(feedAll(create, body, 3), 'malformed_checkpoint', message);
+    for (const dtype of ['F8_E4M3', 'U32']) {
+      assertCode(feedAll(create, header({ tensors: [spec('a', dtype, [1])] })), 'unsupported_dtype', /'a'/);
+    }
+    const three = header({ tensors: [spec('a', 'U8', [0]), spec('b', 'U8', [0]), spec('c', 'U8', [0])] });
+    assertCode(feedAll(create, three, 1, { ...LIMITS, maxTensors: 2 }), 'malformed_checkpoint', /3 tensors/);
+  });
+
+  it('rejects data records that break the framing or the order', () => {
+    const w = t.data;
+    const cases: [string, Buffer, RegExp][] = [
+      ['wrong marker', Buffer.from([0x93, 0x00, 0xc4, 0x01, 0x00]), /expected a data record.*0x93/],
+      ['a map instead of a record', pack({ a: 1 }), /expected a data record/],
+      ['int8 index', Buffer.from([0x92, 0xd0, 0x00, 0xc4, 0x01, 0x00]), /index must be a msgpack uint/],
+      ['uint64 index', Buffer.from([0x92, 0xcf, 0, 0, 0, 0, 0, 0, 0, 0, 0xc4, 0x01, 0x00]), /index must be a msgpack uint/],
+      ['str chunk', Buffer.from([0x92, 0x00, 0xa4, 1, 2, 3, 4]), /must be msgpack bin/],
+      ['index out of range', record(2, w), /index 2, but the header lists 2 tensors/],
+      ['data for a later tensor first', record(1, u.data), /'u'.*before tensor 'w' is complete/],
+      ['next tensor before the previous finished', Buffer.concat([record(0, w.subarray(0, 8)), record(1, u.data)]), /'u'.*before tensor 'w' is complete \(8 bytes missing\)/],
+      ['going backwards', Buffer.concat([record(0, w), record(1, u.data.subarray(0, 2)), record(0, w.subarray(0, 4))]), /'w'.*after tensor 'u'/],
+      ['chunk longer than the tensor', record(0, Buffer.concat([w, Buffer.alloc(4)])), /20 bytes but only 16 of the tensor remain/],
+      ['chunk longer than what remains', Buffer.concat([record(0, w.subarray(0, 12)), record(0, w.subarray(0, 8))]), /8 bytes but only 4/],
+      ['empty chunk', rawRecord([0x00], new Uint8Array(0)), /empty data record/],
+      ['trailing byte', Buffer.concat([record(0, w), record(1, u.data), Buffer.from([0x92])]), /after the last tensor/],
+      ['trailing record', Buffer.concat([record(0, w), record(1, u.data), record(1, u.data)]), /after the last tensor/],
+    ];
+    for (const [name, data, message] of cases) {
+      for (const chunking of [1, 4, 10_000]) {
+        assert.doesNotThrow(() => message.test(name));
+        assertCode(feedAll(create, Buffer.concat([h2, data]), chunking), 'malformed_checkpoint', message);
+      }
+    }
+  });
+
+  it('rejects a chunk over the 16 MiB cap from its prefix, before its payload', () => {
+    const big = tensor(prng(10), 'big', 'U8', [NATIVE_MAX_CHUNK_BYTES + 10]);
+    const decoder = create(new RecordingVisitor(), LIMITS);
+    decoder.write(encodeNativeHeader([big]));
+    const prefix = Buffer.from([0x92, 0x00, 0xc6, 0, 0, 0, 0]);
+    prefix.writeUInt32BE(NATIVE_MAX_CHUNK_BYTES + 1, 3);
+    assertCode(() => decoder.write(prefix), 'malformed_checkpoint', /over the 16777216-byte chunk limit/);
+  });
+
+  it('rejects data for a zero-byte tensor', () => {
+    const body = Buffer.concat([encodeNativeHeader([{ name: 'e', dtype: 'F32', shape: [0] }, t]), record(0, new Uint8Array(4))]);
+    assertCode(feedAll(create, body), 'malformed_checkpoint', /'e'.*only 0/);
+  });
+
+  it('reports an early end as truncated_body, wherever it falls', () => {
+    const body = encodeNative([t, u], { chunkBytes: 6 });
+    const headerEnd = h2.length;
+    for (let cut = 0; cut < body.length; cut++) {
+      for (const chunking of [1, body.length]) {
+        const decoder = create(new RecordingVisitor(), LIMITS);
+        for (const chunk of chunks(body.subarray(0, cut), chunking)) decoder.write(chunk);
+        assert.throws(
+          () => decoder.end(),
+          (err: unknown) => {
+            assert.ok(isAppError(err));
+            assert.equal(err.code, 'truncated_body', `cut at ${cut}: ${err.message}`);
+            assert.equal(err.details?.received, cut);
+            if (cut >= headerEnd) assert.ok((err.details?.missingTensorBytes as number) > 0);
+            return true;
+          },
+        );
+      }
+    }
+    decode(create, body, 1);
+  });
+});
+
+describe('native decoder: memory', () => {
+  it('decodes a 64 MiB checkpoint fed in 64 KiB chunks without buffering the body', () => {
+    const size = 64 * MiB;
+    const body = encodeNative([{ name: 'big', dtype: 'BF16', shape: [size / 2], data: Buffer.alloc(size, 0x3f) }], { chunkBytes: 1_000_003 });
+    let seen = 0;
+    const visitor: TensorVisitor = { onHeader() {}, onData: (_i, _o, bytes) => void (seen += bytes.byteLength) };
+    const growth = measureDecodeGrowth(create, body, 64 * 1024, visitor);
+    assert.equal(seen, size);
+    assert.ok(growth < 8 * MiB, `memory grew by ${(growth / MiB).toFixed(1)} MiB while decoding 64 MiB`);
+  });
+});
