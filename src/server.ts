@@ -50,7 +50,7 @@ export async function startServer(config: Readonly<Config>, logger: Logger): Pro
 export async function openContext(config: Readonly<Config>, logger: Logger): Promise<AppContext> {
   const blobs = createBlobStore({ blobUrl: config.blobUrl, s3: config.s3 });
   const catalog = await openCatalog(config.catalogUrl);
-  const ingest = new CheckpointIngest(blobs, catalog, config.limits, logger);
+  const ingest = new CheckpointIngest(blobs, catalog, { limits: config.limits }, logger);
   return { config, logger, blobs, catalog, ingest };
 }
 

@@ -74,11 +74,11 @@ describe('openCatalog', () => {
           .prepare("select name from sqlite_master where type = 'table' order by name")
           .all()
           .map((r) => (r as { name: string }).name);
-        for (const t of ['runs', 'checkpoints', 'metric_points', 'kysely_migration']) assert.ok(tables.includes(t), t);
+        for (const t of ['runs', 'checkpoints', 'checkpoint_summaries', 'metric_points', 'kysely_migration']) assert.ok(tables.includes(t), t);
         const applied = probe.prepare('select name from kysely_migration').all() as { name: string }[];
         assert.deepEqual(
           applied.map((r) => r.name),
-          ['0001_initial'],
+          Object.keys(await migrationProvider('sqlite').getMigrations()).sort(),
         );
       } finally {
         probe.close();
@@ -111,14 +111,14 @@ describe('openCatalog', () => {
         },
       };
       const base = await migrationProvider('sqlite').getMigrations();
-      const provider = { getMigrations: async () => ({ ...base, '0002_broken': broken }) };
-      await assert.rejects(runMigrations(db, 'sqlite', provider), /catalog migration 0002_broken failed: boom/);
+      const provider = { getMigrations: async () => ({ ...base, '9999_broken': broken }) };
+      await assert.rejects(runMigrations(db, 'sqlite', provider), /catalog migration 9999_broken failed: boom/);
       const columns = (sqlite.prepare('pragma table_info(runs)').all() as { name: string }[]).map((c) => c.name);
       assert.ok(!columns.includes('half_done'), 'the partial change is rolled back');
       const applied = sqlite.prepare('select name from kysely_migration').all() as { name: string }[];
       assert.deepEqual(
         applied.map((r) => r.name),
-        ['0001_initial'],
+        Object.keys(base).sort(),
       );
       await runMigrations(db, 'sqlite'); // still usable afterwards
     } finally {

@@ -310,3 +310,59 @@ describe('uploads over a real socket', () => {
     }
   });
 });
+
+describe('trajectory checks at upload', () => {
+  let gw: TestGateway;
+  before(async () => {
+    gw = await createTestGateway();
+  });
+  after(() => gw.close());
+
+  const upload = (run: string, step: number, tensors: TensorData[]) =>
+    request(gw.app).put(`/v1/runs/${run}/checkpoints/${step}`).set('content-type', SAFETENSORS).send(Buffer.from(encodeSafetensors(tensors)));
+
+  it('records exact per-tensor statistics', async () => {
+    const res = await upload('stats', 0, [
+      { name: 'w', dtype: 'F32', shape: [4], data: f32([3, -4, 0, 1]) },
+      { name: 'steps', dtype: 'I32', shape: [1], data: new Uint8Array(new Int32Array([7]).buffer) },
+    ]);
+    assert.equal(res.status, 201);
+    const [w, steps] = res.body.tensors;
+    assert.deepEqual(
+      { norm: w.norm, mean: w.mean, maxAbs: w.maxAbs, nanCount: w.nanCount, infCount: w.infCount },
+      { norm: Math.sqrt(26), mean: 0, maxAbs: 4, nanCount: 0, infCount: 0 },
+    );
+    assert.equal(steps.maxAbs, 7);
+  });
+
+  it('rejects NaN or Inf weights with 422 naming the tensors, storing nothing', async () => {
+    const res = await upload('nan', 0, [
+      { name: 'ok', dtype: 'F32', shape: [2], data: f32([1, 2]) },
+      { name: 'bad', dtype: 'F32', shape: [3], data: f32([1, Number.NaN, Infinity]) },
+    ]);
+    assertMatchesSpec(res, 'PUT', '/v1/runs/{run}/checkpoints/{step}');
+    assert.equal(res.status, 422);
+    assert.equal(res.body.error.code, 'non_finite_weights');
+    assert.match(res.body.error.message, /bad \(1 NaN, 1 Inf\)/);
+    assert.deepEqual((await listAllBlobs(gw.context)).filter((k) => k.startsWith('runs/nan/')), []);
+  });
+
+  it("rejects tensors that differ from the run's first checkpoint unless the run allows it", async () => {
+    await upload('shapes', 0, model(1)).expect(201);
+    const renamed = model(2).map((t, i) => (i === 0 ? { ...t, name: 'other.bias' } : t));
+    const reshaped = model(2, 128);
+    for (const [tensors, mentions] of [
+      [renamed, /unexpected tensor 'other.bias'.*missing tensor 'layer.bias'/],
+      [reshaped, /'layer.weight' has shape \[32,4\], the run's first checkpoint has \[16,4\]/],
+    ] as const) {
+      const res = await upload('shapes', 10, tensors);
+      assertMatchesSpec(res, 'PUT', '/v1/runs/{run}/checkpoints/{step}');
+      assert.equal(res.status, 422);
+      assert.equal(res.body.error.code, 'shape_mismatch');
+      assert.match(res.body.error.message, mentions);
+    }
+    await request(gw.app).put('/v1/runs/shapes-free').send({ allowShapeChange: true }).expect(201);
+    await upload('shapes-free', 0, model(1)).expect(201);
+    await upload('shapes-free', 10, reshaped).expect(201);
+  });
+});

@@ -1,5 +1,7 @@
+import type { CheckpointSummary } from '../trajectory/types.js';
 import type { CheckpointFormat } from '../wire/formats.js';
 import type {
+  CheckpointIndicators,
   CheckpointRecord,
   CheckpointStatus,
   MetricPoint,
@@ -23,13 +25,21 @@ export interface Catalog {
   listRuns(page: { limit: number; after?: string }): Promise<RunRecord[]>;
 
   /**
-   * Inserts a committed checkpoint. (run, step) is unique: when a row exists already, nothing is written
-   * and the existing record comes back, so concurrent uploads of one step resolve to one winner.
+   * Inserts a committed checkpoint and its trajectory summary, atomically. (run, step) is unique: when a
+   * row exists already, nothing is written and the existing record comes back, so concurrent uploads of
+   * one step resolve to one winner.
    */
   insertCheckpoint(row: NewCheckpoint): Promise<{ inserted: true } | { inserted: false; existing: CheckpointRecord }>;
   getCheckpoint(run: string, step: number): Promise<CheckpointRecord | null>;
+  /** The run's checkpoint with the lowest step, or null. */
+  firstCheckpoint(run: string): Promise<CheckpointRecord | null>;
   /** The run's checkpoints ordered by step. */
   listCheckpoints(run: string, filter?: { status?: CheckpointStatus }): Promise<CheckpointRecord[]>;
+
+  /** Trajectory summaries of the run's checkpoints (all, or those at `steps`), ordered by step. */
+  getSummaries(run: string, steps?: readonly number[]): Promise<CheckpointSummary[]>;
+  /** Stores computed indicators of checkpoints of the run, in one transaction. */
+  setIndicators(run: string, entries: readonly { step: number; indicators: CheckpointIndicators }[]): Promise<void>;
 
   /** Appends points in the given order; returns how many were stored. */
   appendMetrics(run: string, points: readonly MetricPoint[]): Promise<number>;
@@ -51,6 +61,7 @@ export interface NewCheckpoint {
   blobKey: string;
   tensors: TensorEntry[];
   metadata: Record<string, string> | null;
+  summary: CheckpointSummary;
 }
 
 export interface MetricQuery {

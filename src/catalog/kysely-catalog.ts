@@ -1,8 +1,11 @@
 import { type Insertable, type Kysely, type Selectable, type Updateable, sql } from 'kysely';
 import { errors, isAppError } from '../errors.js';
 import type { Catalog, MetricQuery, NewCheckpoint } from './catalog.js';
+import type { CheckpointSummary, SketchSpec } from '../trajectory/types.js';
 import {
+  CheckpointIndicators as CheckpointIndicatorsSchema,
   CheckpointRecord as CheckpointRecordSchema,
+  type CheckpointIndicators,
   type CheckpointRecord,
   type CheckpointStatus,
   METRIC_FIELDS,
@@ -12,7 +15,8 @@ import {
   type RunRecord,
   type TensorEntry,
 } from './records.js';
-import type { CheckpointsTable, Database, MetricPointsTable, RunsTable } from './schema.js';
+import type { CheckpointSummariesTable, CheckpointsTable, Database, MetricPointsTable, RunsTable } from './schema.js';
+import { decodeTensorSketches, encodeSketch, encodeTensorSketches, float64Copy } from './summary-codec.js';
 
 /**
  * The Catalog on Kysely. Every query here is portable SQL (ON CONFLICT ... DO NOTHING, LIMIT, no RETURNING
@@ -79,7 +83,10 @@ export class KyselyCatalog implements Catalog {
           .values(toCheckpointRow(row, new Date().toISOString()))
           .onConflict((oc) => oc.columns(['run_id', 'step']).doNothing())
           .executeTakeFirst();
-        if (inserted(res.numInsertedOrUpdatedRows)) return { inserted: true as const };
+        if (inserted(res.numInsertedOrUpdatedRows)) {
+          await trx.insertInto('checkpoint_summaries').values(toSummaryRow(row.run, row.summary)).execute();
+          return { inserted: true as const };
+        }
         const existing = await trx
           .selectFrom('checkpoints')
           .selectAll()
@@ -103,12 +110,49 @@ export class KyselyCatalog implements Catalog {
     });
   }
 
+  firstCheckpoint(run: string): Promise<CheckpointRecord | null> {
+    return guard('firstCheckpoint', async () => {
+      const row = await this.db.selectFrom('checkpoints').selectAll().where('run_id', '=', run).orderBy('step').limit(1).executeTakeFirst();
+      return row ? toCheckpointRecord(row) : null;
+    });
+  }
+
   listCheckpoints(run: string, filter?: { status?: CheckpointStatus }): Promise<CheckpointRecord[]> {
     return guard('listCheckpoints', async () => {
       let q = this.db.selectFrom('checkpoints').selectAll().where('run_id', '=', run).orderBy('step');
       if (filter?.status !== undefined) q = q.where('status', '=', filter.status);
       return (await q.execute()).map(toCheckpointRecord);
     });
+  }
+
+  getSummaries(run: string, steps?: readonly number[]): Promise<CheckpointSummary[]> {
+    return guard('getSummaries', async () => {
+      if (steps && steps.length === 0) return [];
+      let q = this.db
+        .selectFrom('checkpoint_summaries as s')
+        .innerJoin('checkpoints as c', (join) => join.onRef('c.run_id', '=', 's.run_id').onRef('c.step', '=', 's.step'))
+        .select(['s.step', 's.spec', 's.weight_norm', 's.sketch', 's.tensor_sketches', 'c.tensors'])
+        .where('s.run_id', '=', run)
+        .orderBy('s.step');
+      if (steps) q = q.where('s.step', 'in', [...steps]);
+      return (await q.execute()).map(toSummary);
+    });
+  }
+
+  setIndicators(run: string, entries: readonly { step: number; indicators: CheckpointIndicators }[]): Promise<void> {
+    if (entries.length === 0) return Promise.resolve();
+    return guard('setIndicators', () =>
+      this.db.transaction().execute(async (trx) => {
+        for (const { step, indicators } of entries) {
+          await trx
+            .updateTable('checkpoints')
+            .set({ indicators: JSON.stringify(indicators) })
+            .where('run_id', '=', run)
+            .where('step', '=', step)
+            .execute();
+        }
+      }),
+    );
   }
 
   appendMetrics(run: string, points: readonly MetricPoint[]): Promise<number> {
@@ -216,7 +260,43 @@ function toCheckpointRow(c: NewCheckpoint, now: string): Insertable<CheckpointsT
     blob_key: c.blobKey,
     tensors: JSON.stringify(c.tensors),
     metadata: c.metadata === null ? null : JSON.stringify(c.metadata),
+    indicators: null,
     created_at: now,
+  };
+}
+
+function toSummaryRow(run: string, summary: CheckpointSummary): Insertable<CheckpointSummariesTable> {
+  return {
+    run_id: run,
+    step: summary.step,
+    spec: JSON.stringify(summary.spec),
+    weight_norm: summary.weightNorm,
+    sketch: encodeSketch(summary.sketch),
+    tensor_sketches: encodeTensorSketches(summary.tensorSketches),
+  };
+}
+
+interface SummaryRow {
+  step: number | string;
+  spec: string;
+  weight_norm: number;
+  sketch: Uint8Array;
+  tensor_sketches: Uint8Array;
+  tensors: string;
+}
+
+function toSummary(row: SummaryRow): CheckpointSummary {
+  const tensors = (JSON.parse(row.tensors) as TensorEntry[]).map((t) => ({
+    ...t,
+    count: t.shape.reduce((n, d) => n * d, 1),
+  }));
+  return {
+    step: num(row.step),
+    spec: JSON.parse(row.spec) as SketchSpec,
+    sketch: float64Copy(row.sketch),
+    tensors,
+    tensorSketches: decodeTensorSketches(row.tensor_sketches),
+    weightNorm: row.weight_norm,
   };
 }
 
@@ -236,6 +316,7 @@ function toCheckpointRecord(row: Selectable<CheckpointsTable>): CheckpointRecord
     blobKey: row.blob_key,
     tensors: JSON.parse(row.tensors) as TensorEntry[],
     metadata: row.metadata === null ? null : (JSON.parse(row.metadata) as Record<string, string>),
+    indicators: row.indicators === null ? null : CheckpointIndicatorsSchema.parse(JSON.parse(row.indicators)),
     createdAt: row.created_at,
   };
 }

@@ -16,8 +16,7 @@ function dialectTypes(dialect: SqlDialect) {
         // INTEGER PRIMARY KEY AUTOINCREMENT is SQLite's rowid alias; ids never go back, even after deletes.
         addAutoId: (db: Kysely<unknown>, table: string) =>
           db.schema.createTable(table).addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement()),
-        // For binary columns added later (the per-checkpoint sketch): BLOB here, BYTEA on Postgres; both
-        // drivers read and write Node Buffers.
+        // Binary columns (sketches): BLOB here, BYTEA on Postgres; both drivers read and write Buffers.
         binary: 'blob' as const,
       }
     : {
@@ -79,6 +78,23 @@ function migrations(dialect: SqlDialect): Record<string, Migration> {
           .on('metric_points')
           .columns(['run_id', 'step', 'id'])
           .execute();
+      },
+    },
+    '0002_trajectory': {
+      async up(db: Kysely<unknown>) {
+        // What the trajectory engine keeps of each checkpoint's weights; apart from `checkpoints` so that
+        // listings never load 64 KiB sketches.
+        await db.schema
+          .createTable('checkpoint_summaries')
+          .addColumn('run_id', 'text', (c) => c.notNull())
+          .addColumn('step', 'bigint', (c) => c.notNull())
+          .addColumn('spec', 'text', (c) => c.notNull())
+          .addColumn('weight_norm', 'double precision', (c) => c.notNull())
+          .addColumn('sketch', types.binary, (c) => c.notNull())
+          .addColumn('tensor_sketches', types.binary, (c) => c.notNull())
+          .addPrimaryKeyConstraint('checkpoint_summaries_pk', ['run_id', 'step'])
+          .execute();
+        await db.schema.alterTable('checkpoints').addColumn('indicators', 'text').execute();
       },
     },
   };

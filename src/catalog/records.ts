@@ -33,15 +33,40 @@ export const RunRecord = z.object({
 });
 export type RunRecord = z.infer<typeof RunRecord>;
 
+/** A tensor of a checkpoint with its exact statistics (NaN and ±Inf elements counted, not in the others). */
 export const TensorEntry = z.object({
   name: z.string(),
   dtype: z.enum(DTYPES),
   shape: z.array(nonNegInt),
+  norm: z.number(),
+  mean: z.number(),
+  maxAbs: z.number(),
+  nanCount: nonNegInt,
+  infCount: nonNegInt,
 });
 export type TensorEntry = z.infer<typeof TensorEntry>;
 
 export const CheckpointStatus = z.enum(['kept', 'discarded']);
 export type CheckpointStatus = z.infer<typeof CheckpointStatus>;
+
+/** A checkpoint's place on the trajectory against the previous uploaded checkpoint (DESIGN §5). */
+export const CheckpointIndicators = z.object({
+  /** ||w_t − w_t'||, estimated from sketches; null for the first checkpoint. */
+  updateNorm: z.number().nullable(),
+  /** updateNorm ÷ (t − t'). */
+  updateNormPerStep: z.number().nullable(),
+  /** updateNorm ÷ ||w_t'||. */
+  relativeChange: z.number().nullable(),
+  /** ||w_t − w_first||. */
+  distanceFromStart: z.number(),
+  /** Σ updateNorm over the run up to this checkpoint. */
+  pathLength: z.number(),
+  /** Cosine between this update and the previous one; null for the first two checkpoints. */
+  cosinePrev: z.number().nullable(),
+  /** The tensors that moved most in this update. */
+  topTensors: z.array(z.object({ name: z.string(), updateNorm: z.number(), relativeChange: z.number().nullable() })),
+});
+export type CheckpointIndicators = z.infer<typeof CheckpointIndicators>;
 
 export const CheckpointRecord = z.object({
   run: z.string(),
@@ -54,6 +79,8 @@ export const CheckpointRecord = z.object({
   blobKey: z.string(),
   tensors: z.array(TensorEntry),
   metadata: z.record(z.string(), z.string()).nullable(),
+  /** Null until computed (the upload's commit computes it). */
+  indicators: CheckpointIndicators.nullable(),
   createdAt: z.string(),
 });
 export type CheckpointRecord = z.infer<typeof CheckpointRecord>;

@@ -12,6 +12,7 @@ export interface Database {
   runs: RunsTable;
   checkpoints: CheckpointsTable;
   metric_points: MetricPointsTable;
+  checkpoint_summaries: CheckpointSummariesTable;
 }
 
 /** Integer columns: written as numbers, read back as numbers (SQLite) or decimal strings (Postgres int8). */
@@ -42,7 +43,21 @@ export interface CheckpointsTable {
   tensors: string;
   /** JSON object of string -> string, or null. */
   metadata: string | null;
+  /** JSON CheckpointIndicators, or null until computed. */
+  indicators: string | null;
   created_at: string;
+}
+
+export interface CheckpointSummariesTable {
+  run_id: string;
+  step: Int;
+  /** JSON SketchSpec. */
+  spec: string;
+  weight_norm: number;
+  /** Float64 little-endian buckets. */
+  sketch: Uint8Array;
+  /** `summary-codec.ts` layout. */
+  tensor_sketches: Uint8Array;
 }
 
 export interface MetricPointsTable {

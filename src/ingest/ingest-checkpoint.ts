@@ -7,8 +7,9 @@ import type { BlobStore, BlobWriter } from '../storage/blob-store.js';
 import { checkpointDataKey, manifestKeyFor } from '../storage/keys.js';
 import type { CheckpointFormat } from '../wire/formats.js';
 import { peek, readBody } from './body.js';
-import type { CheckpointLayout, DecoderLimits, TensorVisitor } from './decoder.js';
-import { createDecoder, formatFromContentType, sniffFormat } from './sniff.js';
+import { CheckpointAnalysis, type AnalysedCheckpoint } from './checkpoint-analysis.js';
+import type { DecoderLimits } from './decoder.js';
+import { SNIFF_BYTES, createDecoder, formatFromContentType, sniffFormat } from './sniff.js';
 
 export interface IngestLimits extends DecoderLimits {
   maxCheckpointBytes: number;
@@ -24,13 +25,17 @@ export interface IngestRequest {
   sha256?: string;
 }
 
+export interface IngestOptions {
+  limits: IngestLimits;
+  /** Runs after a new checkpoint's catalog row is written (trajectory indicators, retention). */
+  onCommitted?: (run: string, step: number) => Promise<void>;
+}
+
 export interface IngestOutcome {
   /** created: stored now; unchanged: the same bytes were already committed for this step. */
   status: 'created' | 'unchanged';
   checkpoint: CheckpointRecord;
 }
-
-const SNIFF_BYTES = 9;
 
 /**
  * Streams one checkpoint upload (DESIGN §3): one pass over the body feeds SHA-256, the format decoder
@@ -43,9 +48,13 @@ export class CheckpointIngest {
   constructor(
     private readonly blobs: BlobStore,
     private readonly catalog: Catalog,
-    private readonly limits: IngestLimits,
+    private readonly options: IngestOptions,
     private readonly logger: Logger,
   ) {}
+
+  private get limits(): IngestLimits {
+    return this.options.limits;
+  }
 
   async ingest(req: IngestRequest): Promise<IngestOutcome> {
     if (req.contentLength !== undefined && req.contentLength > this.limits.maxCheckpointBytes) {
@@ -88,12 +97,13 @@ export class CheckpointIngest {
   private async store(req: IngestRequest, format: CheckpointFormat, body: AsyncIterable<Uint8Array>): Promise<IngestOutcome> {
     const uploadId = newUploadId();
     const blobKey = checkpointDataKey(req.run, req.step, uploadId, format);
-    const visitor = new LayoutVisitor();
-    const decoder = createDecoder(format, visitor, this.limits);
+    const reference = await this.referenceTensors(req.run);
+    const analysis = new CheckpointAnalysis(reference);
+    const decoder = createDecoder(format, analysis, this.limits);
     const hash = createHash('sha256');
     const writer = this.blobs.createWriter(blobKey);
     let received = 0;
-    let layout: CheckpointLayout;
+    let analysed: AnalysedCheckpoint;
     let sha256: string;
     try {
       for await (const chunk of body) {
@@ -103,9 +113,10 @@ export class CheckpointIngest {
         checkDeclaredLength(decoder.expectedLength, req.contentLength);
         await writer.write(chunk);
       }
-      layout = decoder.end();
+      decoder.end();
       sha256 = hash.digest('hex');
       checkDeclaredSha(req.sha256, sha256);
+      analysed = analysis.finish(req.step);
     } catch (err) {
       await abortQuietly(writer, this.logger);
       throw err;
@@ -122,13 +133,13 @@ export class CheckpointIngest {
       bytes: received,
       format,
       blobKey,
-      tensors: layout.tensors.map(({ name, dtype, shape }) => ({ name, dtype, shape })),
-      metadata: layout.metadata,
+      tensors: analysed.tensors,
+      metadata: analysed.layout.metadata,
     };
     try {
       await this.blobs.putSmall(manifestKey, JSON.stringify({ manifestVersion: 1, ...row, createdAt }), 'application/json');
       await this.catalog.ensureRun(req.run);
-      const result = await this.catalog.insertCheckpoint(row);
+      const result = await this.catalog.insertCheckpoint({ ...row, summary: analysed.summary });
       if (!result.inserted) {
         // Another upload of this step won the race; ours was never referenced.
         await this.deleteQuietly([blobKey, manifestKey]);
@@ -139,9 +150,16 @@ export class CheckpointIngest {
       throw err;
     }
     this.logger.debug({ run: req.run, step: req.step, bytes: blob.size, key: blobKey }, 'checkpoint committed');
+    await this.options.onCommitted?.(req.run, req.step);
     const checkpoint = await this.catalog.getCheckpoint(req.run, req.step);
     if (!checkpoint) throw new AppError('internal', `checkpoint ${req.run}/${req.step} vanished after commit`);
     return { status: 'created', checkpoint };
+  }
+
+  /** The tensor table new checkpoints must match, or null when the run accepts any. */
+  private async referenceTensors(run: string) {
+    const [record, first] = await Promise.all([this.catalog.getRun(run), this.catalog.firstCheckpoint(run)]);
+    return record?.allowShapeChange || !first ? null : first.tensors;
   }
 
   private async deleteQuietly(keys: string[]): Promise<void> {
@@ -153,15 +171,6 @@ export class CheckpointIngest {
       }
     }
   }
-}
-
-/** Collects the layout; later layers add trajectory accumulation here. */
-class LayoutVisitor implements TensorVisitor {
-  layout: CheckpointLayout | null = null;
-  onHeader(layout: CheckpointLayout): void {
-    this.layout = layout;
-  }
-  onData(): void {}
 }
 
 function resolveAgainst(existing: CheckpointRecord, sha256: string): IngestOutcome {

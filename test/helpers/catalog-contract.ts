@@ -1,3 +1,4 @@
+import type { CheckpointSummary } from '../../src/trajectory/types.js';
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Catalog, NewCheckpoint } from '../../src/catalog/catalog.js';
@@ -28,6 +29,18 @@ export function describeCatalogContract(name: string, open: () => Promise<Opened
       await opened.cleanup();
     });
 
+    const summaryFor = (step: number): CheckpointSummary => {
+      const sketch = new Float64Array(64).map((_, i) => Math.sin(step + i));
+      return {
+        step,
+        spec: { version: 1, k: 64, tensorK: 4 },
+        sketch,
+        tensors: [],
+        tensorSketches: [new Float64Array([step, -1, 0.5, 2]), new Float64Array([1, 2, 3, step])],
+        weightNorm: 3 + step,
+      };
+    };
+
     const checkpoint = (run: string, step: number, extra: Partial<NewCheckpoint> = {}): NewCheckpoint => ({
       run,
       step,
@@ -37,11 +50,44 @@ export function describeCatalogContract(name: string, open: () => Promise<Opened
       format: 'safetensors',
       blobKey: `runs/${run}/checkpoints/${String(step).padStart(10, '0')}-u.safetensors`,
       tensors: [
-        { name: 'w', dtype: 'F32', shape: [3, 4] },
-        { name: 'b', dtype: 'F32', shape: [4] },
+        { name: 'w', dtype: 'F32', shape: [3, 4], norm: 2, mean: 0.1, maxAbs: 1, nanCount: 0, infCount: 0 },
+        { name: 'b', dtype: 'F32', shape: [4], norm: 1, mean: 0, maxAbs: 0.5, nanCount: 0, infCount: 0 },
       ],
       metadata: { epoch: '1' },
+      summary: summaryFor(step),
       ...extra,
+    });
+
+    it('stores summaries with their checkpoint and returns them byte-exact, by step', async () => {
+      const run = runId('summary');
+      for (const step of [30, 10, 20]) await catalog.insertCheckpoint(checkpoint(run, step));
+      const all = await catalog.getSummaries(run);
+      assert.deepEqual(all.map((s) => s.step), [10, 20, 30]);
+      const expected = summaryFor(20);
+      const [got] = await catalog.getSummaries(run, [20]);
+      assert.deepEqual(Array.from(got.sketch), Array.from(expected.sketch));
+      assert.deepEqual(got.tensorSketches.map((t) => Array.from(t)), expected.tensorSketches.map((t) => Array.from(t)));
+      assert.deepEqual(got.spec, expected.spec);
+      assert.equal(got.weightNorm, expected.weightNorm);
+      assert.deepEqual(got.tensors.map((t) => [t.name, t.count, t.norm]), [['w', 12, 2], ['b', 4, 1]]);
+      assert.deepEqual(await catalog.getSummaries(run, []), []);
+    });
+
+    it('stores indicators on checkpoint records', async () => {
+      const run = runId('indicators');
+      await catalog.insertCheckpoint(checkpoint(run, 1));
+      assert.equal((await catalog.getCheckpoint(run, 1))?.indicators, null);
+      const indicators = {
+        updateNorm: 0.5,
+        updateNormPerStep: 0.05,
+        relativeChange: 0.01,
+        distanceFromStart: 0.5,
+        pathLength: 0.5,
+        cosinePrev: -0.2,
+        topTensors: [{ name: 'w', updateNorm: 0.4, relativeChange: 0.2 }],
+      };
+      await catalog.setIndicators(run, [{ step: 1, indicators }]);
+      assert.deepEqual((await catalog.getCheckpoint(run, 1))?.indicators, indicators);
     });
 
     it('ping succeeds', async () => {
