@@ -7,7 +7,9 @@ import type { Config } from './config.js';
 import { createApp } from './http/app.js';
 import type { AppContext } from './http/context.js';
 import { CheckpointIngest } from './ingest/ingest-checkpoint.js';
+import { TrajectoryRecorder } from './ingest/trajectory-recorder.js';
 import { createBlobStore } from './storage/factory.js';
+import { KeyedLock } from './util/keyed-lock.js';
 
 /** Leftover staged writes older than this are removed at start-up (another replica may still be writing newer ones). */
 const STAGING_MAX_AGE_MS = 60 * 60 * 1000;
@@ -50,7 +52,13 @@ export async function startServer(config: Readonly<Config>, logger: Logger): Pro
 export async function openContext(config: Readonly<Config>, logger: Logger): Promise<AppContext> {
   const blobs = createBlobStore({ blobUrl: config.blobUrl, s3: config.s3 });
   const catalog = await openCatalog(config.catalogUrl);
-  const ingest = new CheckpointIngest(blobs, catalog, { limits: config.limits }, logger);
+  const trajectory = new TrajectoryRecorder(catalog, new KeyedLock());
+  const ingest = new CheckpointIngest(
+    blobs,
+    catalog,
+    { limits: config.limits, onCommitted: (run, step) => trajectory.onCommitted(run, step) },
+    logger,
+  );
   return { config, logger, blobs, catalog, ingest };
 }
 

@@ -46,6 +46,9 @@ export interface Catalog {
   /** Points ordered by (step, arrival), with step in [fromStep, toStep], at most `limit`. */
   listMetrics(run: string, query: MetricQuery): Promise<MetricPoint[]>;
 
+  /** The run's logged training losses, ordered by (step, arrival). */
+  listTrainLoss(run: string): Promise<{ step: number; trainLoss: number }[]>;
+
   /** Throws `catalog_unavailable` when the database cannot be reached. Used by /readyz. */
   ping(): Promise<void>;
   close(): Promise<void>;

@@ -183,6 +183,20 @@ export class KyselyCatalog implements Catalog {
     });
   }
 
+  listTrainLoss(run: string): Promise<{ step: number; trainLoss: number }[]> {
+    return guard('listTrainLoss', async () => {
+      const rows = await this.db
+        .selectFrom('metric_points')
+        .select(['step', 'train_loss'])
+        .where('run_id', '=', run)
+        .where('train_loss', 'is not', null)
+        .orderBy('step')
+        .orderBy('id')
+        .execute();
+      return rows.map((r) => ({ step: num(r.step), trainLoss: r.train_loss as number }));
+    });
+  }
+
   ping(): Promise<void> {
     return guard('ping', async () => {
       await sql`select 1`.execute(this.db);

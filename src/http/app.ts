@@ -6,6 +6,7 @@ import { checkpointRoutes } from './routes/checkpoints.js';
 import { healthRoutes } from './routes/health.js';
 import { metricRoutes } from './routes/metrics.js';
 import { runRoutes } from './routes/runs.js';
+import { trajectoryRoutes } from './routes/trajectory.js';
 
 /** Builds the Express app without listening, so tests drive it in-process and scripts can inspect it. */
 export function createApp(ctx: AppContext): Express {
@@ -18,6 +19,7 @@ export function createApp(ctx: AppContext): Express {
   app.use(runRoutes(ctx));
   app.use(checkpointRoutes(ctx));
   app.use(metricRoutes(ctx));
+  app.use(trajectoryRoutes(ctx));
   app.use(notFoundHandler);
   app.use(errorHandler(ctx.logger));
   return app;

@@ -1,0 +1,64 @@
+/**
+ * High-change score of each checkpoint (DESIGN §5), against a trailing window of the W checkpoints before
+ * it, so that an event is judged by what training was doing just before (a learning-rate restart looks
+ * ordinary against the whole run and extraordinary against its recent past):
+ *
+ *   u_t  = log(updateNormPerStep_t)
+ *   z_u  = (u_t − median(u_{t−W..t−1})) / max(1.4826 · MAD(u_{t−W..t−1}), 0.1)
+ *   ℓ_t  = log(trainLoss_t) − log(trainLoss_{t−1})          (when the loss is known at both)
+ *   z_ℓ  = (ℓ_t − median(ℓ window)) / max(1.4826 · MAD(ℓ window), 0.02)
+ *   r_t  = 2 · max(0, −cosinePrev_t)                        (the update turned back on the previous one)
+ *   score_t = max(0, z_u, z_ℓ) + r_t
+ *
+ * Only increases count: a sudden drop of the update norm (a learning-rate decay step) or of the loss is
+ * training settling, not an event worth a checkpoint. The MAD floors (0.1 and 0.02 in log units, i.e. 10% and 2% relative) keep a very smooth run from
+ * turning tiny wiggles into large scores. Fewer than MIN_HISTORY values in a window give that term 0.
+ */
+export interface ChangeInput {
+  updateNormPerStep: readonly (number | null)[];
+  cosinePrev: readonly (number | null)[];
+  trainLoss?: readonly (number | null)[];
+  window?: number;
+}
+
+export interface ChangeScore {
+  changeScore: number;
+  components: { update: number; loss: number; reversal: number };
+}
+
+const MIN_HISTORY = 3;
+const MAD_SCALE = 1.4826;
+
+export function changeScores(input: ChangeInput): ChangeScore[] {
+  const window = input.window ?? 8;
+  const n = input.updateNormPerStep.length;
+  const logUpdate = input.updateNormPerStep.map((u) => (u !== null && u > 0 ? Math.log(u) : null));
+  const loss = input.trainLoss;
+  const logLossJump = Array.from({ length: n }, (_, t) => {
+    const [a, b] = [loss?.[t - 1], loss?.[t]];
+    return a != null && b != null && a > 0 && b > 0 ? Math.log(b) - Math.log(a) : null;
+  });
+  return Array.from({ length: n }, (_, t) => {
+    const update = Math.max(0, robustZ(logUpdate, t, window, 0.1));
+    const lossZ = Math.max(0, robustZ(logLossJump, t, window, 0.02));
+    const cos = input.cosinePrev[t];
+    const reversal = cos !== null && cos < 0 ? 2 * -cos : 0;
+    return { changeScore: Math.max(update, lossZ) + reversal, components: { update, loss: lossZ, reversal } };
+  });
+}
+
+function robustZ(series: readonly (number | null)[], t: number, window: number, floor: number): number {
+  const x = series[t];
+  if (x === null) return 0;
+  const history = series.slice(Math.max(0, t - window), t).filter((v): v is number => v !== null);
+  if (history.length < MIN_HISTORY) return 0;
+  const med = median(history);
+  const mad = median(history.map((v) => Math.abs(v - med)));
+  return (x - med) / Math.max(MAD_SCALE * mad, floor);
+}
+
+function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}

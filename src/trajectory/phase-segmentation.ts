@@ -1,0 +1,146 @@
+/**
+ * Splitting a run's checkpoints into training phases (DESIGN §5).
+ *
+ * - `fraction`: phase p holds the checkpoints with step / plannedSteps in [p/count, (p+1)/count).
+ * - `dynamics`: the optimal segmentation of the checkpoint series into `count` contiguous segments
+ *   minimising the total within-segment sum of squared deviations of the features, by dynamic programming
+ *   over prefix sums (O(count · n²)). The features are the log per-step update norm and, when known at
+ *   every checkpoint, the log training loss, each standardised to unit variance so neither dominates.
+ *   Above MAX_POINTS checkpoints, consecutive checkpoints are pooled into groups first (boundaries then
+ *   fall between groups). Ties go to the earliest boundary, so the result is deterministic.
+ *
+ * With fewer checkpoints than phases, checkpoint i gets phase i: the run has not reached the later
+ * phases yet. Boundaries move as checkpoints arrive; decisions that depend on them are provisional.
+ */
+export type PhaseMethod = 'fraction' | 'dynamics';
+
+export interface PhaseInput {
+  steps: readonly number[];
+  /** Per checkpoint; null where unknown (the first checkpoint). */
+  updateNormPerStep: readonly (number | null)[];
+  /** Per checkpoint; null where unknown. Used only when known everywhere. */
+  trainLoss?: readonly (number | null)[];
+  plannedSteps?: number | null;
+  count?: number;
+  /** `auto`: fraction when plannedSteps is known, else dynamics. */
+  by?: PhaseMethod | 'auto';
+}
+
+export interface PhaseAssignment {
+  method: PhaseMethod;
+  names: string[];
+  /** Phase index of each checkpoint, non-decreasing in step order. */
+  phaseOf: number[];
+}
+
+const MAX_POINTS = 2000;
+
+export function phaseNames(count: number): string[] {
+  return count === 3 ? ['early', 'mid', 'late'] : Array.from({ length: count }, (_, i) => `phase-${i + 1}`);
+}
+
+export function assignPhases(input: PhaseInput): PhaseAssignment {
+  const count = input.count ?? 3;
+  const n = input.steps.length;
+  const names = phaseNames(count);
+  const method: PhaseMethod =
+    input.by === 'fraction' || (input.by !== 'dynamics' && input.plannedSteps) ? 'fraction' : 'dynamics';
+  if (method === 'fraction') {
+    if (!input.plannedSteps) throw new RangeError('phases by fraction need plannedSteps');
+    const planned = input.plannedSteps;
+    return { method, names, phaseOf: input.steps.map((s) => Math.min(count - 1, Math.floor((s / planned) * count))) };
+  }
+  if (n <= count) return { method, names, phaseOf: input.steps.map((_, i) => i) };
+  return { method, names, phaseOf: segmentByDynamics(features(input), count) };
+}
+
+/** One row per checkpoint, standardised columns. */
+function features(input: PhaseInput): number[][] {
+  const n = input.steps.length;
+  const columns: number[][] = [];
+  const logUpdate = input.updateNormPerStep.map((u) => (u !== null && u > 0 ? Math.log(u) : null));
+  const firstKnown = logUpdate.find((u) => u !== null) ?? 0;
+  columns.push(logUpdate.map((u) => u ?? firstKnown));
+  const loss = input.trainLoss;
+  if (loss && loss.length === n && loss.every((l) => l !== null && l > 0)) columns.push(loss.map((l) => Math.log(l as number)));
+  return Array.from({ length: n }, (_, i) => columns.map((c) => c[i])).map((row, _, rows) => row.map((v, j) => standardise(v, rows, j)));
+}
+
+function standardise(v: number, rows: number[][], j: number): number {
+  let mean = 0;
+  for (const r of rows) mean += r[j];
+  mean /= rows.length;
+  let variance = 0;
+  for (const r of rows) variance += (r[j] - mean) ** 2;
+  const sd = Math.sqrt(variance / rows.length);
+  return sd > 0 ? (v - mean) / sd : 0;
+}
+
+function segmentByDynamics(rows: number[][], count: number): number[] {
+  const n = rows.length;
+  const groupSize = Math.ceil(n / MAX_POINTS);
+  const groups: { rows: number[][]; members: number }[] = [];
+  for (let i = 0; i < n; i += groupSize) groups.push({ rows: rows.slice(i, i + groupSize), members: Math.min(groupSize, n - i) });
+  const groupPhase = optimalSegments(groups.map((g) => g.rows), count);
+  const phaseOf: number[] = [];
+  groups.forEach((g, gi) => {
+    for (let m = 0; m < g.members; m++) phaseOf.push(groupPhase[gi]);
+  });
+  return phaseOf;
+}
+
+/** Least-squares segmentation of groups of rows into `count` contiguous non-empty segments. */
+function optimalSegments(groups: number[][][], count: number): number[] {
+  const g = groups.length;
+  const dims = groups[0][0].length;
+  // Prefix sums over groups of count, Σx and Σx² per dimension.
+  const cnt = new Float64Array(g + 1);
+  const sum = Array.from({ length: dims }, () => new Float64Array(g + 1));
+  const sq = Array.from({ length: dims }, () => new Float64Array(g + 1));
+  groups.forEach((rows, i) => {
+    cnt[i + 1] = cnt[i] + rows.length;
+    for (let d = 0; d < dims; d++) {
+      let s = 0;
+      let q = 0;
+      for (const r of rows) {
+        s += r[d];
+        q += r[d] * r[d];
+      }
+      sum[d][i + 1] = sum[d][i] + s;
+      sq[d][i + 1] = sq[d][i] + q;
+    }
+  });
+  const cost = (a: number, b: number): number => {
+    const c = cnt[b] - cnt[a];
+    let total = 0;
+    for (let d = 0; d < dims; d++) {
+      const s = sum[d][b] - sum[d][a];
+      total += sq[d][b] - sq[d][a] - (s * s) / c;
+    }
+    return total;
+  };
+  const segments = Math.min(count, g);
+  // best[k][j]: least cost of splitting groups [0, j) into k segments; from[k][j]: where the last starts.
+  const best = Array.from({ length: segments + 1 }, () => new Float64Array(g + 1).fill(Infinity));
+  const from = Array.from({ length: segments + 1 }, () => new Int32Array(g + 1));
+  best[0][0] = 0;
+  for (let k = 1; k <= segments; k++) {
+    for (let j = k; j <= g - (segments - k); j++) {
+      for (let i = k - 1; i < j; i++) {
+        const c = best[k - 1][i] + cost(i, j);
+        if (c < best[k][j] - 1e-12) {
+          best[k][j] = c;
+          from[k][j] = i;
+        }
+      }
+    }
+  }
+  const phase = new Array<number>(g).fill(0);
+  let end = g;
+  for (let k = segments; k >= 1; k--) {
+    const start = from[k][end];
+    for (let i = start; i < end; i++) phase[i] = k - 1;
+    end = start;
+  }
+  return phase;
+}

@@ -1,0 +1,98 @@
+import { changeScores } from './change-detection.js';
+import { assignPhases, type PhaseMethod } from './phase-segmentation.js';
+import type { CheckpointIndicators } from './run-indicators.js';
+
+/** The trajectory of a run as the API serves it: per-checkpoint indicators, phase and change score. */
+export interface TrajectoryItem extends CheckpointIndicators {
+  step: number;
+  phase: string;
+  changeScore: number;
+  /** The terms of changeScore (see change-detection.ts). */
+  changeComponents: { update: number; loss: number; reversal: number };
+  /** Mean training loss logged since the previous checkpoint, or null. */
+  trainLoss: number | null;
+}
+
+export interface RunTrajectory {
+  items: TrajectoryItem[];
+  phases: { method: PhaseMethod; names: string[]; boundaries: { phase: string; fromStep: number; toStep: number }[] };
+  totals: { checkpoints: number; firstStep: number | null; lastStep: number | null; pathLength: number; distanceFromStart: number };
+}
+
+export interface AnalysisInput {
+  /** Sorted by step. */
+  checkpoints: readonly { step: number; indicators: CheckpointIndicators }[];
+  /** Per checkpoint, same order; null where unknown. */
+  trainLoss?: readonly (number | null)[];
+  plannedSteps?: number | null;
+  phaseCount?: number;
+  phasesBy?: PhaseMethod | 'auto';
+  changeWindow?: number;
+}
+
+/** Phases and change scores are recomputed from the stored per-checkpoint indicators on every call. */
+export function analyseRun(input: AnalysisInput): RunTrajectory {
+  const steps = input.checkpoints.map((c) => c.step);
+  const updateNormPerStep = input.checkpoints.map((c) => c.indicators.updateNormPerStep);
+  const trainLoss = input.trainLoss ?? steps.map(() => null);
+  const phases = assignPhases({
+    steps,
+    updateNormPerStep,
+    trainLoss,
+    plannedSteps: input.plannedSteps,
+    count: input.phaseCount,
+    by: input.phasesBy,
+  });
+  const scores = changeScores({
+    updateNormPerStep,
+    cosinePrev: input.checkpoints.map((c) => c.indicators.cosinePrev),
+    trainLoss,
+    window: input.changeWindow,
+  });
+  const items = input.checkpoints.map((c, i) => ({
+    step: c.step,
+    ...c.indicators,
+    phase: phases.names[phases.phaseOf[i]],
+    changeScore: scores[i].changeScore,
+    changeComponents: scores[i].components,
+    trainLoss: trainLoss[i],
+  }));
+  const boundaries: RunTrajectory['phases']['boundaries'] = [];
+  items.forEach((item) => {
+    const last = boundaries[boundaries.length - 1];
+    if (last && last.phase === item.phase) last.toStep = item.step;
+    else boundaries.push({ phase: item.phase, fromStep: item.step, toStep: item.step });
+  });
+  const last = items[items.length - 1];
+  return {
+    items,
+    phases: { method: phases.method, names: phases.names, boundaries },
+    totals: {
+      checkpoints: items.length,
+      firstStep: items[0]?.step ?? null,
+      lastStep: last?.step ?? null,
+      pathLength: last?.pathLength ?? 0,
+      distanceFromStart: last?.distanceFromStart ?? 0,
+    },
+  };
+}
+
+/**
+ * Mean of the logged training losses in (previous checkpoint's step, checkpoint's step] for each
+ * checkpoint (the first takes everything up to its step). `points` sorted by step.
+ */
+export function lossAtCheckpoints(steps: readonly number[], points: readonly { step: number; trainLoss: number }[]): (number | null)[] {
+  const out: (number | null)[] = [];
+  let p = 0;
+  for (const step of steps) {
+    let sum = 0;
+    let count = 0;
+    while (p < points.length && points[p].step <= step) {
+      sum += points[p].trainLoss;
+      count++;
+      p++;
+    }
+    out.push(count > 0 ? sum / count : null);
+  }
+  return out;
+}

@@ -1,0 +1,71 @@
+import { diffDot, distance, tensorDistances } from './sketch-distance.js';
+import type { CheckpointSummary } from './types.js';
+
+/** Per-checkpoint indicators against the previous uploaded checkpoint of the run (DESIGN §5). */
+export interface CheckpointIndicators {
+  updateNorm: number | null;
+  updateNormPerStep: number | null;
+  relativeChange: number | null;
+  distanceFromStart: number;
+  pathLength: number;
+  cosinePrev: number | null;
+  topTensors: { name: string; updateNorm: number; relativeChange: number | null }[];
+}
+
+const TOP_TENSORS = 5;
+
+/**
+ * Indicators of `current` given the run's first checkpoint, the one before `current` (`prev`) and the
+ * one before that (`prevPrev`), and the path length up to `prev`. The first checkpoint of a run has no
+ * update: its updateNorm, updateNormPerStep, relativeChange and cosinePrev are null and its distance and
+ * path length 0; cosinePrev needs two earlier checkpoints.
+ */
+export function indicatorsFor(
+  current: CheckpointSummary,
+  neighbours: { first: CheckpointSummary; prev: CheckpointSummary | null; prevPrev: CheckpointSummary | null; prevPathLength: number },
+): CheckpointIndicators {
+  const { first, prev, prevPrev, prevPathLength } = neighbours;
+  if (!prev) {
+    return { updateNorm: null, updateNormPerStep: null, relativeChange: null, distanceFromStart: 0, pathLength: 0, cosinePrev: null, topTensors: [] };
+  }
+  const updateNorm = distance(current, prev);
+  let cosinePrev: number | null = null;
+  if (prevPrev) {
+    const previousUpdate = distance(prev, prevPrev);
+    const denominator = updateNorm * previousUpdate;
+    cosinePrev = denominator > 0 ? clamp(diffDot(current.sketch, prev.sketch, prev.sketch, prevPrev.sketch) / denominator, -1, 1) : null;
+  }
+  const topTensors = tensorDistances(current, prev)
+    .sort((a, b) => b.updateNorm - a.updateNorm || (a.name < b.name ? -1 : 1))
+    .slice(0, TOP_TENSORS)
+    .map(({ name, updateNorm: norm, prevNorm }) => ({ name, updateNorm: norm, relativeChange: prevNorm > 0 ? norm / prevNorm : null }));
+  return {
+    updateNorm,
+    updateNormPerStep: updateNorm / Math.max(1, current.step - prev.step),
+    relativeChange: prev.weightNorm > 0 ? updateNorm / prev.weightNorm : null,
+    distanceFromStart: current === first ? 0 : distance(current, first),
+    pathLength: prevPathLength + updateNorm,
+    cosinePrev,
+    topTensors,
+  };
+}
+
+/** Indicators of every checkpoint of a run, from its summaries sorted by step. */
+export function computeIndicators(summaries: readonly CheckpointSummary[]): CheckpointIndicators[] {
+  const out: CheckpointIndicators[] = [];
+  summaries.forEach((current, i) => {
+    out.push(
+      indicatorsFor(current, {
+        first: summaries[0],
+        prev: summaries[i - 1] ?? null,
+        prevPrev: summaries[i - 2] ?? null,
+        prevPathLength: out[i - 1]?.pathLength ?? 0,
+      }),
+    );
+  });
+  return out;
+}
+
+function clamp(x: number, lo: number, hi: number): number {
+  return Math.min(hi, Math.max(lo, x));
+}
