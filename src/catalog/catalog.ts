@@ -6,6 +6,7 @@ import type {
   CheckpointStatus,
   MetricPoint,
   RunInput,
+  RunPolicyRef,
   RunRecord,
   TensorEntry,
 } from './records.js';
@@ -46,6 +47,19 @@ export interface Catalog {
   /** Points ordered by (step, arrival), with step in [fromStep, toStep], at most `limit`. */
   listMetrics(run: string, query: MetricQuery): Promise<MetricPoint[]>;
 
+  /** Creates or replaces a named policy (stored as given; validated by the caller). */
+  putPolicy(name: string, policy: Record<string, unknown>): Promise<{ created: boolean; record: PolicyRecord }>;
+  getPolicy(name: string): Promise<PolicyRecord | null>;
+  listPolicies(): Promise<PolicyRecord[]>;
+  setRunPolicy(run: string, ref: RunPolicyRef | null): Promise<void>;
+
+  /** Writes a retention decision's per-checkpoint outcome, in one transaction. */
+  applyRetention(run: string, outcomes: readonly RetentionOutcome[]): Promise<void>;
+  setPinned(run: string, step: number, pinned: boolean): Promise<void>;
+  /** Discarded checkpoints whose grace period ended by `now` and whose bytes are still stored. */
+  listDueDeletions(now: string, limit: number): Promise<{ run: string; step: number; blobKey: string }[]>;
+  markBlobDeleted(run: string, step: number): Promise<void>;
+
   /** The run's logged training losses, ordered by (step, arrival). */
   listTrainLoss(run: string): Promise<{ step: number; trainLoss: number }[]>;
 
@@ -65,6 +79,23 @@ export interface NewCheckpoint {
   tensors: TensorEntry[];
   metadata: Record<string, string> | null;
   summary: CheckpointSummary;
+}
+
+export interface PolicyRecord {
+  name: string;
+  policy: Record<string, unknown>;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface RetentionOutcome {
+  step: number;
+  status: CheckpointStatus;
+  classes: string[];
+  reasons: string[];
+  /** Set when the checkpoint becomes discarded; kept as it was when it stays discarded. */
+  discardedAt: string | null;
+  deleteAfter: string | null;
 }
 
 export interface MetricQuery {

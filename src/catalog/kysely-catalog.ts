@@ -1,8 +1,10 @@
 import { type Insertable, type Kysely, type Selectable, type Updateable, sql } from 'kysely';
 import { errors, isAppError } from '../errors.js';
-import type { Catalog, MetricQuery, NewCheckpoint } from './catalog.js';
+import type { Catalog, MetricQuery, NewCheckpoint, PolicyRecord, RetentionOutcome } from './catalog.js';
 import type { CheckpointSummary, SketchSpec } from '../trajectory/types.js';
 import {
+  RunPolicyRef as RunPolicyRefSchema,
+  type RunPolicyRef,
   CheckpointIndicators as CheckpointIndicatorsSchema,
   CheckpointRecord as CheckpointRecordSchema,
   type CheckpointIndicators,
@@ -15,7 +17,7 @@ import {
   type RunRecord,
   type TensorEntry,
 } from './records.js';
-import type { CheckpointSummariesTable, CheckpointsTable, Database, MetricPointsTable, RunsTable } from './schema.js';
+import type { CheckpointSummariesTable, CheckpointsTable, Database, MetricPointsTable, PoliciesTable, RunsTable } from './schema.js';
 import { decodeTensorSketches, encodeSketch, encodeTensorSketches, float64Copy } from './summary-codec.js';
 
 /**
@@ -183,6 +185,94 @@ export class KyselyCatalog implements Catalog {
     });
   }
 
+  putPolicy(name: string, policy: Record<string, unknown>): Promise<{ created: boolean; record: PolicyRecord }> {
+    return guard('putPolicy', () =>
+      this.db.transaction().execute(async (trx) => {
+        const now = new Date().toISOString();
+        const text = JSON.stringify(policy);
+        const res = await trx
+          .insertInto('policies')
+          .values({ name, policy: text, created_at: now, updated_at: now })
+          .onConflict((oc) => oc.column('name').doNothing())
+          .executeTakeFirst();
+        const created = inserted(res.numInsertedOrUpdatedRows);
+        if (!created) await trx.updateTable('policies').set({ policy: text, updated_at: now }).where('name', '=', name).execute();
+        const row = await trx.selectFrom('policies').selectAll().where('name', '=', name).executeTakeFirstOrThrow();
+        return { created, record: toPolicyRecord(row) };
+      }),
+    );
+  }
+
+  getPolicy(name: string): Promise<PolicyRecord | null> {
+    return guard('getPolicy', async () => {
+      const row = await this.db.selectFrom('policies').selectAll().where('name', '=', name).executeTakeFirst();
+      return row ? toPolicyRecord(row) : null;
+    });
+  }
+
+  listPolicies(): Promise<PolicyRecord[]> {
+    return guard('listPolicies', async () => (await this.db.selectFrom('policies').selectAll().orderBy('name').execute()).map(toPolicyRecord));
+  }
+
+  setRunPolicy(run: string, ref: RunPolicyRef | null): Promise<void> {
+    return guard('setRunPolicy', async () => {
+      await this.db
+        .updateTable('runs')
+        .set({ policy: ref === null ? null : JSON.stringify(ref), updated_at: new Date().toISOString() })
+        .where('id', '=', run)
+        .execute();
+    });
+  }
+
+  applyRetention(run: string, outcomes: readonly RetentionOutcome[]): Promise<void> {
+    if (outcomes.length === 0) return Promise.resolve();
+    return guard('applyRetention', () =>
+      this.db.transaction().execute(async (trx) => {
+        for (const o of outcomes) {
+          await trx
+            .updateTable('checkpoints')
+            .set({
+              status: o.status,
+              classes: JSON.stringify(o.classes),
+              reasons: JSON.stringify(o.reasons),
+              discarded_at: o.discardedAt,
+              delete_after: o.deleteAfter,
+            })
+            .where('run_id', '=', run)
+            .where('step', '=', o.step)
+            .execute();
+        }
+      }),
+    );
+  }
+
+  setPinned(run: string, step: number, pinned: boolean): Promise<void> {
+    return guard('setPinned', async () => {
+      await this.db.updateTable('checkpoints').set({ pinned: pinned ? 1 : 0 }).where('run_id', '=', run).where('step', '=', step).execute();
+    });
+  }
+
+  listDueDeletions(now: string, limit: number): Promise<{ run: string; step: number; blobKey: string }[]> {
+    return guard('listDueDeletions', async () => {
+      const rows = await this.db
+        .selectFrom('checkpoints')
+        .select(['run_id', 'step', 'blob_key'])
+        .where('status', '=', 'discarded')
+        .where('blob_deleted', '=', 0)
+        .where('delete_after', '<=', now)
+        .orderBy('delete_after')
+        .limit(limit)
+        .execute();
+      return rows.map((r) => ({ run: r.run_id, step: num(r.step), blobKey: r.blob_key }));
+    });
+  }
+
+  markBlobDeleted(run: string, step: number): Promise<void> {
+    return guard('markBlobDeleted', async () => {
+      await this.db.updateTable('checkpoints').set({ blob_deleted: 1 }).where('run_id', '=', run).where('step', '=', step).execute();
+    });
+  }
+
   listTrainLoss(run: string): Promise<{ step: number; trainLoss: number }[]> {
     return guard('listTrainLoss', async () => {
       const rows = await this.db
@@ -226,6 +316,10 @@ const numOrNull = (v: number | string | null): number | null => (v === null ? nu
 
 // ---- runs
 
+function toPolicyRecord(row: Selectable<PoliciesTable>): PolicyRecord {
+  return { name: row.name, policy: JSON.parse(row.policy) as Record<string, unknown>, createdAt: row.created_at, updatedAt: row.updated_at };
+}
+
 function newRunRow(id: string, now: string): Insertable<RunsTable> {
   return {
     id,
@@ -255,6 +349,7 @@ function toRunRecord(row: Selectable<RunsTable>): RunRecord {
     trainSize: numOrNull(row.train_size),
     allowShapeChange: row.allow_shape_change === 1,
     tags: JSON.parse(row.tags) as Record<string, string>,
+    policy: row.policy === null ? null : RunPolicyRefSchema.parse(JSON.parse(row.policy)),
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };
@@ -331,6 +426,12 @@ function toCheckpointRecord(row: Selectable<CheckpointsTable>): CheckpointRecord
     tensors: JSON.parse(row.tensors) as TensorEntry[],
     metadata: row.metadata === null ? null : (JSON.parse(row.metadata) as Record<string, string>),
     indicators: row.indicators === null ? null : CheckpointIndicatorsSchema.parse(JSON.parse(row.indicators)),
+    classes: JSON.parse(row.classes) as string[],
+    reasons: JSON.parse(row.reasons) as string[],
+    pinned: row.pinned === 1,
+    discardedAt: row.discarded_at,
+    deleteAfter: row.delete_after,
+    contentAvailable: row.blob_deleted === 0,
     createdAt: row.created_at,
   };
 }

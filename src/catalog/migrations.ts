@@ -97,6 +97,29 @@ function migrations(dialect: SqlDialect): Record<string, Migration> {
         await db.schema.alterTable('checkpoints').addColumn('indicators', 'text').execute();
       },
     },
+    '0003_retention': {
+      async up(db: Kysely<unknown>) {
+        await db.schema
+          .createTable('policies')
+          .addColumn('name', 'text', (c) => c.primaryKey())
+          .addColumn('policy', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('updated_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.alterTable('runs').addColumn('policy', 'text').execute();
+        for (const [column, type, fallback] of [
+          ['classes', 'text', '[]'],
+          ['reasons', 'text', '[]'],
+          ['pinned', 'integer', 0],
+          ['blob_deleted', 'integer', 0],
+        ] as const) {
+          await db.schema.alterTable('checkpoints').addColumn(column, type, (c) => c.notNull().defaultTo(fallback)).execute();
+        }
+        await db.schema.alterTable('checkpoints').addColumn('discarded_at', 'text').execute();
+        await db.schema.alterTable('checkpoints').addColumn('delete_after', 'text').execute();
+        await db.schema.createIndex('checkpoints_due_deletion').on('checkpoints').columns(['status', 'blob_deleted', 'delete_after']).execute();
+      },
+    },
   };
 }
 

@@ -22,12 +22,21 @@ export const RunInput = z
   .strict();
 export type RunInput = z.infer<typeof RunInput>;
 
+/** A run's retention policy: a named policy, or one given inline (a partial policy JSON). */
+export const RunPolicyRef = z.union([
+  z.object({ name: z.string() }).strict(),
+  z.object({ policy: z.record(z.string(), z.unknown()) }).strict(),
+]);
+export type RunPolicyRef = z.infer<typeof RunPolicyRef>;
+
 export const RunRecord = z.object({
   id: z.string(),
   plannedSteps: z.number().int().nullable(),
   trainSize: z.number().int().nullable(),
   allowShapeChange: z.boolean(),
   tags: z.record(z.string(), z.string()),
+  /** Null: the built-in default policy. */
+  policy: RunPolicyRef.nullable(),
   createdAt: z.string(),
   updatedAt: z.string(),
 });
@@ -81,6 +90,16 @@ export const CheckpointRecord = z.object({
   metadata: z.record(z.string(), z.string()).nullable(),
   /** Null until computed (the upload's commit computes it). */
   indicators: CheckpointIndicators.nullable(),
+  /** Retention classes holding the checkpoint (empty once discarded). */
+  classes: z.array(z.string()),
+  /** Why the checkpoint is kept, or why it was discarded. */
+  reasons: z.array(z.string()),
+  pinned: z.boolean(),
+  discardedAt: z.string().nullable(),
+  /** When a discarded checkpoint's bytes will be deleted; until then it can be restored. */
+  deleteAfter: z.string().nullable(),
+  /** False once the bytes are gone from the blob store. */
+  contentAvailable: z.boolean(),
   createdAt: z.string(),
 });
 export type CheckpointRecord = z.infer<typeof CheckpointRecord>;

@@ -13,6 +13,15 @@ export interface Database {
   checkpoints: CheckpointsTable;
   metric_points: MetricPointsTable;
   checkpoint_summaries: CheckpointSummariesTable;
+  policies: PoliciesTable;
+}
+
+export interface PoliciesTable {
+  name: string;
+  /** JSON policy input (partial; defaults are filled when it is applied). */
+  policy: string;
+  created_at: string;
+  updated_at: string;
 }
 
 /** Integer columns: written as numbers, read back as numbers (SQLite) or decimal strings (Postgres int8). */
@@ -26,6 +35,8 @@ export interface RunsTable {
   allow_shape_change: number;
   /** JSON object of string -> string. */
   tags: string;
+  /** JSON RunPolicyRef, or null for the default policy. */
+  policy: ColumnType<string | null, string | null | undefined, string | null>;
   created_at: string;
   updated_at: string;
 }
@@ -45,6 +56,16 @@ export interface CheckpointsTable {
   metadata: string | null;
   /** JSON CheckpointIndicators, or null until computed. */
   indicators: string | null;
+  /** JSON string arrays: the retention classes holding the checkpoint, and why it is kept or discarded. */
+  classes: ColumnType<string, string | undefined, string>;
+  reasons: ColumnType<string, string | undefined, string>;
+  /** 0 or 1. */
+  pinned: ColumnType<number, number | undefined, number>;
+  /** 1 once a discarded checkpoint's bytes are gone from the blob store. */
+  blob_deleted: ColumnType<number, number | undefined, number>;
+  discarded_at: ColumnType<string | null, string | null | undefined, string | null>;
+  /** When the collector may delete a discarded checkpoint's bytes. */
+  delete_after: ColumnType<string | null, string | null | undefined, string | null>;
   created_at: string;
 }
 

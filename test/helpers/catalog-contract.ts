@@ -90,6 +90,47 @@ export function describeCatalogContract(name: string, open: () => Promise<Opened
       assert.deepEqual((await catalog.getCheckpoint(run, 1))?.indicators, indicators);
     });
 
+    it('stores named policies and run policy references', async () => {
+      const name = runId('policy');
+      const first = await catalog.putPolicy(name, { latest: 2 });
+      assert.equal(first.created, true);
+      const second = await catalog.putPolicy(name, { latest: 3, budget: { maxCheckpoints: 5 } });
+      assert.equal(second.created, false);
+      assert.deepEqual((await catalog.getPolicy(name))?.policy, { latest: 3, budget: { maxCheckpoints: 5 } });
+      assert.ok((await catalog.listPolicies()).some((p) => p.name === name));
+      assert.equal(await catalog.getPolicy(runId('absent')), null);
+      const run = runId('with-policy');
+      await catalog.ensureRun(run);
+      await catalog.setRunPolicy(run, { name });
+      assert.deepEqual((await catalog.getRun(run))?.policy, { name });
+      await catalog.setRunPolicy(run, { policy: { latest: 1 } });
+      assert.deepEqual((await catalog.getRun(run))?.policy, { policy: { latest: 1 } });
+      await catalog.setRunPolicy(run, null);
+      assert.equal((await catalog.getRun(run))?.policy, null);
+    });
+
+    it('records retention outcomes, pins and due deletions', async () => {
+      const run = runId('retention');
+      for (const step of [1, 2, 3]) await catalog.insertCheckpoint(checkpoint(run, step));
+      const fresh = await catalog.getCheckpoint(run, 1);
+      assert.deepEqual([fresh?.classes, fresh?.reasons, fresh?.pinned, fresh?.contentAvailable], [[], [], false, true]);
+      await catalog.applyRetention(run, [
+        { step: 1, status: 'discarded', classes: [], reasons: ['evicted'], discardedAt: '2026-01-01T00:00:00.000Z', deleteAfter: '2026-01-01T01:00:00.000Z' },
+        { step: 2, status: 'discarded', classes: [], reasons: ['evicted'], discardedAt: '2026-01-01T00:00:00.000Z', deleteAfter: '2099-01-01T00:00:00.000Z' },
+        { step: 3, status: 'kept', classes: ['latest'], reasons: ['newest'], discardedAt: null, deleteAfter: null },
+      ]);
+      const [c1, , c3] = await catalog.listCheckpoints(run);
+      assert.deepEqual([c1.status, c1.reasons, c1.deleteAfter], ['discarded', ['evicted'], '2026-01-01T01:00:00.000Z']);
+      assert.deepEqual([c3.status, c3.classes], ['kept', ['latest']]);
+      const due = (await catalog.listDueDeletions('2026-06-01T00:00:00.000Z', 100)).filter((d) => d.run === run);
+      assert.deepEqual(due.map((d) => d.step), [1]);
+      await catalog.markBlobDeleted(run, 1);
+      assert.equal((await catalog.getCheckpoint(run, 1))?.contentAvailable, false);
+      assert.deepEqual((await catalog.listDueDeletions('2026-06-01T00:00:00.000Z', 100)).filter((d) => d.run === run), []);
+      await catalog.setPinned(run, 3, true);
+      assert.equal((await catalog.getCheckpoint(run, 3))?.pinned, true);
+    });
+
     it('ping succeeds', async () => {
       await catalog.ping();
     });
@@ -100,7 +141,7 @@ export function describeCatalogContract(name: string, open: () => Promise<Opened
       assert.equal(first.created, true);
       assert.deepEqual(
         { ...first.run, createdAt: undefined, updatedAt: undefined },
-        { id, plannedSteps: 1000, trainSize: 60000, allowShapeChange: false, tags: { a: '1' }, createdAt: undefined, updatedAt: undefined },
+        { id, plannedSteps: 1000, trainSize: 60000, allowShapeChange: false, tags: { a: '1' }, policy: null, createdAt: undefined, updatedAt: undefined },
       );
       RunRecord.parse(first.run);
 
