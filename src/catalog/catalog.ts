@@ -4,6 +4,7 @@ import type {
   CheckpointIndicators,
   CheckpointRecord,
   CheckpointStatus,
+  MetricField,
   MetricPoint,
   RunInput,
   RunPolicyRef,
@@ -60,8 +61,8 @@ export interface Catalog {
   listDueDeletions(now: string, limit: number): Promise<{ run: string; step: number; blobKey: string }[]>;
   markBlobDeleted(run: string, step: number): Promise<void>;
 
-  /** The run's logged training losses, ordered by (step, arrival). */
-  listTrainLoss(run: string): Promise<{ step: number; trainLoss: number }[]>;
+  /** The run's logged values of one metric field, ordered by (step, arrival); absent values skipped. */
+  listMetricSeries(run: string, field: MetricField): Promise<{ step: number; value: number }[]>;
 
   /** Throws `catalog_unavailable` when the database cannot be reached. Used by /readyz. */
   ping(): Promise<void>;

@@ -273,17 +273,18 @@ export class KyselyCatalog implements Catalog {
     });
   }
 
-  listTrainLoss(run: string): Promise<{ step: number; trainLoss: number }[]> {
-    return guard('listTrainLoss', async () => {
+  listMetricSeries(run: string, field: MetricField): Promise<{ step: number; value: number }[]> {
+    const column = METRIC_COLUMNS[field];
+    return guard('listMetricSeries', async () => {
       const rows = await this.db
         .selectFrom('metric_points')
-        .select(['step', 'train_loss'])
+        .select(['step', `${column} as value`])
         .where('run_id', '=', run)
-        .where('train_loss', 'is not', null)
+        .where(column, 'is not', null)
         .orderBy('step')
         .orderBy('id')
         .execute();
-      return rows.map((r) => ({ step: num(r.step), trainLoss: r.train_loss as number }));
+      return rows.map((r) => ({ step: num(r.step), value: num(r.value as number) }));
     });
   }
 

@@ -30,7 +30,7 @@ export function trajectoryRoutes(ctx: AppContext): Router {
     );
     const trainLoss = lossAtCheckpoints(
       checkpoints.map((c) => c.step),
-      await ctx.catalog.listTrainLoss(id),
+      (await ctx.catalog.listMetricSeries(id, 'trainLoss')).map(({ step, value }) => ({ step, trainLoss: value })),
     );
     res.json(
       analyseRun({
