@@ -6,12 +6,12 @@
  *   u_t  = log(updateNormPerStep_t)
  *   z_u  = (u_t − median(u_{t−W..t−1})) / max(1.4826 · MAD(u_{t−W..t−1}), 0.1)
  *   ℓ_t  = log(trainLoss_t) − log(trainLoss_{t−1})          (when the loss is known at both)
- *   z_ℓ  = (ℓ_t − median(ℓ window)) / max(1.4826 · MAD(ℓ window), 0.02)
+ *   z_ℓ  = (ℓ_t − median(ℓ window)) / max(1.4826 · MAD(ℓ window), 0.05)
  *   r_t  = 2 · max(0, −cosinePrev_t)                        (the update turned back on the previous one)
  *   score_t = max(0, z_u, z_ℓ) + r_t
  *
  * Only increases count: a sudden drop of the update norm (a learning-rate decay step) or of the loss is
- * training settling, not an event worth a checkpoint. The MAD floors (0.1 and 0.02 in log units, i.e. 10% and 2% relative) keep a very smooth run from
+ * training settling, not an event worth a checkpoint. The MAD floors (0.1 and 0.05 in log units, i.e. 10% and 5% relative; batch losses are noisy) keep a very smooth run from
  * turning tiny wiggles into large scores. Fewer than MIN_HISTORY values in a window give that term 0.
  */
 export interface ChangeInput {
@@ -40,7 +40,7 @@ export function changeScores(input: ChangeInput): ChangeScore[] {
   });
   return Array.from({ length: n }, (_, t) => {
     const update = Math.max(0, robustZ(logUpdate, t, window, 0.1));
-    const lossZ = Math.max(0, robustZ(logLossJump, t, window, 0.02));
+    const lossZ = Math.max(0, robustZ(logLossJump, t, window, 0.05));
     const cos = input.cosinePrev[t];
     const reversal = cos !== null && cos < 0 ? 2 * -cos : 0;
     return { changeScore: Math.max(update, lossZ) + reversal, components: { update, loss: lossZ, reversal } };
