@@ -61,6 +61,10 @@ export interface Catalog {
   listDueDeletions(now: string, limit: number): Promise<{ run: string; step: number; blobKey: string }[]>;
   markBlobDeleted(run: string, step: number): Promise<void>;
 
+  /** The run's stored generalization-estimate state (opaque JSON), or null. */
+  getEstimateState(run: string): Promise<unknown>;
+  putEstimateState(run: string, state: unknown): Promise<void>;
+
   /** The run's logged values of one metric field, ordered by (step, arrival); absent values skipped. */
   listMetricSeries(run: string, field: MetricField): Promise<{ step: number; value: number }[]>;
 

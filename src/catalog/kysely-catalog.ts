@@ -273,6 +273,25 @@ export class KyselyCatalog implements Catalog {
     });
   }
 
+  getEstimateState(run: string): Promise<unknown> {
+    return guard('getEstimateState', async () => {
+      const row = await this.db.selectFrom('estimate_states').select('state').where('run_id', '=', run).executeTakeFirst();
+      return row ? (JSON.parse(row.state) as unknown) : null;
+    });
+  }
+
+  putEstimateState(run: string, state: unknown): Promise<void> {
+    return guard('putEstimateState', async () => {
+      const text = JSON.stringify(state);
+      const now = new Date().toISOString();
+      await this.db
+        .insertInto('estimate_states')
+        .values({ run_id: run, state: text, updated_at: now })
+        .onConflict((oc) => oc.column('run_id').doUpdateSet({ state: text, updated_at: now }))
+        .execute();
+    });
+  }
+
   listMetricSeries(run: string, field: MetricField): Promise<{ step: number; value: number }[]> {
     const column = METRIC_COLUMNS[field];
     return guard('listMetricSeries', async () => {

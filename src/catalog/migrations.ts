@@ -120,6 +120,17 @@ function migrations(dialect: SqlDialect): Record<string, Migration> {
         await db.schema.createIndex('checkpoints_due_deletion').on('checkpoints').columns(['status', 'blob_deleted', 'delete_after']).execute();
       },
     },
+    '0004_estimate': {
+      async up(db: Kysely<unknown>) {
+        // The generalization estimate's running state per run, updated as metric batches arrive.
+        await db.schema
+          .createTable('estimate_states')
+          .addColumn('run_id', 'text', (c) => c.primaryKey())
+          .addColumn('state', 'text', (c) => c.notNull())
+          .addColumn('updated_at', 'text', (c) => c.notNull())
+          .execute();
+      },
+    },
   };
 }
 

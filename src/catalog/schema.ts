@@ -14,6 +14,14 @@ export interface Database {
   metric_points: MetricPointsTable;
   checkpoint_summaries: CheckpointSummariesTable;
   policies: PoliciesTable;
+  estimate_states: EstimateStatesTable;
+}
+
+export interface EstimateStatesTable {
+  run_id: string;
+  /** JSON of the estimate accumulator's state. */
+  state: string;
+  updated_at: string;
 }
 
 export interface PoliciesTable {

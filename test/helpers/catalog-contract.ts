@@ -131,6 +131,14 @@ export function describeCatalogContract(name: string, open: () => Promise<Opened
       assert.equal((await catalog.getCheckpoint(run, 3))?.pinned, true);
     });
 
+    it('stores estimate state per run, replacing it', async () => {
+      const run = runId('estimate');
+      assert.equal(await catalog.getEstimateState(run), null);
+      await catalog.putEstimateState(run, { n: 1, sums: [1, 2] });
+      await catalog.putEstimateState(run, { n: 2, sums: [3, 4] });
+      assert.deepEqual(await catalog.getEstimateState(run), { n: 2, sums: [3, 4] });
+    });
+
     it('ping succeeds', async () => {
       await catalog.ping();
     });
