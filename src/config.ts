@@ -40,6 +40,8 @@ const EnvSchema = z.object({
   TRAJGATE_MAX_TENSORS: int(1).default(100_000),
   /** Largest JSON or msgpack request body other than checkpoints (metric batches), in MiB. */
   TRAJGATE_MAX_JSON_MB: int(1, 1024).default(16),
+  /** How often discarded checkpoints past their grace period are deleted from the blob store, in seconds. */
+  TRAJGATE_COLLECT_INTERVAL_S: int(1, 86_400).default(60),
   TRAJGATE_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -63,6 +65,7 @@ export interface Config {
     maxTensors: number;
     maxJsonBytes: number;
   };
+  collectIntervalMs: number;
   logLevel: z.infer<typeof EnvSchema>['TRAJGATE_LOG_LEVEL'];
 }
 
@@ -102,6 +105,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       maxTensors: e.TRAJGATE_MAX_TENSORS,
       maxJsonBytes: e.TRAJGATE_MAX_JSON_MB * MiB,
     },
+    collectIntervalMs: e.TRAJGATE_COLLECT_INTERVAL_S * 1000,
     logLevel: e.TRAJGATE_LOG_LEVEL,
   });
 }

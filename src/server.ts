@@ -8,8 +8,10 @@ import { createApp } from './http/app.js';
 import type { AppContext } from './http/context.js';
 import { CheckpointIngest } from './ingest/ingest-checkpoint.js';
 import { TrajectoryRecorder } from './ingest/trajectory-recorder.js';
+import { startCollector } from './retention/collector.js';
+import { RetentionService } from './retention/service.js';
+import { RunCoordinator } from './runs/coordinator.js';
 import { createBlobStore } from './storage/factory.js';
-import { KeyedLock } from './util/keyed-lock.js';
 
 /** Leftover staged writes older than this are removed at start-up (another replica may still be writing newer ones). */
 const STAGING_MAX_AGE_MS = 60 * 60 * 1000;
@@ -25,6 +27,8 @@ export async function startServer(config: Readonly<Config>, logger: Logger): Pro
   const context = await openContext(config, logger);
   const collected = await context.blobs.collectStaging(STAGING_MAX_AGE_MS);
   if (collected > 0) logger.info({ collected }, 'removed leftover staged writes');
+
+  const collector = startCollector(context.catalog, context.blobs, logger, config.collectIntervalMs);
 
   const server = http.createServer(createApp(context));
   // Checkpoints take minutes to stream; only the headers are on a clock.
@@ -44,6 +48,7 @@ export async function startServer(config: Readonly<Config>, logger: Logger): Pro
     async close() {
       server.closeIdleConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      await collector.stop();
       await closeContext(context);
     },
   };
@@ -52,14 +57,15 @@ export async function startServer(config: Readonly<Config>, logger: Logger): Pro
 export async function openContext(config: Readonly<Config>, logger: Logger): Promise<AppContext> {
   const blobs = createBlobStore({ blobUrl: config.blobUrl, s3: config.s3 });
   const catalog = await openCatalog(config.catalogUrl);
-  const trajectory = new TrajectoryRecorder(catalog, new KeyedLock());
+  const retention = new RetentionService(catalog);
+  const runs = new RunCoordinator(catalog, new TrajectoryRecorder(catalog), retention);
   const ingest = new CheckpointIngest(
     blobs,
     catalog,
-    { limits: config.limits, onCommitted: (run, step) => trajectory.onCommitted(run, step) },
+    { limits: config.limits, onCommitted: (run, step, request) => runs.onCommitted(run, step, { pin: request.pin }) },
     logger,
   );
-  return { config, logger, blobs, catalog, ingest };
+  return { config, logger, blobs, catalog, ingest, retention, runs };
 }
 
 export async function closeContext(context: AppContext): Promise<void> {

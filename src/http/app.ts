@@ -5,6 +5,7 @@ import { requestLog } from './request-log.js';
 import { checkpointRoutes } from './routes/checkpoints.js';
 import { healthRoutes } from './routes/health.js';
 import { metricRoutes } from './routes/metrics.js';
+import { policyRoutes } from './routes/policies.js';
 import { runRoutes } from './routes/runs.js';
 import { trajectoryRoutes } from './routes/trajectory.js';
 
@@ -20,6 +21,7 @@ export function createApp(ctx: AppContext): Express {
   app.use(checkpointRoutes(ctx));
   app.use(metricRoutes(ctx));
   app.use(trajectoryRoutes(ctx));
+  app.use(policyRoutes(ctx));
   app.use(notFoundHandler);
   app.use(errorHandler(ctx.logger));
   return app;

@@ -23,18 +23,26 @@ export interface IngestRequest {
   contentLength?: number;
   /** Lowercase hex SHA-256 the client declared for the body, already validated as 64 hex digits. */
   sha256?: string;
+  /** Pin the checkpoint once stored (retention never evicts a pinned checkpoint). */
+  pin?: boolean;
 }
 
-export interface IngestOptions {
+export interface IngestOptions<D> {
   limits: IngestLimits;
-  /** Runs after a new checkpoint's catalog row is written (trajectory indicators, retention). */
-  onCommitted?: (run: string, step: number) => Promise<void>;
+  /**
+   * Runs after a new checkpoint's catalog row is written (trajectory indicators, retention); what it
+   * returns comes back as the outcome's `decision`.
+   */
+  onCommitted: (run: string, step: number, request: IngestRequest) => Promise<D>;
 }
 
-export interface IngestOutcome {
+export interface IngestOutcome<D> {
   /** created: stored now; unchanged: the same bytes were already committed for this step. */
   status: 'created' | 'unchanged';
+  /** As it stands after `onCommitted`. */
   checkpoint: CheckpointRecord;
+  /** What `onCommitted` returned; null when nothing was stored. */
+  decision: D | null;
 }
 
 /**
@@ -44,11 +52,11 @@ export interface IngestOutcome {
  * failure before the catalog row aborts the staged write or deletes what was committed, so a rejected
  * upload leaves nothing behind.
  */
-export class CheckpointIngest {
+export class CheckpointIngest<D> {
   constructor(
     private readonly blobs: BlobStore,
     private readonly catalog: Catalog,
-    private readonly options: IngestOptions,
+    private readonly options: IngestOptions<D>,
     private readonly logger: Logger,
   ) {}
 
@@ -56,7 +64,7 @@ export class CheckpointIngest {
     return this.options.limits;
   }
 
-  async ingest(req: IngestRequest): Promise<IngestOutcome> {
+  async ingest(req: IngestRequest): Promise<IngestOutcome<D>> {
     if (req.contentLength !== undefined && req.contentLength > this.limits.maxCheckpointBytes) {
       throw new AppError('body_too_large', `checkpoint body of ${req.contentLength} bytes exceeds the limit of ${this.limits.maxCheckpointBytes}`, {
         contentLength: req.contentLength,
@@ -86,7 +94,7 @@ export class CheckpointIngest {
     existing: CheckpointRecord,
     body: AsyncIterable<Uint8Array>,
     declaredSha: string | undefined,
-  ): Promise<IngestOutcome> {
+  ): Promise<IngestOutcome<D>> {
     const hash = createHash('sha256');
     for await (const chunk of body) hash.update(chunk);
     const sha256 = hash.digest('hex');
@@ -94,7 +102,7 @@ export class CheckpointIngest {
     return resolveAgainst(existing, sha256);
   }
 
-  private async store(req: IngestRequest, format: CheckpointFormat, body: AsyncIterable<Uint8Array>): Promise<IngestOutcome> {
+  private async store(req: IngestRequest, format: CheckpointFormat, body: AsyncIterable<Uint8Array>): Promise<IngestOutcome<D>> {
     const uploadId = newUploadId();
     const blobKey = checkpointDataKey(req.run, req.step, uploadId, format);
     const reference = await this.referenceTensors(req.run);
@@ -150,10 +158,10 @@ export class CheckpointIngest {
       throw err;
     }
     this.logger.debug({ run: req.run, step: req.step, bytes: blob.size, key: blobKey }, 'checkpoint committed');
-    await this.options.onCommitted?.(req.run, req.step);
+    const decision = await this.options.onCommitted(req.run, req.step, req);
     const checkpoint = await this.catalog.getCheckpoint(req.run, req.step);
     if (!checkpoint) throw new AppError('internal', `checkpoint ${req.run}/${req.step} vanished after commit`);
-    return { status: 'created', checkpoint };
+    return { status: 'created', checkpoint, decision };
   }
 
   /** The tensor table new checkpoints must match, or null when the run accepts any. */
@@ -173,8 +181,8 @@ export class CheckpointIngest {
   }
 }
 
-function resolveAgainst(existing: CheckpointRecord, sha256: string): IngestOutcome {
-  if (existing.sha256 === sha256) return { status: 'unchanged', checkpoint: existing };
+function resolveAgainst<D>(existing: CheckpointRecord, sha256: string): IngestOutcome<D> {
+  if (existing.sha256 === sha256) return { status: 'unchanged', checkpoint: existing, decision: null };
   throw new AppError(
     'checkpoint_conflict',
     `step ${existing.step} of run '${existing.run}' is already committed with different bytes`,

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import type { CheckpointRecord } from '../../catalog/records.js';
 import { CheckpointStatus } from '../../catalog/records.js';
 import { AppError, errors } from '../../errors.js';
+import type { RetentionDecision } from '../../retention/engine.js';
 import type { ByteRange } from '../../storage/blob-store.js';
 import { FILE_EXTENSIONS, MEDIA_TYPES, SHA256_HEADER } from '../../wire/formats.js';
 import type { AppContext } from '../context.js';
@@ -12,6 +13,7 @@ import { resolveRange } from '../range.js';
 import { parseInput } from '../validate.js';
 
 const ListQuery = z.object({ status: CheckpointStatus.optional() });
+const UploadQuery = z.object({ pin: z.enum(['true', 'false']).optional() }).strict();
 const SHA256_PATTERN = /^[0-9a-f]{64}$/;
 
 export function checkpointRoutes(ctx: AppContext): Router {
@@ -20,7 +22,9 @@ export function checkpointRoutes(ctx: AppContext): Router {
   router.put('/v1/runs/:run/checkpoints/:step', async (req, res) => {
     const run = parseRunId(req.params.run);
     const step = parseStep(req.params.step);
+    const { pin } = parseInput(UploadQuery, req.query, 'query');
     const outcome = await ctx.ingest.ingest({
+      pin: pin === 'true',
       run,
       step,
       body: req,
@@ -28,8 +32,17 @@ export function checkpointRoutes(ctx: AppContext): Router {
       contentLength: contentLengthOf(req.headers['content-length']),
       sha256: declaredSha(req.get(SHA256_HEADER)),
     });
-    res.status(outcome.status === 'created' ? 201 : 200).json(outcome.checkpoint);
+    res.status(outcome.status === 'created' ? 201 : 200).json({ ...outcome.checkpoint, decision: outcome.decision && summariseDecision(outcome.decision) });
   });
+
+  for (const action of ['pin', 'unpin', 'restore'] as const) {
+    router.post(`/v1/runs/:run/checkpoints/:step/${action}`, async (req, res) => {
+      const run = parseRunId(req.params.run);
+      const step = parseStep(req.params.step);
+      const checkpoint = action === 'restore' ? await ctx.runs.restore(run, step) : await ctx.runs.setPinned(run, step, action === 'pin');
+      res.json(checkpoint);
+    });
+  }
 
   router.get('/v1/runs/:run/checkpoints', async (req, res) => {
     const run = await requireRun(ctx, req.params.run);
@@ -44,10 +57,11 @@ export function checkpointRoutes(ctx: AppContext): Router {
   router.get('/v1/runs/:run/checkpoints/:step/content', async (req, res) => {
     const checkpoint = await requireCheckpoint(ctx, req.params.run, req.params.step);
     if (checkpoint.status === 'discarded') {
-      throw new AppError('checkpoint_discarded', `step ${checkpoint.step} of run '${checkpoint.run}' was discarded`, {
-        run: checkpoint.run,
-        step: checkpoint.step,
-      });
+      throw new AppError(
+        'checkpoint_discarded',
+        `step ${checkpoint.step} of run '${checkpoint.run}' was discarded: ${checkpoint.reasons.join(' ') || 'no reason recorded'}`,
+        { run: checkpoint.run, step: checkpoint.step, reasons: checkpoint.reasons, discardedAt: checkpoint.discardedAt, deleteAfter: checkpoint.deleteAfter },
+      );
     }
     const etag = `"${checkpoint.sha256}"`;
     const ifRange = req.get('if-range');
@@ -77,6 +91,15 @@ export function checkpointRoutes(ctx: AppContext): Router {
   });
 
   return router;
+}
+
+/** What an upload's retention decision did, for the upload response. */
+function summariseDecision(decision: RetentionDecision) {
+  return {
+    kept: decision.checkpoints.filter((c) => c.keep).map((c) => c.step),
+    discarded: decision.checkpoints.filter((c) => !c.keep).map((c) => ({ step: c.step, reasons: c.reasons })),
+    totals: decision.totals,
+  };
 }
 
 async function requireRun(ctx: AppContext, rawRun: string): Promise<string> {

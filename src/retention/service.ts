@@ -1,0 +1,94 @@
+import type { Catalog, RetentionOutcome } from '../catalog/catalog.js';
+import type { CheckpointRecord, RunRecord } from '../catalog/records.js';
+import { AppError, errors } from '../errors.js';
+import { lossAtCheckpoints } from '../trajectory/run-analysis.js';
+import { decideRetention, type RetentionDecision } from './engine.js';
+import { DEFAULT_POLICY, PolicyInput, resolvePolicy, type Policy } from './policy.js';
+
+/**
+ * Applies retention policies to runs: loads what the engine needs from the catalog, decides, and writes
+ * the outcome (soft deletes with a grace period; the collector deletes bytes later). Callers hold the
+ * run's lock around `apply`.
+ */
+export class RetentionService {
+  constructor(private readonly catalog: Catalog) {}
+
+  /** The policy in force for a run: its named or inline policy, else the built-in default. */
+  async policyFor(run: RunRecord): Promise<Policy> {
+    if (!run.policy) return DEFAULT_POLICY;
+    if ('policy' in run.policy) return resolvePolicy(PolicyInput.parse(run.policy.policy));
+    const named = await this.catalog.getPolicy(run.policy.name);
+    if (!named) {
+      throw new AppError('policy_not_found', `run '${run.id}' uses policy '${run.policy.name}', which does not exist`, {
+        policy: run.policy.name,
+      });
+    }
+    return resolvePolicy(PolicyInput.parse(named.policy));
+  }
+
+  /** The decision `policy` would make for the run now, without writing anything. */
+  async decide(runId: string, policy?: Policy): Promise<{ decision: RetentionDecision; checkpoints: CheckpointRecord[] }> {
+    const run = await this.catalog.getRun(runId);
+    if (!run) throw errors.runNotFound(runId);
+    const effective = policy ?? (await this.policyFor(run));
+    const checkpoints = (await this.catalog.listCheckpoints(runId)).filter((c) => c.indicators !== null);
+    const steps = checkpoints.map((c) => c.step);
+    const [trainLoss, metric] = await Promise.all([
+      this.catalog.listMetricSeries(runId, 'trainLoss'),
+      effective.best ? this.catalog.listMetricSeries(runId, effective.best.metric) : Promise.resolve([]),
+    ]);
+    const lossAt = lossAtCheckpoints(steps, trainLoss.map(({ step, value }) => ({ step, trainLoss: value })));
+    const metricAt = lastValueAtCheckpoints(steps, metric);
+    const decision = decideRetention({
+      checkpoints: checkpoints.map((c, i) => ({
+        step: c.step,
+        bytes: c.bytes,
+        pinned: c.pinned,
+        available: c.contentAvailable,
+        indicators: c.indicators!,
+        trainLoss: lossAt[i],
+        metric: effective.best && metricAt[i] !== null ? { [effective.best.metric]: metricAt[i]! } : {},
+      })),
+      policy: effective,
+      plannedSteps: run.plannedSteps,
+    });
+    return { decision, checkpoints };
+  }
+
+  /** Decides with the run's policy and records the outcome; returns the decision. */
+  async apply(runId: string, now = new Date()): Promise<RetentionDecision> {
+    const run = await this.catalog.getRun(runId);
+    if (!run) throw errors.runNotFound(runId);
+    const policy = await this.policyFor(run);
+    const { decision, checkpoints } = await this.decide(runId, policy);
+    const byStep = new Map(checkpoints.map((c) => [c.step, c]));
+    const deleteAfter = new Date(now.getTime() + policy.graceSeconds * 1000).toISOString();
+    const outcomes: RetentionOutcome[] = decision.checkpoints.map((d) => {
+      const current = byStep.get(d.step)!;
+      if (d.keep) return { step: d.step, status: 'kept', classes: d.classes, reasons: d.reasons, discardedAt: null, deleteAfter: null };
+      const alreadyDiscarded = current.status === 'discarded';
+      return {
+        step: d.step,
+        status: 'discarded',
+        classes: [],
+        reasons: alreadyDiscarded ? current.reasons : d.reasons,
+        discardedAt: alreadyDiscarded ? current.discardedAt : now.toISOString(),
+        deleteAfter: alreadyDiscarded ? current.deleteAfter : deleteAfter,
+      };
+    });
+    await this.catalog.applyRetention(runId, outcomes);
+    return decision;
+  }
+}
+
+/** The last value logged in (previous checkpoint's step, checkpoint's step], or null. */
+function lastValueAtCheckpoints(steps: readonly number[], series: readonly { step: number; value: number }[]): (number | null)[] {
+  const out: (number | null)[] = [];
+  let p = 0;
+  for (const step of steps) {
+    let last: number | null = null;
+    while (p < series.length && series[p].step <= step) last = series[p++].value;
+    out.push(last);
+  }
+  return out;
+}
