@@ -226,35 +226,42 @@ function pickPhaseRepresentatives(state: Selection, phases: PhaseAssignment, che
   }
 }
 
-/** Greedy fill: each pick is the checkpoint whose keeping lowers coverage error most. */
+/**
+ * Greedy fill: each pick is the checkpoint whose keeping lowers coverage error most. Picks only change the
+ * gap they fall in, so each gap's best candidate is cached and only the two halves of a split gap are
+ * searched again.
+ */
 function fillByCoverage(state: Selection, why: 'budget'): void {
-  const all = state.checkpoints.map((_, i) => i);
+  const { coverage } = state;
+  const eligible = (i: number) => state.checkpoints[i].available;
+  const kept = coverage.keptIndices();
+  const gaps = new Map<number, { left: number; right: number; best: { index: number; gain: number } | null }>();
+  const addGap = (left: number, right: number) => gaps.set(left, { left, right, best: coverage.bestInGap(left, right, eligible) });
+  for (let g = 0; g <= kept.length; g++) addGap(g === 0 ? -1 : kept[g - 1], g === kept.length ? coverage.size : kept[g]);
   for (;;) {
-    const choice = bestGain(state, all);
-    if (!choice || choice.gain <= 0) return;
-    if (!state.fits(choice.index)) {
-      // Record, for the most valuable checkpoints left out, how much coverage they would have added.
-      for (const i of all) {
-        if (state.coverage.isKept(i) || !state.checkpoints[i].available || state.evictions[i]) continue;
-        const [left, right] = state.coverage.neighbours(i);
-        const gain = state.coverage.gain(i, left, right);
-        state.evictions[i] = `evicted under the ${why} of ${state.budgetText()}: keeping it would lower the mean coverage error by only ${formatFraction(gain / state.checkpoints.length / totalPath(state))} of path length, less than any checkpoint kept`;
+    let top: { left: number; right: number; best: { index: number; gain: number } } | null = null;
+    for (const gap of gaps.values()) {
+      if (gap.best && gap.best.gain > 0 && (!top || gap.best.gain > top.best.gain || (gap.best.gain === top.best.gain && gap.best.index < top.best.index))) {
+        top = { left: gap.left, right: gap.right, best: gap.best };
       }
-      return;
     }
-    state.add(choice.index, 'phase', 'covers its stretch of trajectory better than any other checkpoint left out, within the budget');
+    if (!top) return;
+    if (!state.fits(top.best.index)) break;
+    state.add(top.best.index, 'phase', 'covers its stretch of trajectory better than any other checkpoint left out, within the budget');
+    addGap(top.left, top.best.index);
+    addGap(top.best.index, top.right);
   }
+  const gains = coverage.gains();
+  const n = state.checkpoints.length;
+  const path = totalPath(state);
+  state.checkpoints.forEach((c, i) => {
+    if (coverage.isKept(i) || !c.available || state.evictions[i]) return;
+    state.evictions[i] = `evicted under the ${why} of ${state.budgetText()}: keeping it would lower the mean coverage error by only ${formatFraction(gains[i] / n / path)} of path length, less than any checkpoint kept`;
+  });
 }
 
 function bestGain(state: Selection, candidates: readonly number[]): { index: number; gain: number } | null {
-  let best: { index: number; gain: number } | null = null;
-  for (const i of candidates) {
-    if (state.coverage.isKept(i) || !state.checkpoints[i].available) continue;
-    const [left, right] = state.coverage.neighbours(i);
-    const gain = state.coverage.gain(i, left, right);
-    if (!best || gain > best.gain) best = { index: i, gain };
-  }
-  return best;
+  return state.coverage.bestOf(candidates, (i) => state.checkpoints[i].available);
 }
 
 function totalPath(state: Selection): number {

@@ -32,13 +32,54 @@ export class PathCoverage {
     this.kept[i] = true;
   }
 
-  /** Nearest kept index at or before i (−1 if none) and at or after i (size if none). */
-  neighbours(i: number): [number, number] {
-    let left = i;
-    while (left >= 0 && !this.kept[left]) left--;
-    let right = i;
-    while (right < this.size && !this.kept[right]) right++;
-    return [left, right];
+  /**
+   * The candidate (ascending indices, not kept) whose keeping lowers the cost most, with that gain;
+   * earliest on ties. One pass: O(n log n).
+   */
+  bestOf(candidates: readonly number[], eligible: (i: number) => boolean): { index: number; gain: number } | null {
+    const nextKept = new Int32Array(this.size + 1);
+    nextKept[this.size] = this.size;
+    for (let i = this.size - 1; i >= 0; i--) nextKept[i] = this.kept[i] ? i : nextKept[i + 1];
+    let best: { index: number; gain: number } | null = null;
+    let left = -1;
+    let scanned = 0;
+    for (const c of candidates) {
+      for (; scanned < c; scanned++) if (this.kept[scanned]) left = scanned;
+      if (this.kept[c] || !eligible(c)) continue;
+      const gain = this.gain(c, left, nextKept[c]);
+      if (!best || gain > best.gain) best = { index: c, gain };
+    }
+    return best;
+  }
+
+  /** The best eligible candidate strictly between kept indices `left` and `right`. */
+  bestInGap(left: number, right: number, eligible: (i: number) => boolean): { index: number; gain: number } | null {
+    let best: { index: number; gain: number } | null = null;
+    for (let c = left + 1; c < right; c++) {
+      if (!eligible(c)) continue;
+      const gain = this.gain(c, left, right);
+      if (!best || gain > best.gain) best = { index: c, gain };
+    }
+    return best;
+  }
+
+  /** Kept indices in ascending order. */
+  keptIndices(): number[] {
+    const out: number[] = [];
+    this.kept.forEach((k, i) => k && out.push(i));
+    return out;
+  }
+
+  /** For every checkpoint not kept, how much keeping it would lower the cost; 0 for kept ones. */
+  gains(): number[] {
+    const out = new Array<number>(this.size).fill(0);
+    const kept = this.keptIndices();
+    for (let g = 0; g <= kept.length; g++) {
+      const left = g === 0 ? -1 : kept[g - 1];
+      const right = g === kept.length ? this.size : kept[g];
+      for (let c = left + 1; c < right; c++) out[c] = this.gain(c, left, right);
+    }
+    return out;
   }
 
   /** Cost of the points strictly between kept indices `left` and `right` (either may be absent: −1 / size). */

@@ -47,18 +47,32 @@ export function changeScores(input: ChangeInput): ChangeScore[] {
   });
 }
 
+const windowValues: number[] = [];
+const deviations: number[] = [];
+
 function robustZ(series: readonly (number | null)[], t: number, window: number, floor: number): number {
   const x = series[t];
   if (x === null) return 0;
-  const history = series.slice(Math.max(0, t - window), t).filter((v): v is number => v !== null);
-  if (history.length < MIN_HISTORY) return 0;
-  const med = median(history);
-  const mad = median(history.map((v) => Math.abs(v - med)));
-  return (x - med) / Math.max(MAD_SCALE * mad, floor);
+  windowValues.length = 0;
+  for (let i = Math.max(0, t - window); i < t; i++) {
+    const v = series[i];
+    if (v !== null) windowValues.push(v);
+  }
+  if (windowValues.length < MIN_HISTORY) return 0;
+  const med = median(windowValues);
+  deviations.length = 0;
+  for (const v of windowValues) deviations.push(Math.abs(v - med));
+  return (x - med) / Math.max(MAD_SCALE * median(deviations), floor);
 }
 
+/** Median of a small array; sorts it in place (insertion sort: windows are a handful of values). */
 function median(values: number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+  for (let i = 1; i < values.length; i++) {
+    const v = values[i];
+    let j = i - 1;
+    for (; j >= 0 && values[j] > v; j--) values[j + 1] = values[j];
+    values[j + 1] = v;
+  }
+  const m = values.length >> 1;
+  return values.length % 2 ? values[m] : (values[m - 1] + values[m]) / 2;
 }

@@ -6,7 +6,7 @@
  *   minimising the total within-segment sum of squared deviations of the features, by dynamic programming
  *   over prefix sums (O(count · n²)). The features are the log per-step update norm and, when known at
  *   every checkpoint, the log training loss, each standardised to unit variance so neither dominates.
- *   Above MAX_POINTS checkpoints, consecutive checkpoints are pooled into groups first (boundaries then
+ *   Above MAX_POINTS (500) checkpoints, consecutive checkpoints are pooled into groups first (boundaries then
  *   fall between groups). Ties go to the earliest boundary, so the result is deterministic.
  *
  * With fewer checkpoints than phases, checkpoint i gets phase i: the run has not reached the later
@@ -33,7 +33,7 @@ export interface PhaseAssignment {
   phaseOf: number[];
 }
 
-const MAX_POINTS = 2000;
+const MAX_POINTS = 500;
 
 export function phaseNames(count: number): string[] {
   return count === 3 ? ['early', 'mid', 'late'] : Array.from({ length: count }, (_, i) => `phase-${i + 1}`);
@@ -63,17 +63,14 @@ function features(input: PhaseInput): number[][] {
   columns.push(logUpdate.map((u) => u ?? firstKnown));
   const loss = input.trainLoss;
   if (loss && loss.length === n && loss.every((l) => l !== null && l > 0)) columns.push(loss.map((l) => Math.log(l as number)));
-  return Array.from({ length: n }, (_, i) => columns.map((c) => c[i])).map((row, _, rows) => row.map((v, j) => standardise(v, rows, j)));
+  const standardised = columns.map(standardise);
+  return Array.from({ length: n }, (_, i) => standardised.map((c) => c[i]));
 }
 
-function standardise(v: number, rows: number[][], j: number): number {
-  let mean = 0;
-  for (const r of rows) mean += r[j];
-  mean /= rows.length;
-  let variance = 0;
-  for (const r of rows) variance += (r[j] - mean) ** 2;
-  const sd = Math.sqrt(variance / rows.length);
-  return sd > 0 ? (v - mean) / sd : 0;
+function standardise(column: number[]): number[] {
+  const mean = column.reduce((a, b) => a + b, 0) / column.length;
+  const sd = Math.sqrt(column.reduce((a, v) => a + (v - mean) ** 2, 0) / column.length);
+  return column.map((v) => (sd > 0 ? (v - mean) / sd : 0));
 }
 
 function segmentByDynamics(rows: number[][], count: number): number[] {
