@@ -12,9 +12,9 @@ import type { Policy } from './policy.js';
  *    threshold, best first, up to max), `best` (by a logged metric), `every` (steps on a grid).
  * 2. Under a budget, those are admitted in priority order latest, pinned (both never evicted), change, best,
  *    every; what does not fit is evicted with the reason.
- * 3. `phase`: each phase gets up to perPhase representatives, phases with no kept checkpoint first; each
- *    is the checkpoint of that phase whose keeping lowers the run's coverage error most (greedy k-median
- *    on the path-length line, see path-coverage.ts).
+ * 3. `phase`: each phase gets up to perPhase representatives (one under a budget), phases with no kept
+ *    checkpoint first; each is the checkpoint of that phase whose keeping lowers the run's coverage error
+ *    most (greedy k-median on the path-length line, see path-coverage.ts).
  * 4. With a budget, remaining room goes to the checkpoints that lower coverage error most, so eviction
  *    under pressure removes the checkpoints whose removal raises coverage error least.
  * Ties go to the earlier step. Checkpoints whose bytes are already deleted can be covered but not kept.
@@ -79,13 +79,16 @@ export function decideRetention(input: RetentionInput): RetentionDecision {
     cosinePrev: checkpoints.map((c) => c.indicators.cosinePrev),
     trainLoss: checkpoints.map((c) => c.trainLoss),
   });
-  const positions = checkpoints.map((c) => c.indicators.pathLength);
+  const positions = coveragePositions(checkpoints);
   const pathLength = n ? positions[n - 1] : 0;
   const state = new Selection(checkpoints, policy, new PathCoverage(positions));
 
   admitNamedClasses(state, checkpoints, policy, scores);
-  pickPhaseRepresentatives(state, phases, checkpoints, policy);
-  if (state.budgetIsFinite()) fillByCoverage(state, 'budget');
+  if (!keepOptimalCover(state, phases)) {
+    pickPhaseRepresentatives(state, phases, checkpoints, policy);
+    if (state.budgetIsFinite()) fillByCoverage(state, 'budget');
+    refineCoverage(state, phases.phaseOf);
+  }
 
   const distances = state.coverage.distances();
   const decisions = checkpoints.map((c, i): CheckpointDecision => {
@@ -109,6 +112,25 @@ export function decideRetention(input: RetentionInput): RetentionDecision {
       },
     },
   };
+}
+
+/**
+ * Positions on the path-length line for coverage, with each update clipped to 3× the median of its
+ * neighbours' (±4 checkpoints): an isolated jump (a loss spike that training then undoes) would otherwise
+ * stretch the line as if the checkpoints either side were far apart. Such jumps are kept by the `change`
+ * class instead.
+ */
+function coveragePositions(checkpoints: readonly RetentionCandidate[]): number[] {
+  const updates = checkpoints.map((c) => c.indicators.updateNorm ?? 0);
+  const positions: number[] = [];
+  let s = 0;
+  updates.forEach((u, i) => {
+    const around = updates.slice(Math.max(1, i - 4), i + 5).sort((a, b) => a - b);
+    const median = around.length ? around[around.length >> 1] : u;
+    s += Math.min(u, 3 * median);
+    positions.push(s);
+  });
+  return positions;
 }
 
 /** The kept set being built, with budget accounting. */
@@ -151,6 +173,11 @@ class Selection {
     this.classes[i].add(cls);
     this.reasons[i].push(reason);
     return true;
+  }
+
+  /** Kept bytes when the kept checkpoint `from` is replaced by `to`. */
+  moveBytes(from: number, to: number): void {
+    this.bytesKept += this.checkpoints[to].bytes - this.checkpoints[from].bytes;
   }
 
   budgetText(): string {
@@ -210,7 +237,10 @@ function pickPhaseRepresentatives(state: Selection, phases: PhaseAssignment, che
   const picked = phases.names.map(() => 0);
   const represented = (p: number) => members[p].some((i) => state.coverage.isKept(i));
   const order = phases.names.map((_, p) => p).filter((p) => members[p].length > 0);
-  for (let round = 0; round < policy.phase.perPhase; round++) {
+  // Under a budget, phases are guaranteed one representative and the rest of the room goes to coverage
+  // (a converged phase spans little trajectory and needs fewer); without one, each gets perPhase.
+  const rounds = state.budgetIsFinite() ? Math.min(1, policy.phase.perPhase) : policy.phase.perPhase;
+  for (let round = 0; round < rounds; round++) {
     // Phases without any kept checkpoint go first, so a tight budget still represents every phase.
     const queue = round === 0 ? [...order.filter((p) => !represented(p)), ...order.filter(represented)] : order;
     for (const p of queue) {
@@ -258,6 +288,108 @@ function fillByCoverage(state: Selection, why: 'budget'): void {
     if (coverage.isKept(i) || !c.available || state.evictions[i]) return;
     state.evictions[i] = `evicted under the ${why} of ${state.budgetText()}: keeping it would lower the mean coverage error by only ${formatFraction(gains[i] / n / path)} of path length, less than any checkpoint kept`;
   });
+}
+
+/** Above this many DP transitions (budget × allowed²) the greedy path is used instead. */
+const MAX_DP_WORK = 4_000_000;
+
+/**
+ * Under a count budget on a run small enough, the exact optimum: the kept set of the budget's size that
+ * contains every checkpoint already kept by a named class and minimises total coverage cost on the
+ * path-length line (1-D k-median with fixed centres, by dynamic programming over the ordered
+ * checkpoints). Used only if it represents every phase; returns false when it does not apply.
+ */
+function keepOptimalCover(state: Selection, phases: PhaseAssignment): boolean {
+  const { coverage, checkpoints, policy } = state;
+  const budget = policy.budget.maxCheckpoints;
+  if (budget === null || policy.budget.maxBytes !== null) return false;
+  const allowed = checkpoints.map((c, i) => i).filter((i) => coverage.isKept(i) || checkpoints[i].available);
+  const forced = allowed.filter((i) => coverage.isKept(i));
+  const k = Math.min(budget, allowed.length);
+  if (forced.length > k || k * allowed.length * allowed.length > MAX_DP_WORK || allowed.length === 0) return false;
+  const m = allowed.length;
+  // forcedBefore[a]: number of forced centres among allowed[0..a).
+  const forcedBefore = new Int32Array(m + 1);
+  allowed.forEach((c, a) => (forcedBefore[a + 1] = forcedBefore[a] + (coverage.isKept(c) ? 1 : 0)));
+  // best[j][b]: least cost of the points up to allowed[b] with j centres, the last at allowed[b].
+  const best = Array.from({ length: k + 1 }, () => new Float64Array(m).fill(Infinity));
+  const from = Array.from({ length: k + 1 }, () => new Int32Array(m).fill(-1));
+  for (let b = 0; b < m; b++) if (forcedBefore[b] === 0) best[1][b] = coverage.gapCost(-1, allowed[b]);
+  for (let j = 2; j <= k; j++) {
+    for (let b = j - 1; b < m; b++) {
+      for (let a = b - 1; a >= j - 2; a--) {
+        if (best[j - 1][a] === Infinity) continue;
+        const cost = best[j - 1][a] + coverage.gapCost(allowed[a], allowed[b]);
+        if (cost < best[j][b]) {
+          best[j][b] = cost;
+          from[j][b] = a;
+        }
+        if (coverage.isKept(allowed[a])) break; // no centre may skip over a forced one
+      }
+    }
+  }
+  let end = -1;
+  let total = Infinity;
+  for (let b = 0; b < m; b++) {
+    if (forcedBefore[m] - forcedBefore[b + 1] > 0) continue; // the last centre may not precede a forced one
+    const cost = best[k][b] + coverage.gapCost(allowed[b], coverage.size);
+    if (cost < total) {
+      total = cost;
+      end = b;
+    }
+  }
+  if (end < 0) return false;
+  const chosen: number[] = [];
+  for (let j = k, b = end; j >= 1 && b >= 0; b = from[j][b], j--) chosen.push(allowed[b]);
+  const represented = new Set(chosen.map((i) => phases.phaseOf[i]));
+  const phasesWithCandidates = new Set(allowed.map((i) => phases.phaseOf[i]));
+  if (represented.size < phasesWithCandidates.size) return false;
+  for (const i of chosen.reverse()) {
+    if (coverage.isKept(i)) continue;
+    state.add(i, 'phase', `represents the ${phases.names[phases.phaseOf[i]]} phase: one of the checkpoints that together cover the trajectory best within the budget`, true);
+  }
+  const gains = coverage.gains();
+  const path = totalPath(state);
+  checkpoints.forEach((c, i) => {
+    if (coverage.isKept(i) || !c.available) return;
+    state.evictions[i] ??= `evicted under the budget of ${state.budgetText()}: keeping it would lower the mean coverage error by only ${formatFraction(gains[i] / checkpoints.length / path)} of path length, less than any checkpoint kept`;
+  });
+  return true;
+}
+
+/**
+ * Lloyd iterations for 1-D k-median: each checkpoint kept only for coverage moves to the median of the
+ * checkpoints it serves, when that is an available checkpoint of the same phase. Greedy picks are then a
+ * local optimum; the kept count and every class other than `phase` are unchanged.
+ */
+function refineCoverage(state: Selection, phaseOf: readonly number[]): void {
+  const { coverage } = state;
+  const movable = (i: number) => state.classes[i].size === 1 && state.classes[i].has('phase');
+  for (let iteration = 0; iteration < 20; iteration++) {
+    let moved = false;
+    const kept = coverage.keptIndices();
+    kept.forEach((c, k) => {
+      if (!movable(c)) return;
+      const left = k > 0 ? kept[k - 1] : -1;
+      const right = k < kept.length - 1 ? kept[k + 1] : coverage.size;
+      const [a, b] = coverage.servedRange(c, left, right);
+      const target = coverage.medianOf(a, b);
+      if (target === c || coverage.isKept(target) || !state.checkpoints[target].available || phaseOf[target] !== phaseOf[c]) return;
+      const before = coverage.gapCost(left, c) + coverage.gapCost(c, right);
+      const after = coverage.gapCost(left, target) + coverage.gapCost(target, right);
+      if (after >= before - 1e-12) return;
+      coverage.unkeep(c);
+      coverage.keep(target);
+      state.moveBytes(c, target);
+      state.classes[target] = state.classes[c];
+      state.reasons[target] = state.reasons[c];
+      state.classes[c] = new Set();
+      state.reasons[c] = [];
+      kept[k] = target;
+      moved = true;
+    });
+    if (!moved) return;
+  }
 }
 
 function bestGain(state: Selection, candidates: readonly number[]): { index: number; gain: number } | null {

@@ -32,6 +32,25 @@ export class PathCoverage {
     this.kept[i] = true;
   }
 
+  unkeep(i: number): void {
+    this.kept[i] = false;
+  }
+
+  /**
+   * The index in [a, b) minimising the summed distance to the points of [a, b): the median point, since
+   * positions are sorted.
+   */
+  medianOf(a: number, b: number): number {
+    return (a + b - 1) >> 1;
+  }
+
+  /** The points [a, b) that kept index `c` serves, given its kept neighbours `left` and `right`. */
+  servedRange(c: number, left: number, right: number): [number, number] {
+    const a = left < 0 ? 0 : this.upperBound((this.positions[left] + this.positions[c]) / 2, left + 1, c);
+    const b = right >= this.size ? this.size : this.upperBound((this.positions[c] + this.positions[right]) / 2, c, right);
+    return [a, b];
+  }
+
   /**
    * The candidate (ascending indices, not kept) whose keeping lowers the cost most, with that gain;
    * earliest on ties. One pass: O(n log n).
