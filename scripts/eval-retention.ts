@@ -10,6 +10,7 @@
  *   npx tsx scripts/eval-retention.ts [--quick] [--budget 10]
  */
 import { parseArgs } from 'node:util';
+import { mulberry32 as rng } from './lib/mnist-data.js';
 import { trainMnist } from './lib/mnist-train.js';
 import { decideRetention, type RetentionCandidate } from '../src/retention/engine.js';
 import { resolvePolicy } from '../src/retention/policy.js';
@@ -29,16 +30,6 @@ interface RecordedRun {
   /** Checkpoint indices of the injected events. */
   events: number[];
   bytes: number;
-}
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
 }
 
 /**

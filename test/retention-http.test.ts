@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { prng as rng } from './helpers/checkpoints.js';
 import { after, before, describe, it } from 'node:test';
 import request from 'supertest';
 import { collectDiscarded } from '../src/retention/collector.js';
@@ -7,16 +8,6 @@ import { createTestGateway, listAllBlobs, type TestGateway } from './helpers/gat
 import { assertMatchesSpec } from './helpers/openapi.js';
 
 const SAFETENSORS = 'application/vnd.safetensors';
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 /**
  * A synthetic training run: a random walk whose steps shrink like a decaying learning rate, with one

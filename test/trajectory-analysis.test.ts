@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { prng as rng } from './helpers/checkpoints.js';
 import { describe, it } from 'node:test';
 import { CheckpointAccumulator } from '../src/trajectory/accumulator.js';
 import { changeScores } from '../src/trajectory/change-detection.js';
@@ -6,16 +7,6 @@ import { assignPhases } from '../src/trajectory/phase-segmentation.js';
 import { analyseRun, lossAtCheckpoints } from '../src/trajectory/run-analysis.js';
 import { computeIndicators, indicatorsFor } from '../src/trajectory/run-indicators.js';
 import type { CheckpointSummary } from '../src/trajectory/types.js';
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 const SIZES = { 'l1.weight': 60_000, 'l1.bias': 40, 'l2.weight': 20_000 };
 type Weights = Record<keyof typeof SIZES, Float64Array>;

@@ -1,20 +1,11 @@
 import assert from 'node:assert/strict';
+import { prng as rng } from './helpers/checkpoints.js';
 import { describe, it } from 'node:test';
 import { CheckpointAccumulator, type TensorShape } from '../src/trajectory/accumulator.js';
 import { decodeBF16, decodeF16 } from '../src/trajectory/float-decode.js';
 import { elementHash, nameHash } from '../src/trajectory/sketch-hash.js';
 import type { CheckpointSummary } from '../src/trajectory/types.js';
 import { DTYPE_SIZES, type Dtype } from '../src/wire/dtypes.js';
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 /** Encodes float64 values as little-endian `dtype` bytes, returning the bytes and the values they really hold. */
 function encode(dtype: Dtype, values: number[]): { bytes: Uint8Array; held: number[] } {
