@@ -11,8 +11,8 @@ import type { MetricPoint } from '../catalog/records.js';
  * - Records are folded in step order. A record stands for the steps since the previous record
  *   (span = step − previous step; the first record counts from step 0). Its per-step values are its own,
  *   or, for a field it lacks, the latest earlier record's (carried forward).
- * - Out-of-order arrival: the newest `reorderWindow` step records wait in a buffer sorted by step; older
- *   ones are folded for good. A point whose step is at or below the last folded step arrives too late:
+ * - Out-of-order arrival: the newest `reorderWindow` step records (up to a quarter more between folds)
+ *   wait in a buffer sorted by step; older ones are folded for good. A point whose step is at or below the last folded step arrives too late:
  *   it is dropped and counted (`latePoints`). Within the window the result equals a fold over all
  *   points sorted by step.
  * - ||Δw_t||: the record's updateNorm, else lr·gradNorm (the plain-SGD update), else a carried client
@@ -20,7 +20,13 @@ import type { MetricPoint } from '../catalog/records.js';
  *   record that needs a checkpoint norm stays buffered until a checkpoint at or after its step arrives
  *   (at most `holdLimit` records; past that it folds with the latest checkpoint's norm).
  * - gapIncrement is a sampled measurement: a record carrying one stands for the steps since the previous
- *   record carrying one.
+ *   record carrying one. Its value: extra.gapIncrementFresh when present (∇F_train from a training
+ *   batch independent of the step's: unbiased for <∇F_μ − ∇F_S, Δw_t>); else gapIncrement minus its
+ *   self-fit term η·tr Σ·(1/m − 1/n) (the specified value takes ∇F_train from the step's own batch, and
+ *   <ḡ, ḡ> carries Var(ḡ): on MNIST that term is ~100× the gap); else gapIncrement as logged (warned).
+ * - Observed gap at an evaluation point (a record with valLoss): valLoss − extra.trainEvalLoss (loss on
+ *   the training set at the evaluated weights) when present, else − the batch trainLoss (one batch,
+ *   measured before the step: noisy; warned).
  * Sums are kept free of n (trainSize), which the read supplies: B_T = bSum/√n, E_T = eSum/n.
  */
 
@@ -69,6 +75,10 @@ export const TOTAL_KEYS = [
   'calXY',
   'calXX',
   'calYY',
+  /** Lag-1 sums over successive evaluation points (x_i·x_{i−1}, x_i·y_{i−1} + y_i·x_{i−1}, y_i·y_{i−1}). */
+  'calXXLag',
+  'calXYLag',
+  'calYYLag',
 ] as const;
 export type TotalKey = (typeof TOTAL_KEYS)[number];
 export type Totals = Record<TotalKey, number>;
@@ -84,6 +94,8 @@ const Carry = z.object({
   gradNorm: num.nullable(),
   trainLoss: num.nullable(),
   lastGapStep: num.nullable(),
+  calPrevX: num.nullable(),
+  calPrevY: num.nullable(),
 });
 type Carry = z.infer<typeof Carry>;
 
@@ -150,7 +162,7 @@ export interface AccumulatorOptions {
   reorderWindow?: number;
   /** Most records buffered while waiting for a checkpoint's update norm (default 8192). */
   holdLimit?: number;
-  /** Snapshots kept for history and phases; thinned 2:1 past this (default 1024). */
+  /** Snapshots kept for history, phases and calibration cut-offs; thinned past this (default 1024). */
   maxSnapshots?: number;
   /** Evaluation points kept for the trend (default 8). */
   recentEvals?: number;
@@ -206,7 +218,7 @@ function initialState(options: AccumulatorOptions): AccumulatorState {
       maxSnapshots: Math.max(4, options.maxSnapshots ?? 1024),
       recentEvals: Math.max(2, options.recentEvals ?? 8),
     },
-    carry: { step: null, lr: null, gradVariance: null, batchSize: null, updateNorm: null, gradNorm: null, trainLoss: null, lastGapStep: null },
+    carry: { step: null, lr: null, gradVariance: null, batchSize: null, updateNorm: null, gradNorm: null, trainLoss: null, lastGapStep: null, calPrevX: null, calPrevY: null },
     totals: zeroTotals(),
     counters: {
       records: 0,
@@ -345,6 +357,9 @@ export class EstimateAccumulator {
     const s = this.s;
     const fold: FoldState = { carry: s.carry, totals: s.totals, counters: s.counters, recent: s.recent, recentLimit: s.options.recentEvals };
     const rule = { spacing: s.snapshotSpacing, last: s.lastSnapshotStep };
+    // Folding waits until the buffer exceeds the window by a slack, then folds down to the window: the
+    // same decisions per point whatever the batching, with one splice per slack's worth of points.
+    if (s.pending.length <= s.options.reorderWindow + commitSlack(s.options.reorderWindow)) return;
     let done = 0;
     while (s.pending.length - done > s.options.reorderWindow) {
       const rec = s.pending[done];
@@ -364,29 +379,38 @@ export class EstimateAccumulator {
   private sanitize(p: MetricPoint): StepRecord | null {
     if (!Number.isInteger(p.step) || p.step < 0) return null;
     const rec: StepRecord = { step: p.step };
-    const take = (field: RecordField, value: number | undefined, valid: (v: number) => boolean): void => {
-      if (value === undefined) return;
-      if (!Number.isFinite(value)) this.s.nonFinite[field]++;
-      else if (!valid(value)) this.s.invalid[field]++;
-      else {
-        rec[field] = value;
-        this.s.seen[field]++;
-      }
-    };
-    const any = (): boolean => true;
-    const nonNeg = (v: number): boolean => v >= 0;
-    take('trainLoss', p.trainLoss, any);
-    take('valLoss', p.valLoss, any);
-    take('lr', p.lr, any);
-    take('batchSize', p.batchSize, (v) => Number.isInteger(v) && v > 0);
-    take('gradNorm', p.gradNorm, nonNeg);
-    take('gradVariance', p.gradVariance, nonNeg);
-    take('updateNorm', p.updateNorm, nonNeg);
-    take('gapIncrement', p.gapIncrement, any);
-    take('gapIncrementFresh', p.extra?.gapIncrementFresh, any);
-    take('trainEvalLoss', p.extra?.trainEvalLoss, any);
+    this.take(rec, 'trainLoss', p.trainLoss, ANY);
+    this.take(rec, 'valLoss', p.valLoss, ANY);
+    this.take(rec, 'lr', p.lr, ANY);
+    this.take(rec, 'batchSize', p.batchSize, POSITIVE_INT);
+    this.take(rec, 'gradNorm', p.gradNorm, NON_NEGATIVE);
+    this.take(rec, 'gradVariance', p.gradVariance, NON_NEGATIVE);
+    this.take(rec, 'updateNorm', p.updateNorm, NON_NEGATIVE);
+    this.take(rec, 'gapIncrement', p.gapIncrement, ANY);
+    if (p.extra) {
+      this.take(rec, 'gapIncrementFresh', p.extra.gapIncrementFresh, ANY);
+      this.take(rec, 'trainEvalLoss', p.extra.trainEvalLoss, ANY);
+    }
     return rec;
   }
+
+  private take(rec: StepRecord, field: RecordField, value: number | undefined, valid: (v: number) => boolean): void {
+    if (value === undefined) return;
+    if (!Number.isFinite(value)) this.s.nonFinite[field]++;
+    else if (!valid(value)) this.s.invalid[field]++;
+    else {
+      rec[field] = value;
+      this.s.seen[field]++;
+    }
+  }
+}
+
+const ANY = (): boolean => true;
+const NON_NEGATIVE = (v: number): boolean => v >= 0;
+const POSITIVE_INT = (v: number): boolean => Number.isInteger(v) && v > 0;
+
+function commitSlack(window: number): number {
+  return Math.floor(window / 4);
 }
 
 function insertSorted(pending: StepRecord[], rec: StepRecord): void {
@@ -504,6 +528,13 @@ function foldRecord(f: FoldState, rec: StepRecord, checkpointPerStep: number | n
       c.evaluationPoints++;
       const x = t.bSteps > 0 ? t.bSum : null;
       if (x !== null && x > 0) {
+        if (carry.calPrevX !== null && carry.calPrevY !== null) {
+          t.calXXLag += x * carry.calPrevX;
+          t.calXYLag += x * carry.calPrevY + observed * carry.calPrevX;
+          t.calYYLag += observed * carry.calPrevY;
+        }
+        carry.calPrevX = x;
+        carry.calPrevY = observed;
         t.calK++;
         t.calXY += x * observed;
         t.calXX += x * x;
@@ -525,8 +556,10 @@ function foldRecord(f: FoldState, rec: StepRecord, checkpointPerStep: number | n
 }
 
 /**
- * A snapshot at every evaluation point and whenever `spacing` steps passed since the last one; past
- * `max` snapshots every other one is dropped (first and last kept) and the spacing doubles.
+ * A snapshot at every evaluation point and whenever `spacing` steps passed since the last one. Past
+ * `max` snapshots, every other grid snapshot is dropped (evaluation points kept, so calibration cut-offs
+ * stay exact) and the spacing doubles; when evaluation points alone fill most of the budget, every other
+ * snapshot of any kind goes.
  */
 function snapshotRule(
   snapshots: Snapshot[],
@@ -540,7 +573,10 @@ function snapshotRule(
   snapshots.push({ step, totals: packTotals(totals), observedGap });
   rule.last = step;
   if (snapshots.length > max) {
-    const kept = snapshots.filter((_, i) => i % 2 === 0 || i === snapshots.length - 1);
+    const last = snapshots.length - 1;
+    let grid = 0;
+    let kept = snapshots.filter((snap, i) => snap.observedGap !== null || i === last || grid++ % 2 === 0);
+    if (kept.length > 0.75 * max) kept = kept.filter((_, i) => i % 2 === 0 || i === kept.length - 1);
     snapshots.splice(0, snapshots.length, ...kept);
     rule.spacing *= 2;
   }

@@ -2,6 +2,7 @@ import type { MetricPoint } from '../catalog/records.js';
 import {
   EstimateAccumulator,
   TOTAL_KEYS,
+  packTotals,
   unpackTotals,
   type AccumulatorView,
   type CheckpointUpdate,
@@ -217,9 +218,10 @@ function t95(df: number): number {
  * points, applied at the current x. Through the origin because both vanish at initialisation (w_0 is
  * independent of the training set, so E gen(w_0) = 0, and the sum is empty); one parameter, so it is
  * usable from a few points, and the reference runs showed one scale fitting a run's whole trajectory.
- * The interval is the nominal 95% prediction interval from the residuals, s·t·sqrt(1 + x²/Σx²);
- * successive evaluation points are correlated, so treat it as a scale of the misfit, not a coverage
- * guarantee.
+ * Interval: the 95% prediction interval s·t·sqrt(1 + c·x²/Σx²), where successive evaluation points'
+ * residuals are correlated (the gap and the indicator move smoothly), so the scale's variance is
+ * inflated by the AR(1) factor c = (1 + ρ)/(1 − ρ), ρ the lag-1 autocorrelation of the residuals
+ * (clamped to [0, 0.95]); still nominal, not a coverage guarantee.
  */
 function calibrate(cal: Totals, x0: number, minPoints: number): { interval: GapInterval; a: number; s: number; k: number } | null {
   const k = cal.calK;
@@ -227,8 +229,11 @@ function calibrate(cal: Totals, x0: number, minPoints: number): { interval: GapI
   const a = cal.calXY / cal.calXX;
   const sse = Math.max(0, cal.calYY - (cal.calXY * cal.calXY) / cal.calXX);
   const s = Math.sqrt(sse / (k - 1));
+  const lagged = cal.calYYLag - a * cal.calXYLag + a * a * cal.calXXLag;
+  const rho = sse > 0 ? Math.min(0.95, Math.max(0, lagged / sse)) : 0;
+  const inflation = (1 + rho) / (1 - rho);
   const estimate = a * x0;
-  const half = t95(k - 1) * s * Math.sqrt(1 + (x0 * x0) / cal.calXX);
+  const half = t95(k - 1) * s * Math.sqrt(1 + (inflation * x0 * x0) / cal.calXX);
   return { interval: { estimate, low: estimate - half, high: estimate + half }, a, s, k };
 }
 
@@ -475,7 +480,7 @@ export interface HistoryOptions {
 
 /**
  * The estimate over steps, for plots: one entry per snapshot (every evaluation point and a thinning grid
- * of steps, DESIGN §7), each as it stood at that step. From a maintained state it costs O(snapshots +
+ * of steps, DESIGN §7, and the latest step), each as it stood at that step. From a maintained state it costs O(snapshots +
  * reorder buffer); from raw points it folds them first.
  */
 export function estimateHistory(source: EstimateAccumulator | readonly MetricPoint[], options: HistoryOptions): HistoryEntry[] {
@@ -483,7 +488,13 @@ export function estimateHistory(source: EstimateAccumulator | readonly MetricPoi
   const n = options.trainSize && options.trainSize > 0 ? options.trainSize : null;
   const acc =
     source instanceof EstimateAccumulator ? source : EstimateAccumulator.create().addCheckpoints(options.checkpointUpdates ?? []).add(source);
-  return acc.view('rule').snapshots.map((snap) => {
+  const view = acc.view('rule');
+  const snapshots = view.snapshots.slice();
+  const lastStep = view.carry.step;
+  if (lastStep !== null && snapshots[snapshots.length - 1]?.step !== lastStep) {
+    snapshots.push({ step: lastStep, totals: packTotals(view.totals), observedGap: null });
+  }
+  return snapshots.map((snap) => {
     const t = unpackTotals(snap.totals);
     const fit = t.bSteps > 0 ? calibrate(t, t.bSum, th.minCalibrationPoints) : null;
     return { step: snap.step, ...derive(t, n), observedGap: snap.observedGap, gap: fit ? fit.interval : null };
