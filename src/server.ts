@@ -10,6 +10,7 @@ import { CheckpointIngest } from './ingest/ingest-checkpoint.js';
 import { TrajectoryRecorder } from './ingest/trajectory-recorder.js';
 import { startCollector } from './retention/collector.js';
 import { RetentionService } from './retention/service.js';
+import { RunEstimates } from './estimate/run-estimates.js';
 import { RunCoordinator } from './runs/coordinator.js';
 import { createBlobStore } from './storage/factory.js';
 
@@ -58,14 +59,15 @@ export async function openContext(config: Readonly<Config>, logger: Logger): Pro
   const blobs = createBlobStore({ blobUrl: config.blobUrl, s3: config.s3 });
   const catalog = await openCatalog(config.catalogUrl);
   const retention = new RetentionService(catalog);
-  const runs = new RunCoordinator(catalog, new TrajectoryRecorder(catalog), retention);
+  const estimates = new RunEstimates(catalog);
+  const runs = new RunCoordinator(catalog, new TrajectoryRecorder(catalog), retention, estimates);
   const ingest = new CheckpointIngest(
     blobs,
     catalog,
     { limits: config.limits, onCommitted: (run, step, request) => runs.onCommitted(run, step, { pin: request.pin }) },
     logger,
   );
-  return { config, logger, blobs, catalog, ingest, retention, runs };
+  return { config, logger, blobs, catalog, ingest, retention, runs, estimates };
 }
 
 export async function closeContext(context: AppContext): Promise<void> {

@@ -3,6 +3,7 @@ import type { AppContext } from './context.js';
 import { errorHandler, notFoundHandler } from './error-handler.js';
 import { requestLog } from './request-log.js';
 import { checkpointRoutes } from './routes/checkpoints.js';
+import { estimateRoutes } from './routes/estimate.js';
 import { healthRoutes } from './routes/health.js';
 import { metricRoutes } from './routes/metrics.js';
 import { policyRoutes } from './routes/policies.js';
@@ -22,6 +23,7 @@ export function createApp(ctx: AppContext): Express {
   app.use(metricRoutes(ctx));
   app.use(trajectoryRoutes(ctx));
   app.use(policyRoutes(ctx));
+  app.use(estimateRoutes(ctx));
   app.use(notFoundHandler);
   app.use(errorHandler(ctx.logger));
   return app;

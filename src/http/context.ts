@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Catalog } from '../catalog/catalog.js';
 import type { Config } from '../config.js';
+import type { RunEstimates } from '../estimate/run-estimates.js';
 import type { CheckpointIngest } from '../ingest/ingest-checkpoint.js';
 import type { RetentionDecision } from '../retention/engine.js';
 import type { RetentionService } from '../retention/service.js';
@@ -15,5 +16,6 @@ export interface AppContext {
   ingest: CheckpointIngest<RetentionDecision>;
   retention: RetentionService;
   runs: RunCoordinator;
+  estimates: RunEstimates;
   logger: Logger;
 }

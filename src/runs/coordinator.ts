@@ -1,5 +1,6 @@
 import type { Catalog } from '../catalog/catalog.js';
-import type { CheckpointRecord } from '../catalog/records.js';
+import type { CheckpointRecord, MetricPoint } from '../catalog/records.js';
+import type { RunEstimates } from '../estimate/run-estimates.js';
 import { AppError, errors } from '../errors.js';
 import type { TrajectoryRecorder } from '../ingest/trajectory-recorder.js';
 import type { RetentionDecision } from '../retention/engine.js';
@@ -8,7 +9,7 @@ import { KeyedLock } from '../util/keyed-lock.js';
 
 /**
  * Everything that changes a run's derived state happens here, one run at a time (a per-run lock):
- * indicators at commit, then the retention decision; pins, unpins, restores and policy changes, each
+ * indicators at commit, the generalization estimate's state, then the retention decision; metric batches; pins, unpins, restores and policy changes, each
  * followed by a fresh decision. Decisions are deterministic functions of the catalog, so replaying the
  * same uploads gives the same kept set.
  */
@@ -19,12 +20,24 @@ export class RunCoordinator {
     private readonly catalog: Catalog,
     private readonly trajectory: TrajectoryRecorder,
     private readonly retention: RetentionService,
+    private readonly estimates: RunEstimates,
   ) {}
+
+  /** Stores a metric batch and folds it into the run's estimate. */
+  appendMetrics(run: string, points: readonly MetricPoint[]): Promise<number> {
+    return this.lock.run(run, async () => {
+      await this.catalog.ensureRun(run);
+      const accepted = await this.catalog.appendMetrics(run, points);
+      await this.estimates.addMetrics(run, points);
+      return accepted;
+    });
+  }
 
   /** After a new checkpoint's row is written: indicators, the pin asked for at upload, retention. */
   onCommitted(run: string, step: number, options: { pin?: boolean } = {}): Promise<RetentionDecision> {
     return this.lock.run(run, async () => {
       await this.trajectory.record(run, step);
+      await this.estimates.addCheckpoint(run, step);
       if (options.pin) await this.catalog.setPinned(run, step, true);
       return this.retention.apply(run);
     });

@@ -34,9 +34,7 @@ export function metricRoutes(ctx: AppContext): Router {
   router.post('/v1/runs/:run/metrics', json, raw, async (req, res) => {
     const run = parseRunId(req.params.run);
     const { points } = parseInput(MetricBatch, decodeBatch(req.is(['json', ...MSGPACK_TYPES]), req.body), 'metric batch');
-    await ctx.catalog.ensureRun(run);
-    const accepted = await ctx.catalog.appendMetrics(run, points);
-    res.json({ accepted });
+    res.json({ accepted: await ctx.runs.appendMetrics(run, points) });
   });
 
   router.get('/v1/runs/:run/metrics', async (req, res) => {
