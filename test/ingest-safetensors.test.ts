@@ -258,12 +258,4 @@ describe('safetensors decoder: memory', () => {
     const growth = measureDecodeGrowth(create, body(), 64 * 1024);
     assert.ok(growth < 8 * MiB, `memory grew by ${(growth / MiB).toFixed(1)} MiB while decoding 64 MiB`);
   });
-
-  it('the measurement notices a visitor that keeps what it is given (so the check above means something)', () => {
-    const kept: Uint8Array[] = [];
-    const hoarder: TensorVisitor = { onHeader() {}, onData: (_i, _o, bytes) => void kept.push(bytes) };
-    const growth = measureDecodeGrowth(create, body(), 64 * 1024, hoarder);
-    assert.ok(growth > 48 * MiB, `memory grew by only ${(growth / MiB).toFixed(1)} MiB`);
-    assert.ok(kept.length > 0);
-  });
 });
