@@ -1,7 +1,8 @@
 /**
  * Does the generalization estimate (DESIGN §7) rank and track the true gap? Real MNIST runs with tfjs
- * (scripts/lib/mnist-train.ts) over learning rate × symmetric label noise, each run's metric points fed
- * to the estimate accumulator in arrival order, as the gateway would receive them.
+ * (scripts/lib/mnist-train.ts) over learning rate × symmetric label noise, each run's metric points logged
+ * through the SDK to a gateway (started on embedded defaults in a temporary directory), and the estimate
+ * read back from GET /v1/runs/{run}/estimate and /estimate/history.
  *
  *   npx tsx scripts/eval-estimate.ts --quick   12 runs (4 lr × 3 noise), 1000 steps: about a minute on 2 cores
  *   npx tsx scripts/eval-estimate.ts           32 runs (4 lr × 4 noise × 2 seeds), 1250 steps (40 epochs): ~4 minutes
@@ -22,8 +23,13 @@
  * - Baselines: distance from initialisation ||w_T − w_0|| / sqrt(n), and − final training loss.
  */
 import { trainMnist, type TrainMnistOptions } from './lib/mnist-train.js';
-import { EstimateAccumulator } from '../src/estimate/accumulator.js';
-import { currentEstimate, estimateHistory } from '../src/estimate/estimate.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
+import { loadConfig } from '../src/config.js';
+import { TrajgateClient } from '../src/sdk/index.js';
+import { startServer } from '../src/server.js';
 import type { TensorData } from '../src/wire/safetensors.js';
 
 const quick = process.argv.includes('--quick');
@@ -102,11 +108,12 @@ async function runOne(lr: number, noise: number, seed: number): Promise<RunOutco
     evalEvery: 50,
     gapEvery: 5,
   };
-  const acc = EstimateAccumulator.create();
+  const runId = `lr${lr}-noise${noise}-seed${seed}`;
+  const run = gateway.client.run(runId, { run: { trainSize: n } });
   let w0: Float64Array | null = null;
   let distance = NaN;
   const result = await trainMnist(options, {
-    onMetrics: (p) => void acc.add([p]),
+    onMetrics: (p) => run.log(p),
     onCheckpoint: (step, tensors) => {
       const w = flatWeights(tensors);
       if (step === 0) w0 = w;
@@ -117,9 +124,10 @@ async function runOne(lr: number, noise: number, seed: number): Promise<RunOutco
       }
     },
   });
-  const final = currentEstimate(acc, { trainSize: n });
-  const forecast = currentEstimate(acc, { trainSize: n, calibrateUntilStep: Math.floor(CALIBRATION_FRACTION * config.steps) });
-  const history = estimateHistory(acc, { trainSize: n }).filter((h) => h.observedGap !== null);
+  await run.close();
+  const final = await gateway.client.getEstimate(runId);
+  const forecast = await gateway.client.getEstimate(runId, { calibrateUntilStep: Math.floor(CALIBRATION_FRACTION * config.steps) });
+  const history = (await gateway.client.getEstimateHistory(runId)).filter((h) => h.observedGap !== null);
   const withIndicator = history.filter((h) => h.indicator !== null);
   const withGap = history.filter((h) => h.gap !== null);
   return {
@@ -139,7 +147,7 @@ async function runOne(lr: number, noise: number, seed: number): Promise<RunOutco
     finalTrainLoss: result.finalTrainLoss,
     withinIndicator: kendall(withIndicator.map((h) => h.indicator as number), withIndicator.map((h) => h.observedGap as number)),
     withinCalibrated: kendall(withGap.map((h) => (h.gap as { estimate: number }).estimate), withGap.map((h) => h.observedGap as number)),
-    secondOrderRatio: final.secondOrderRatio,
+    secondOrderRatio: final.secondOrderRatio ?? null,
     warnings: final.warnings.map((w) => w.code),
   };
 }
@@ -150,6 +158,10 @@ const median = (xs: readonly number[]): number => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 const mean = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+const dataDir = await mkdtemp(path.join(os.tmpdir(), 'trajgate-eval-estimate-'));
+const server = await startServer(loadConfig({ TRAJGATE_DATA_DIR: dataDir, PORT: '0', HOST: '127.0.0.1' }), pino({ level: 'warn' }));
+const gateway = { client: new TrajgateClient({ url: server.url }) };
 
 const started = performance.now();
 const runs: RunOutcome[] = [];
@@ -210,3 +222,5 @@ console.log(
 const ratios = runs.map((r) => r.trueGap / r.indicator);
 console.log(`true gap / B_T at the end: ${fmt(Math.min(...ratios), 4)} – ${fmt(Math.max(...ratios), 4)}`);
 console.log(`wall ${((performance.now() - started) / 1000).toFixed(0)} s`);
+await server.close();
+await rm(dataDir, { recursive: true, force: true });

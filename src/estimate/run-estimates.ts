@@ -36,11 +36,12 @@ export class RunEstimates {
     await this.catalog.putEstimateState(run, acc.toJSON());
   }
 
-  async current(runId: string): Promise<Estimate> {
+  /** @param calibrateUntilStep calibrate only on evaluation points up to this step (a forecast from the past). */
+  async current(runId: string, calibrateUntilStep?: number): Promise<Estimate> {
     const run = await this.catalog.getRun(runId);
     if (!run) throw errors.runNotFound(runId);
     const [acc, phases] = await Promise.all([this.load(runId), this.phaseSpans(runId, run.plannedSteps)]);
-    return currentEstimate(acc, { trainSize: run.trainSize, phases });
+    return currentEstimate(acc, { trainSize: run.trainSize, phases, calibrateUntilStep });
   }
 
   async history(runId: string): Promise<HistoryEntry[]> {

@@ -12,6 +12,7 @@ import { RunLogger, type RunLoggerOptions } from './run-logger.js';
 import type {
   Checkpoint,
   Estimate,
+  EstimateHistoryEntry,
   MetricPoint,
   PolicyRecord,
   Progress,
@@ -205,12 +206,14 @@ export class TrajgateClient {
     return this.json('POST', `/v1/runs/${enc(run)}/retention/simulate`, { json: ref ?? {} });
   }
 
-  getEstimate(run: string): Promise<Estimate> {
-    return this.json('GET', `/v1/runs/${enc(run)}/estimate`);
+  /** `calibrateUntilStep`: calibrate on evaluation points up to that step only (a forecast from the past). */
+  getEstimate(run: string, query: { calibrateUntilStep?: number } = {}): Promise<Estimate> {
+    const params = queryString(query);
+    return this.json('GET', `/v1/runs/${enc(run)}/estimate${params.size ? `?${params}` : ''}`);
   }
 
-  getEstimateHistory(run: string): Promise<{ items: Estimate[] }> {
-    return this.json('GET', `/v1/runs/${enc(run)}/estimate/history`);
+  async getEstimateHistory(run: string): Promise<EstimateHistoryEntry[]> {
+    return (await this.json<{ items: EstimateHistoryEntry[] }>('GET', `/v1/runs/${enc(run)}/estimate/history`)).items;
   }
 
   private async json<T>(method: string, path: string, spec: RequestSpec = {}): Promise<T> {

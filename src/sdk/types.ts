@@ -99,6 +99,29 @@ export interface RetentionDecision {
 }
 
 /** The generalization estimate (GET /v1/runs/{run}/estimate); see the OpenAPI file for every field. */
-export type Estimate = Record<string, unknown> & { step: number | null; indicator: number | null; gap: { estimate: number; low: number; high: number } | null };
+export type Estimate = Record<string, unknown> & {
+  step: number | null;
+  trainSize: number | null;
+  indicator: number | null;
+  expectedIncrement: number | null;
+  measuredGap: number | null;
+  measuredGapUncorrected?: number | null;
+  secondOrder: number | null;
+  secondOrderRatio?: number | null;
+  calibrated: boolean;
+  gap: { estimate: number; low: number; high: number } | null;
+  warnings: { code: string; message: string }[];
+  missing: string[];
+};
+
+export interface EstimateHistoryEntry {
+  step: number;
+  indicator: number | null;
+  expectedIncrement: number | null;
+  measuredGap: number | null;
+  secondOrder: number | null;
+  observedGap: number | null;
+  gap: { estimate: number; low: number; high: number } | null;
+}
 
 export type Progress = (sentBytes: number, totalBytes: number | null) => void;

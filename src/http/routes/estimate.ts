@@ -1,12 +1,18 @@
 import { Router } from 'express';
+import { z } from 'zod';
 import type { AppContext } from '../context.js';
 import { parseRunId } from '../ids.js';
+import { parseInput } from '../validate.js';
+
+const EstimateQuery = z.object({ calibrateUntilStep: z.coerce.number().int().nonnegative().optional() }).strict();
 
 export function estimateRoutes(ctx: AppContext): Router {
   const router = Router();
 
   router.get('/v1/runs/:run/estimate', async (req, res) => {
-    res.json(await ctx.estimates.current(parseRunId(req.params.run)));
+    const run = parseRunId(req.params.run);
+    const { calibrateUntilStep } = parseInput(EstimateQuery, req.query, 'query');
+    res.json(await ctx.estimates.current(run, calibrateUntilStep));
   });
 
   router.get('/v1/runs/:run/estimate/history', async (req, res) => {
