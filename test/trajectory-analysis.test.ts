@@ -114,6 +114,51 @@ describe('phases', () => {
     assert.deepEqual(b.phaseOf.slice(0, 40), a.phaseOf);
   });
 
+  it('keeps every dynamic phase at least minSegment long, so a last-checkpoint spike is no phase of its own', () => {
+    const random = rng(9);
+    const level = (i: number) => (i < 12 ? 1 : i < 24 ? 0.3 : 0.1);
+    const series = Array.from({ length: 36 }, (_, i) => level(i) * (1 + 0.1 * (random() - 0.5)));
+    series.push(50);
+    const steps = series.map((_, i) => i * 10);
+    const loose = assignPhases({ steps, updateNormPerStep: series, minSegment: 1 });
+    assert.equal(loose.phaseOf.indexOf(2), 36, 'with single-checkpoint phases allowed, the spike is one');
+    const { phaseOf } = assignPhases({ steps, updateNormPerStep: series });
+    const sizes = [0, 1, 2].map((p) => phaseOf.filter((x) => x === p).length);
+    assert.ok(sizes.every((n) => n >= 3), `sizes ${sizes}`);
+    assert.equal(phaseOf[36], phaseOf[35]);
+  });
+
+  it('boundaries found by dynamics stay put as checkpoints arrive', () => {
+    const random = rng(10);
+    const level = (i: number) => (i < 15 ? 1 : i < 35 ? 0.2 : 0.04);
+    const series = Array.from({ length: 70 }, (_, i) => level(i) * Math.exp(0.15 * (random() - 0.5)));
+    const boundaries = (n: number) => {
+      const { phaseOf } = assignPhases({ steps: series.slice(0, n).map((_, i) => i), updateNormPerStep: series.slice(0, n) });
+      return [phaseOf.indexOf(1), phaseOf.indexOf(2)];
+    };
+    for (let n = 45; n <= 70; n++) assert.deepEqual(boundaries(n), [15, 35], `after ${n} checkpoints`);
+  });
+
+  it('segments 10,000 checkpoints quickly, ordered, with boundaries near the planted ones', () => {
+    const random = rng(11);
+    const n = 10_000;
+    const level = (i: number) => (i < 2000 ? 1 : i < 7000 ? 0.3 : 0.05);
+    const series = Array.from({ length: n }, (_, i) => level(i) * Math.exp(0.2 * (random() - 0.5)));
+    const loss = series.map((_, i) => 2 * Math.exp(-i / 3000) + 0.1 * random());
+    const started = performance.now();
+    const { phaseOf } = assignPhases({ steps: series.map((_, i) => i * 5), updateNormPerStep: series, trainLoss: loss });
+    const ms = performance.now() - started;
+    assert.ok(ms < 2000, `${ms} ms`);
+    for (let i = 1; i < n; i++) assert.ok(phaseOf[i] >= phaseOf[i - 1]);
+    assert.ok(Math.abs(phaseOf.indexOf(1) - 2000) <= 20 && Math.abs(phaseOf.indexOf(2) - 7000) <= 20, `${phaseOf.indexOf(1)}, ${phaseOf.indexOf(2)}`);
+  });
+
+  it('names phases phase-1..phase-k when count is not 3', () => {
+    const { names, phaseOf } = assignPhases({ steps: [0, 10, 20, 30, 40, 50, 60, 70], updateNormPerStep: [null, 1, 1, 0.5, 0.5, 0.1, 0.1, 0.1], count: 4 });
+    assert.deepEqual(names, ['phase-1', 'phase-2', 'phase-3', 'phase-4']);
+    assert.deepEqual([...new Set(phaseOf)], [0, 1, 2, 3]);
+  });
+
   it('gives early checkpoints the first phases when there are fewer checkpoints than phases', () => {
     assert.deepEqual(assignPhases({ steps: [0, 10], updateNormPerStep: [null, 1] }).phaseOf, [0, 1]);
   });

@@ -1,92 +1,14 @@
 import assert from 'node:assert/strict';
-import { prng as rng } from './helpers/checkpoints.js';
 import { describe, it } from 'node:test';
-import { CheckpointAccumulator, type TensorShape } from '../src/trajectory/accumulator.js';
-import { decodeBF16, decodeF16 } from '../src/trajectory/float-decode.js';
-import { elementHash, nameHash } from '../src/trajectory/sketch-hash.js';
-import type { CheckpointSummary } from '../src/trajectory/types.js';
+import { CheckpointAccumulator, summariseTensors } from '../src/trajectory/accumulator.js';
+import { BF16_TABLE, F16_TABLE, decodeBF16, decodeF16 } from '../src/trajectory/float-decode.js';
+import { DIRECT_MAX } from '../src/trajectory/kernels.js';
+import { fold, sketchValues, tensorDistances } from '../src/trajectory/sketch-distance.js';
+import { TENSOR_SKETCH_BUDGET, planTensorSketches } from '../src/trajectory/tensor-sketch-plan.js';
 import { DTYPE_SIZES, type Dtype } from '../src/wire/dtypes.js';
+import { bruteSketch, relClose, rng, summariseChunked, tensor, toF16Bits } from './helpers/trajectory-fixtures.js';
 
-/** Encodes float64 values as little-endian `dtype` bytes, returning the bytes and the values they really hold. */
-function encode(dtype: Dtype, values: number[]): { bytes: Uint8Array; held: number[] } {
-  const n = values.length;
-  switch (dtype) {
-    case 'F64':
-      return { bytes: new Uint8Array(new Float64Array(values).buffer), held: values };
-    case 'F32': {
-      const a = new Float32Array(values);
-      return { bytes: new Uint8Array(a.buffer), held: Array.from(a) };
-    }
-    case 'BF16': {
-      const words = new Uint32Array(new Float32Array(values).buffer);
-      const half = new Uint16Array(n);
-      for (let i = 0; i < n; i++) half[i] = words[i] >>> 16;
-      return { bytes: new Uint8Array(half.buffer), held: Array.from(half, decodeBF16) };
-    }
-    case 'F16': {
-      const half = new Uint16Array(n);
-      for (let i = 0; i < n; i++) half[i] = toF16Bits(values[i]);
-      return { bytes: new Uint8Array(half.buffer), held: Array.from(half, decodeF16) };
-    }
-    case 'I32': {
-      const a = Int32Array.from(values, Math.round);
-      return { bytes: new Uint8Array(a.buffer), held: Array.from(a) };
-    }
-    case 'U8': {
-      const a = Uint8Array.from(values, (v) => Math.abs(Math.round(v)) % 256);
-      return { bytes: a, held: Array.from(a) };
-    }
-    default:
-      throw new Error(`not used here: ${dtype}`);
-  }
-}
-
-/** Round-to-nearest F16 bits for values in the normal range (enough for test data). */
-function toF16Bits(v: number): number {
-  if (v === 0) return 0;
-  const sign = v < 0 ? 0x8000 : 0;
-  const a = Math.abs(v);
-  const e = Math.max(-14, Math.floor(Math.log2(a)));
-  const m = Math.round((a / 2 ** e - (e === -14 && a < 2 ** -14 ? 0 : 1)) * 1024);
-  return sign | ((e === -14 && a < 2 ** -14 ? 0 : e + 15) << 10) | m;
-}
-
-/** Feeds `bytes` as tensor `index` in slices of random size, each copied to a random alignment. */
-function feed(acc: CheckpointAccumulator, index: number, dtype: Dtype, bytes: Uint8Array, random: () => number): void {
-  const size = DTYPE_SIZES[dtype];
-  let offset = 0;
-  while (offset < bytes.byteLength) {
-    const elements = 1 + Math.floor(random() * 3000);
-    const end = Math.min(bytes.byteLength, offset + elements * size);
-    const pad = Math.floor(random() * 8);
-    const copy = new Uint8Array(end - offset + pad);
-    copy.set(bytes.subarray(offset, end), pad);
-    acc.update(index, offset, copy.subarray(pad));
-    offset = end;
-  }
-}
-
-function summarise(tensors: { shape: TensorShape; bytes: Uint8Array }[], seed: number): CheckpointSummary {
-  const acc = new CheckpointAccumulator();
-  acc.begin(tensors.map((t) => t.shape));
-  const random = rng(seed);
-  tensors.forEach((t, i) => feed(acc, i, t.shape.dtype, t.bytes, random));
-  return acc.finish(0);
-}
-
-function bruteSketch(tensors: { name: string; values: number[] }[], k: number): Float64Array {
-  const sketch = new Float64Array(k);
-  for (const { name, values } of tensors) {
-    const th = nameHash(name);
-    values.forEach((v, i) => {
-      const h = elementHash(th, i);
-      sketch[h & (k - 1)] += h < 0 ? -v : v;
-    });
-  }
-  return sketch;
-}
-
-const relClose = (a: number, b: number, tol: number) => Math.abs(a - b) <= tol * Math.max(Math.abs(a), Math.abs(b), 1e-300);
+const K = 8192;
 
 describe('half-precision decoding', () => {
   it('F16 matches reference values bit for bit', () => {
@@ -104,6 +26,7 @@ describe('half-precision decoding', () => {
     ];
     for (const [bits, value] of cases) assert.ok(Object.is(decodeF16(bits), value), `0x${bits.toString(16)}`);
     assert.ok(Number.isNaN(decodeF16(0x7e00)));
+    assert.ok(Number.isNaN(decodeF16(0xfc01)));
   });
 
   it('BF16 matches reference values bit for bit', () => {
@@ -114,57 +37,119 @@ describe('half-precision decoding', () => {
       [0x7f7f, 3.3895313892515355e38],
       [0x0001, 9.183549615799121e-41],
       [0x7f80, Infinity],
+      [0xff80, -Infinity],
       [0x8000, -0],
     ];
     for (const [bits, value] of cases) assert.ok(Object.is(decodeBF16(bits), value), `0x${bits.toString(16)}`);
     assert.ok(Number.isNaN(decodeBF16(0x7fc0)));
   });
+
+  it('every one of the 65536 patterns agrees with an independent decoder', () => {
+    const view = new DataView(new ArrayBuffer(4));
+    for (let bits = 0; bits < 65536; bits++) {
+      const sign = bits & 0x8000 ? -1 : 1;
+      const e = (bits >>> 10) & 0x1f;
+      const m = bits & 0x3ff;
+      const f16 = e === 0 ? sign * m * 2 ** -24 : e === 31 ? (m ? NaN : sign * Infinity) : sign * (1024 + m) * 2 ** (e - 25);
+      view.setUint32(0, bits << 16);
+      const bf16 = view.getFloat32(0);
+      assert.ok(Object.is(F16_TABLE[bits], f16) || (Number.isNaN(f16) && Number.isNaN(F16_TABLE[bits])), `F16 0x${bits.toString(16)}`);
+      assert.ok(Object.is(BF16_TABLE[bits], bf16) || (Number.isNaN(bf16) && Number.isNaN(BF16_TABLE[bits])), `BF16 0x${bits.toString(16)}`);
+    }
+    assert.equal(toF16Bits(1), 0x3c00);
+    assert.equal(toF16Bits(5.960464477539063e-8), 0x0001);
+  });
 });
 
 describe('per-tensor statistics', () => {
-  for (const dtype of ['F64', 'F32', 'F16', 'BF16', 'I32', 'U8'] as const) {
+  for (const dtype of ['F64', 'F32', 'F16', 'BF16', 'I64', 'I32', 'U8'] as const) {
     it(`match brute force to 1e-9 for ${dtype} at any chunking and alignment`, () => {
       const random = rng(DTYPE_SIZES[dtype] * 7 + dtype.length);
-      const n = 20_000 + Math.floor(random() * 5000);
-      const scale = dtype === 'I32' || dtype === 'U8' ? 200 : 0.5;
-      const { bytes, held } = encode(dtype, Array.from({ length: n }, () => (random() - 0.3) * scale));
-      const summary = summarise([{ shape: { name: 'w', dtype, shape: [n] }, bytes }], 3);
-      const [stats] = summary.tensors;
-      const sumSq = held.reduce((s, v) => s + v * v, 0);
-      assert.equal(stats.count, n);
-      assert.ok(relClose(stats.norm, Math.sqrt(sumSq), 1e-9), `norm ${stats.norm} vs ${Math.sqrt(sumSq)}`);
-      assert.ok(relClose(stats.mean, held.reduce((s, v) => s + v, 0) / n, 1e-9), 'mean');
-      assert.equal(stats.maxAbs, Math.max(...held.map(Math.abs)));
-      assert.equal(stats.nanCount, 0);
-      assert.equal(stats.infCount, 0);
+      const integer = dtype === 'I64' || dtype === 'I32' || dtype === 'U8';
+      for (const n of [1, 37, DIRECT_MAX, 20_000 + Math.floor(random() * 5000)]) {
+        const t = tensor('w', dtype, Array.from({ length: n }, () => (random() - 0.3) * (integer ? 200 : 0.5)));
+        const [stats] = summariseChunked(0, [t], random).tensors;
+        const held = Array.from(t.held);
+        const sumSq = held.reduce((s, v) => s + v * v, 0);
+        assert.equal(stats.count, n);
+        assert.ok(relClose(stats.norm, Math.sqrt(sumSq), 1e-9), `norm ${stats.norm} vs ${Math.sqrt(sumSq)}`);
+        assert.ok(relClose(stats.mean, held.reduce((s, v) => s + v, 0) / n, 1e-9), 'mean');
+        assert.equal(stats.maxAbs, Math.max(...held.map(Math.abs)));
+        assert.deepEqual([stats.nanCount, stats.infCount], [0, 0]);
+      }
     });
   }
 
-  it('count NaN and Inf and leave them out of norm, mean and maxAbs', () => {
-    const values = [1, Number.NaN, -3, Infinity, 2, -Infinity, Number.NaN];
-    for (const dtype of ['F32', 'F64'] as const) {
-      const { bytes } = encode(dtype, values);
-      const [stats] = summarise([{ shape: { name: 'w', dtype, shape: [values.length] }, bytes }], 1).tensors;
-      assert.deepEqual([stats.nanCount, stats.infCount, stats.maxAbs, stats.mean], [2, 2, 3, 0]);
-      assert.ok(relClose(stats.norm, Math.sqrt(14), 1e-12));
+  it('count NaN and Inf and leave them out of norm, mean and maxAbs (small and large tensors)', () => {
+    for (const dtype of ['F32', 'F64', 'F16', 'BF16'] as const) {
+      for (const size of [7, 3 * DIRECT_MAX]) {
+        const values = Array.from({ length: size }, (_, i) => (i < 7 ? [1, Number.NaN, -3, Infinity, 2, -Infinity, Number.NaN][i] : 0));
+        const t = tensor('w', dtype, values);
+        if (dtype === 'F16') {
+          // toF16Bits covers finite values only.
+          const bits = new Uint16Array(t.bytes.buffer);
+          values.forEach((v, i) => (bits[i] = Number.isNaN(v) ? 0x7e00 : v === Infinity ? 0x7c00 : v === -Infinity ? 0xfc00 : toF16Bits(v)));
+        }
+        const [stats] = summariseChunked(0, [t], rng(1)).tensors;
+        assert.deepEqual([stats.nanCount, stats.infCount, stats.maxAbs], [2, 2, 3], `${dtype} × ${size}`);
+        assert.ok(stats.mean === 0 && relClose(stats.norm, Math.sqrt(14), 1e-12), `${dtype} × ${size}`);
+      }
     }
+  });
+
+  it('rejects slices that are not whole elements of their tensor', () => {
+    const acc = new CheckpointAccumulator();
+    acc.begin([{ name: 'w', dtype: 'F32', shape: [4] }]);
+    assert.throws(() => acc.update(0, 2, new Uint8Array(4)), RangeError);
+    assert.throws(() => acc.update(0, 0, new Uint8Array(6)), RangeError);
+    assert.throws(() => acc.update(0, 8, new Uint8Array(12)), RangeError);
+    assert.throws(() => acc.update(1, 0, new Uint8Array(4)), RangeError);
   });
 });
 
 describe('CountSketch', () => {
-  const k = 8192;
-  it('equals the documented hash applied element by element, whatever the chunking', () => {
+  it('equals the documented hash applied element by element, for every float dtype, chunking and feeding order', () => {
     const random = rng(11);
-    const tensors = ['a.weight', 'b.bias', 'c.weight'].map((name, t) => ({
-      name,
-      values: Array.from(new Float32Array(Array.from({ length: 3000 + t * 9000 }, () => random() - 0.5))),
-    }));
-    const summary = summarise(
-      tensors.map((t) => ({ shape: { name: t.name, dtype: 'F32', shape: [t.values.length] }, bytes: encode('F32', t.values).bytes })),
-      5,
+    const dtypes: Dtype[] = ['F32', 'BF16', 'F16', 'F64'];
+    const sizes = [3, 64, 65, DIRECT_MAX, DIRECT_MAX + 1, 9000, 70_000];
+    const tensors = sizes.map((n, i) =>
+      tensor(`layers.${i}.weight`, dtypes[i % dtypes.length], Array.from({ length: n }, () => random() - 0.5)),
     );
-    const expected = bruteSketch(tensors, k);
-    for (let b = 0; b < k; b++) assert.ok(Math.abs(summary.sketch[b] - expected[b]) < 1e-9, `bucket ${b}`);
+    tensors.push(tensor('step', 'I64', [1234]));
+    const expected = bruteSketch(tensors.filter((t) => t.dtype !== 'I64'), K);
+    for (const interleave of [false, true]) {
+      const summary = summariseChunked(0, tensors, random, { interleave, maxElements: 20_000 });
+      for (let b = 0; b < K; b++) assert.ok(Math.abs(summary.sketch[b] - expected[b]) < 1e-9, `bucket ${b}`);
+      tensors.forEach((t, i) => {
+        const stored = summary.tensorSketches[i];
+        if (t.dtype === 'I64') return assert.equal(stored.length, 0);
+        if (t.held.length <= 64) return assert.deepEqual(Array.from(stored), Array.from(t.held), `${t.name} kept exactly`);
+        const own = bruteSketch([t], 64);
+        assert.equal(stored.length, 64);
+        for (let b = 0; b < 64; b++) assert.ok(Math.abs(stored[b] - own[b]) < 1e-9, `${t.name} bucket ${b}`);
+        assert.deepEqual(Array.from(sketchValues(t.name, t.held, 64)).map((v) => v.toFixed(9)), Array.from(own).map((v) => v.toFixed(9)));
+      });
+    }
+  });
+
+  it('gives the same summary when two checkpoints are fed interleaved (concurrent uploads)', () => {
+    const random = rng(14);
+    const make = (seed: number) => [30_000, 100, 5000].map((n, i) => tensor(`t${i}`, 'F32', Array.from({ length: n }, () => rng(seed + i)() - 0.5)));
+    const [x, y] = [make(1), make(2)];
+    const [ax, ay] = [new CheckpointAccumulator(), new CheckpointAccumulator()];
+    ax.begin(x);
+    ay.begin(y);
+    for (let t = 0; t < 3; t++) {
+      for (let off = 0; off < x[t].bytes.byteLength; off += 4096) {
+        ax.update(t, off, x[t].bytes.subarray(off, off + 4096));
+        ay.update(t, off, y[t].bytes.subarray(off, off + 4096));
+      }
+    }
+    const [sx, sy] = [ax.finish(0), ay.finish(0)];
+    for (const [interleaved, alone] of [[sx, summariseChunked(0, x, random)], [sy, summariseChunked(0, y, random)]] as const) {
+      for (let b = 0; b < K; b++) assert.ok(Math.abs(interleaved.sketch[b] - alone.sketch[b]) < 1e-12);
+      interleaved.tensorSketches.forEach((s, i) => assert.deepEqual(Array.from(s).map((v) => v.toFixed(12)), Array.from(alone.tensorSketches[i]).map((v) => v.toFixed(12))));
+    }
   });
 
   it('is linear: sketch(a) − sketch(b) = sketch(a − b) to rounding', () => {
@@ -172,67 +157,50 @@ describe('CountSketch', () => {
     const n = 50_000;
     const a = Array.from({ length: n }, () => random() - 0.5);
     const b = Array.from({ length: n }, () => random() - 0.5);
-    const sk = (values: number[]) =>
-      summarise([{ shape: { name: 'w', dtype: 'F64', shape: [n] }, bytes: encode('F64', values).bytes }], 2).sketch.slice();
+    const sk = (values: number[]) => summariseTensors(0, [tensor('w', 'F64', values)]);
     const [sa, sb, sd] = [sk(a), sk(b), sk(a.map((v, i) => v - b[i]))];
-    for (let i = 0; i < k; i++) assert.ok(Math.abs(sa[i] - sb[i] - sd[i]) < 1e-12, `bucket ${i}`);
+    for (let i = 0; i < K; i++) assert.ok(Math.abs(sa.sketch[i] - sb.sketch[i] - sd.sketch[i]) < 1e-12, `bucket ${i}`);
+    for (let i = 0; i < 64; i++) assert.ok(Math.abs(sa.tensorSketches[0][i] - sb.tensorSketches[0][i] - sd.tensorSketches[0][i]) < 1e-12);
   });
 
-  it('estimates distances within 5% at the 99th percentile, down to ||Δw|| = 1e-6 ||w||', () => {
-    const random = rng(13);
-    const n = 200_000;
-    const base = Array.from({ length: n }, () => random() - 0.5);
-    const errors: number[] = [];
-    for (const relative of [1e-1, 1e-3, 1e-6]) {
-      for (let trial = 0; trial < 40; trial++) {
-        const delta = Array.from({ length: n }, () => random() - 0.5);
-        const deltaNorm = Math.sqrt(delta.reduce((s, v) => s + v * v, 0));
-        const baseNorm = Math.sqrt(base.reduce((s, v) => s + v * v, 0));
-        const scale = (relative * baseNorm) / deltaNorm;
-        const moved = base.map((v, i) => v + delta[i] * scale);
-        const sketchOf = (values: number[]) => bruteSketch([{ name: `t${trial}`, values }], k);
-        const [s0, s1] = [sketchOf(base), sketchOf(moved)];
-        let estimate = 0;
-        for (let i = 0; i < k; i++) estimate += (s1[i] - s0[i]) ** 2;
-        const exact = Math.sqrt(moved.reduce((s, v, i) => s + (v - base[i]) ** 2, 0));
-        errors.push(Math.abs(Math.sqrt(estimate) / exact - 1));
-      }
-    }
-    errors.sort((x, y) => x - y);
-    const p99 = errors[Math.floor(errors.length * 0.99)];
-    assert.ok(p99 < 0.05, `99th percentile relative error ${p99}`);
-  });
-
-  it('keeps small tensors exactly and sketches integer tensors not at all', () => {
+  it('keeps small tensors exactly, sketches integer tensors not at all, and counts only floats in weightNorm', () => {
     const values = [0.5, -1.25, 3];
-    const summary = summarise(
-      [
-        { shape: { name: 'bias', dtype: 'F32', shape: [3] }, bytes: encode('F32', values).bytes },
-        { shape: { name: 'counter', dtype: 'I32', shape: [2] }, bytes: encode('I32', [7, 9]).bytes },
-      ],
-      1,
-    );
+    const summary = summariseTensors(0, [tensor('bias', 'F32', values), tensor('counter', 'I32', [7, 9])]);
     assert.deepEqual(Array.from(summary.tensorSketches[0]), values);
     assert.equal(summary.tensorSketches[1].length, 0);
-    assert.ok(relClose(summary.weightNorm, Math.sqrt(0.25 + 1.5625 + 9), 1e-12), 'weight norm counts float tensors only');
-    const expected = bruteSketch([{ name: 'bias', values }], k);
-    assert.deepEqual(Array.from(summary.sketch), Array.from(expected));
+    assert.ok(relClose(summary.weightNorm, Math.sqrt(0.25 + 1.5625 + 9), 1e-12));
+    assert.deepEqual(Array.from(summary.sketch), Array.from(bruteSketch([{ name: 'bias', held: values }], K)));
+  });
+});
+
+describe('per-tensor sketch budget', () => {
+  const table = (n: number, size: number) => Array.from({ length: n }, (_, i) => ({ name: `t${String(i).padStart(5, '0')}`, dtype: 'F32' as const, shape: [size + (i % 3)] }));
+  const total = (plans: { length: number }[]) => plans.reduce((s, p) => s + p.length, 0);
+
+  it('keeps tensorK buckets per tensor while they fit, then fewer, then only the largest tensors', () => {
+    assert.ok(planTensorSketches(table(500, 1000), 64).every((p) => p.kind === 'sketch' && p.length === 64));
+    const halved = planTensorSketches(table(1500, 1000), 64);
+    assert.ok(halved.every((p) => p.length === 16) && total(halved) <= TENSOR_SKETCH_BUDGET);
+    const many = planTensorSketches([...table(6000, 1000), { name: 'huge', dtype: 'BF16', shape: [10, 10_000] }], 64);
+    assert.equal(many.filter((p) => p.kind === 'sketch').length, TENSOR_SKETCH_BUDGET / 8);
+    assert.equal(many[6000].kind, 'sketch', 'the largest tensor keeps its sketch');
+    assert.ok(total(many) <= TENSOR_SKETCH_BUDGET);
+    assert.deepEqual(planTensorSketches([{ name: 'n', dtype: 'I64', shape: [1] }, { name: 'b', dtype: 'F16', shape: [3] }], 64).map((p) => p.kind), ['none', 'exact']);
   });
 
-  it('gives the same result when two checkpoints are fed interleaved', () => {
-    const random = rng(14);
-    const make = () => Array.from({ length: 30_000 }, () => random() - 0.5);
-    const [x, y] = [make(), make()];
-    const alone = (values: number[]) =>
-      summarise([{ shape: { name: 'w', dtype: 'F32', shape: [values.length] }, bytes: encode('F32', values).bytes }], 1).sketch.slice();
-    const [ax, ay] = [new CheckpointAccumulator(), new CheckpointAccumulator()];
-    for (const acc of [ax, ay]) acc.begin([{ name: 'w', dtype: 'F32', shape: [30_000] }]);
-    const [bx, by] = [encode('F32', x).bytes, encode('F32', y).bytes];
-    for (let off = 0; off < bx.length; off += 4096) {
-      ax.update(0, off, bx.subarray(off, off + 4096));
-      ay.update(0, off, by.subarray(off, off + 4096));
-    }
-    assert.deepEqual(Array.from(ax.finish(0).sketch), Array.from(alone(x)));
-    assert.deepEqual(Array.from(ay.finish(0).sketch), Array.from(alone(y)));
+  it('stays within the budget in a real summary, and folded sketches of different sizes compare', () => {
+    const random = rng(3);
+    const tensors = Array.from({ length: 1200 }, (_, i) => tensor(`p${i}`, 'F32', Array.from({ length: 40 + (i % 50) }, () => random() - 0.5)));
+    const summary = summariseTensors(0, tensors);
+    assert.ok(summary.tensorSketches.reduce((s, t) => s + t.length, 0) <= TENSOR_SKETCH_BUDGET);
+    assert.ok(summary.tensorSketches.every((s) => s.length === 16), '1200 tensors get 16 buckets each');
+    const big = tensor('w', 'F32', Array.from({ length: 10_000 }, () => random()));
+    const moved = tensor('w', 'F32', Array.from(big.held, (v) => v + 0.01 * (random() - 0.5)));
+    const [a, b] = [summariseTensors(1, [moved]), summariseTensors(0, [big])];
+    const wide = tensorDistances(a, b)[0].updateNorm;
+    const narrowPrev = { ...b, tensorSketches: [fold(b.tensorSketches[0], 16)] };
+    const narrow = tensorDistances(a, narrowPrev)[0].updateNorm;
+    assert.ok(Math.abs(narrow - Math.sqrt(fold(a.tensorSketches[0], 16).reduce((s, v, i) => s + (v - narrowPrev.tensorSketches[0][i]) ** 2, 0))) < 1e-12);
+    assert.ok(narrow > 0 && wide > 0);
   });
 });

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { CheckpointAccumulator } from '../src/trajectory/accumulator.js';
-import { loadTfjsKernels, tfjsKernels, type TfjsKernels } from '../src/trajectory/tfjs-kernels.js';
+import { loadTfjsKernels, tfjsKernels, type TfjsKernels } from '../src/trajectory/tfjs-backend.js';
 
 const values = Float32Array.from({ length: 20_000 }, (_, i) => Math.sin(i * 0.37) * 0.3);
 

@@ -1,5 +1,5 @@
-import { DTYPE_SIZES, FLOAT_DTYPES, elementCount, type Dtype } from '../wire/dtypes.js';
-import { F16_TABLE, Scratch } from './float-decode.js';
+import { DTYPE_SIZES, elementCount, type Dtype } from '../wire/dtypes.js';
+import { Scratch } from './float-decode.js';
 import {
   ACC_INF,
   ACC_MAX_ABS,
@@ -7,13 +7,14 @@ import {
   ACC_SIZE,
   ACC_SUM,
   ACC_SUM_SQ,
-  accumulateF32,
-  accumulateF64,
+  MAX_K,
   accumulateStatsOnly,
+  feedFloat,
   releaseWork,
   type SketchTarget,
 } from './kernels.js';
 import { SKETCH_VERSION, nameHash } from './sketch-hash.js';
+import { planTensorSketches, type TensorSketchPlan } from './tensor-sketch-plan.js';
 import type { CheckpointSummary, SketchSpec, TensorStats } from './types.js';
 
 export const DEFAULT_SKETCH_SPEC: SketchSpec = Object.freeze({ version: SKETCH_VERSION, k: 8192, tensorK: 64 });
@@ -24,80 +25,100 @@ export interface TensorShape {
   shape: number[];
 }
 
-/** Elements decoded per kernel call: keeps scratch buffers in cache. */
-const MAX_ELEMENTS_PER_CALL = 16384;
+/** Integer elements decoded per call (I64 goes through a float64 scratch of this size). */
+const INT_PIECE = 16384;
 
 interface TensorState {
   meta: TensorShape;
   count: number;
+  byteLength: number;
   acc: Float64Array;
+  /** Null for integer and boolean tensors. */
   target: SketchTarget | null;
-  /** Raw values of a tensor small enough to keep exactly. */
+  plan: TensorSketchPlan;
+  /** Raw values of a tensor kept exactly (plan.kind 'exact'). */
   exact: Float64Array | null;
 }
 
 /**
  * Builds a CheckpointSummary from the bytes of a checkpoint as they stream past, in one pass and in
- * bounded memory (the two sketches and a few scratch buffers). Feed it the decoder's callbacks:
- * `begin` with the tensor table, `update` with each element-aligned slice of tensor data in order, then
- * `finish`. Float tensors feed the whole-vector sketch and their own small sketch; integer and boolean
- * tensors get statistics only.
+ * bounded memory (the sketches, at most 256 KiB of per-tensor values and a few fixed scratch buffers).
+ *
+ * Wiring (the decoder's TensorVisitor): `begin(layout.tensors)` once, `update(index, byteOffset, bytes)`
+ * for every slice the decoder reports (whole elements, any alignment, any order; the bytes are read during
+ * the call only), then `finish(step)`. Throws RangeError on a slice that is not whole elements or runs
+ * past its tensor. Several accumulators may be fed interleaved (concurrent uploads); each gives the
+ * same summary as when fed alone.
+ *
+ * Float tensors (F64, F32, F16, BF16, decoded bit-exactly to float64 arithmetic) feed statistics, the
+ * whole-vector sketch and their per-tensor values (tensor-sketch-plan.ts). Integer and boolean tensors
+ * (step counters, masks) are not weights: statistics only, no sketch, not in weightNorm.
  */
 export class CheckpointAccumulator {
   readonly spec: SketchSpec;
   private readonly sketch: Float64Array;
   private tensors: TensorState[] = [];
   private readonly scratch = new Scratch();
-  private halfScratch = new Float32Array(MAX_ELEMENTS_PER_CALL);
-  private halfScratchBits = new Int32Array(this.halfScratch.buffer);
-  private intScratch = new Float64Array(MAX_ELEMENTS_PER_CALL);
-  private readonly discard: Float64Array;
+  private readonly intScratch = new Float64Array(INT_PIECE);
 
   constructor(spec: SketchSpec = DEFAULT_SKETCH_SPEC) {
     for (const k of [spec.k, spec.tensorK]) {
-      if (!Number.isInteger(Math.log2(k)) || k < 2 || k > 8192) throw new RangeError(`sketch sizes must be powers of two in [2, 8192], got ${k}`);
+      if (!Number.isInteger(Math.log2(k)) || k < 2 || k > MAX_K) throw new RangeError(`sketch sizes must be powers of two in [2, ${MAX_K}], got ${k}`);
     }
+    if (spec.tensorK > spec.k) throw new RangeError(`tensorK (${spec.tensorK}) must not exceed k (${spec.k})`);
+    if (spec.version !== SKETCH_VERSION) throw new RangeError(`this build computes sketch version ${SKETCH_VERSION}, not ${spec.version}`);
     this.spec = spec;
     this.sketch = new Float64Array(spec.k);
-    this.discard = new Float64Array(spec.tensorK);
   }
 
   begin(tensors: readonly TensorShape[]): void {
-    this.tensors = tensors.map((meta) => {
+    const plans = planTensorSketches(tensors, this.spec.tensorK);
+    this.tensors = tensors.map((meta, i) => {
+      const plan = plans[i];
       const count = elementCount(meta.shape);
-      const isFloat = FLOAT_DTYPES.has(meta.dtype);
-      const small = count <= this.spec.tensorK;
-      const exact = isFloat && small ? new Float64Array(count) : null;
+      const isFloat = meta.dtype === 'F64' || meta.dtype === 'F32' || meta.dtype === 'F16' || meta.dtype === 'BF16';
       const target: SketchTarget | null = isFloat
         ? {
             sketch: this.sketch,
             mask: this.spec.k - 1,
-            tensorSketch: small ? this.discard : new Float64Array(this.spec.tensorK),
-            tensorMask: this.spec.tensorK - 1,
+            // A throwaway unless the plan keeps a sketch of this tensor.
+            tensorSketch: new Float64Array(plan.kind === 'sketch' ? plan.length : plan.buckets),
+            tensorMask: plan.buckets - 1,
             tensorHash: nameHash(meta.name),
+            count,
           }
         : null;
-      return { meta, count, acc: new Float64Array(ACC_SIZE), target, exact };
+      const exact = plan.kind === 'exact' ? new Float64Array(count) : null;
+      return { meta, count, byteLength: count * DTYPE_SIZES[meta.dtype], acc: new Float64Array(ACC_SIZE), target, plan, exact };
     });
   }
 
   /** `bytes` holds whole elements of tensor `index`, starting at byte `byteOffset` of that tensor. */
   update(index: number, byteOffset: number, bytes: Uint8Array): void {
     const state = this.tensors[index];
+    if (!state) throw new RangeError(`no tensor ${index}`);
     const size = DTYPE_SIZES[state.meta.dtype];
-    const elementsPerCall = MAX_ELEMENTS_PER_CALL;
-    for (let offset = 0; offset < bytes.byteLength; offset += elementsPerCall * size) {
-      const slice = bytes.subarray(offset, Math.min(bytes.byteLength, offset + elementsPerCall * size));
-      this.accumulate(state, (byteOffset + offset) / size, slice);
+    if (byteOffset % size !== 0 || bytes.byteLength % size !== 0 || byteOffset < 0 || byteOffset + bytes.byteLength > state.byteLength) {
+      throw new RangeError(`bytes [${byteOffset}, ${byteOffset + bytes.byteLength}) are not whole ${state.meta.dtype} elements of '${state.meta.name}' (${state.byteLength} bytes)`);
+    }
+    const firstIndex = byteOffset / size;
+    const { target, acc, exact } = state;
+    const dtype = state.meta.dtype;
+    if (target && (dtype === 'F32' || dtype === 'F64' || dtype === 'F16' || dtype === 'BF16')) {
+      feedFloat(dtype, bytes, firstIndex, target, acc, exact ? (values, first) => copyFinite(values, exact, first) : null);
+      return;
+    }
+    for (let offset = 0; offset < bytes.byteLength; offset += INT_PIECE * size) {
+      accumulateStatsOnly(this.decodeInteger(dtype, bytes.subarray(offset, offset + INT_PIECE * size)), acc);
     }
   }
 
   finish(step: number): CheckpointSummary {
-    releaseWork(this.sketch, ...this.tensors.flatMap((t) => (t.target ? [t.target.tensorSketch] : [])));
+    releaseWork(this.tensors.flatMap((t) => (t.target ? [t.target] : [])));
     let weightSumSq = 0;
     const tensors: TensorStats[] = [];
     const tensorSketches: Float64Array[] = [];
-    for (const { meta, count, acc, target, exact } of this.tensors) {
+    for (const { meta, count, acc, target, plan, exact } of this.tensors) {
       const finite = count - acc[ACC_NAN] - acc[ACC_INF];
       tensors.push({
         name: meta.name,
@@ -111,47 +132,9 @@ export class CheckpointAccumulator {
         infCount: acc[ACC_INF],
       });
       if (target) weightSumSq += acc[ACC_SUM_SQ];
-      tensorSketches.push(exact ?? (target && target.tensorSketch !== this.discard ? target.tensorSketch : new Float64Array(0)));
+      tensorSketches.push(exact ?? (target && plan.kind === 'sketch' ? target.tensorSketch : new Float64Array(0)));
     }
     return { step, spec: this.spec, sketch: this.sketch, tensors, tensorSketches, weightNorm: Math.sqrt(weightSumSq) };
-  }
-
-  private accumulate(state: TensorState, firstIndex: number, bytes: Uint8Array): void {
-    const { target, acc } = state;
-    switch (state.meta.dtype) {
-      case 'F32': {
-        const x = this.scratch.view(Float32Array, bytes);
-        accumulateF32(x, new Int32Array(x.buffer, x.byteOffset, x.length), firstIndex, target!, acc);
-        if (state.exact) copyFinite(x, state.exact, firstIndex);
-        return;
-      }
-      case 'F64': {
-        const x = this.scratch.view(Float64Array, bytes);
-        accumulateF64(x, firstIndex, target!, acc);
-        if (state.exact) copyFinite(x, state.exact, firstIndex);
-        return;
-      }
-      case 'F16': {
-        const bits = this.scratch.view(Uint16Array, bytes);
-        const x = this.halfScratch.subarray(0, bits.length);
-        for (let i = 0; i < bits.length; i++) x[i] = F16_TABLE[bits[i]];
-        accumulateF32(x, this.halfScratchBits.subarray(0, bits.length), firstIndex, target!, acc);
-        if (state.exact) copyFinite(x, state.exact, firstIndex);
-        return;
-      }
-      case 'BF16': {
-        // A BF16 value is the upper half of the F32 with the same bits.
-        const bits = this.scratch.view(Uint16Array, bytes);
-        const words = this.halfScratchBits.subarray(0, bits.length);
-        for (let i = 0; i < bits.length; i++) words[i] = bits[i] << 16;
-        const x = this.halfScratch.subarray(0, bits.length);
-        accumulateF32(x, words, firstIndex, target!, acc);
-        if (state.exact) copyFinite(x, state.exact, firstIndex);
-        return;
-      }
-      default:
-        accumulateStatsOnly(this.decodeInteger(state.meta.dtype, bytes), acc);
-    }
   }
 
   private decodeInteger(dtype: Dtype, bytes: Uint8Array): ArrayLike<number> {
@@ -175,6 +158,18 @@ export class CheckpointAccumulator {
         throw new Error(`not an integer dtype: ${dtype}`);
     }
   }
+}
+
+/** Summary of tensors held whole in memory (tests, offline tools): one update per tensor. */
+export function summariseTensors(
+  step: number,
+  tensors: readonly (TensorShape & { bytes: Uint8Array })[],
+  spec: SketchSpec = DEFAULT_SKETCH_SPEC,
+): CheckpointSummary {
+  const accumulator = new CheckpointAccumulator(spec);
+  accumulator.begin(tensors);
+  tensors.forEach((t, i) => accumulator.update(i, 0, t.bytes));
+  return accumulator.finish(step);
 }
 
 function copyFinite(x: ArrayLike<number>, exact: Float64Array, firstIndex: number): void {

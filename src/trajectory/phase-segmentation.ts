@@ -6,8 +6,12 @@
  *   minimising the total within-segment sum of squared deviations of the features, by dynamic programming
  *   over prefix sums (O(count · n²)). The features are the log per-step update norm and, when known at
  *   every checkpoint, the log training loss, each standardised to unit variance so neither dominates.
- *   Above MAX_POINTS (500) checkpoints, consecutive checkpoints are pooled into groups first (boundaries then
- *   fall between groups). Ties go to the earliest boundary, so the result is deterministic.
+ *   Every segment holds at least `minSegment` checkpoints (default ⌊n / (4 · count)⌋, at least 1), so one
+ *   outlier (a spike, the newest checkpoint) cannot make a phase of its own and boundaries stay put as
+ *   checkpoints arrive. Above MAX_POINTS (500) checkpoints, consecutive checkpoints are pooled into equal
+ *   groups first and boundaries fall between groups: the cost stays O(count · 500²) ≈ 1 ms however long
+ *   the run (n = 10,000 pools groups of 20). Ties go to the earliest boundary, so the result is
+ *   deterministic.
  *
  * With fewer checkpoints than phases, checkpoint i gets phase i: the run has not reached the later
  * phases yet. Boundaries move as checkpoints arrive; decisions that depend on them are provisional.
@@ -24,6 +28,8 @@ export interface PhaseInput {
   count?: number;
   /** `auto`: fraction when plannedSteps is known, else dynamics. */
   by?: PhaseMethod | 'auto';
+  /** Least checkpoints per phase by dynamics; default ⌊n / (4 · count)⌋ (at least 1). */
+  minSegment?: number;
 }
 
 export interface PhaseAssignment {
@@ -51,7 +57,8 @@ export function assignPhases(input: PhaseInput): PhaseAssignment {
     return { method, names, phaseOf: input.steps.map((s) => Math.min(count - 1, Math.floor((s / planned) * count))) };
   }
   if (n <= count) return { method, names, phaseOf: input.steps.map((_, i) => i) };
-  return { method, names, phaseOf: segmentByDynamics(features(input), count) };
+  const minSegment = Math.max(1, Math.min(Math.floor(n / count), input.minSegment ?? Math.floor(n / (4 * count))));
+  return { method, names, phaseOf: segmentByDynamics(features(input), count, minSegment) };
 }
 
 /** One row per checkpoint, standardised columns. */
@@ -73,12 +80,13 @@ function standardise(column: number[]): number[] {
   return column.map((v) => (sd > 0 ? (v - mean) / sd : 0));
 }
 
-function segmentByDynamics(rows: number[][], count: number): number[] {
+function segmentByDynamics(rows: number[][], count: number, minSegment: number): number[] {
   const n = rows.length;
   const groupSize = Math.ceil(n / MAX_POINTS);
+  const minGroups = Math.max(1, Math.min(Math.floor(Math.ceil(n / groupSize) / count), Math.ceil(minSegment / groupSize)));
   const groups: { rows: number[][]; members: number }[] = [];
   for (let i = 0; i < n; i += groupSize) groups.push({ rows: rows.slice(i, i + groupSize), members: Math.min(groupSize, n - i) });
-  const groupPhase = optimalSegments(groups.map((g) => g.rows), count);
+  const groupPhase = optimalSegments(groups.map((g) => g.rows), count, minGroups);
   const phaseOf: number[] = [];
   groups.forEach((g, gi) => {
     for (let m = 0; m < g.members; m++) phaseOf.push(groupPhase[gi]);
@@ -86,8 +94,8 @@ function segmentByDynamics(rows: number[][], count: number): number[] {
   return phaseOf;
 }
 
-/** Least-squares segmentation of groups of rows into `count` contiguous non-empty segments. */
-function optimalSegments(groups: number[][][], count: number): number[] {
+/** Least-squares segmentation of groups of rows into `count` contiguous segments of ≥ minGroups groups. */
+function optimalSegments(groups: number[][][], count: number, minGroups: number): number[] {
   const g = groups.length;
   const dims = groups[0][0].length;
   // Prefix sums over groups of count, Σx and Σx² per dimension.
@@ -122,8 +130,9 @@ function optimalSegments(groups: number[][][], count: number): number[] {
   const from = Array.from({ length: segments + 1 }, () => new Int32Array(g + 1));
   best[0][0] = 0;
   for (let k = 1; k <= segments; k++) {
-    for (let j = k; j <= g - (segments - k); j++) {
-      for (let i = k - 1; i < j; i++) {
+    for (let j = k * minGroups; j <= g - (segments - k) * minGroups; j++) {
+      for (let i = (k - 1) * minGroups; i <= j - minGroups; i++) {
+        if (best[k - 1][i] === Infinity) continue;
         const c = best[k - 1][i] + cost(i, j);
         if (c < best[k][j] - 1e-12) {
           best[k][j] = c;

@@ -50,8 +50,16 @@ export function indicatorsFor(
   };
 }
 
-/** Indicators of every checkpoint of a run, from its summaries sorted by step. */
+/**
+ * Indicators of every checkpoint of a run, from its summaries in increasing step order (throws
+ * RangeError otherwise): what to run when a checkpoint arrives out of order or one is removed. Appending
+ * a checkpoint after the last needs only `indicatorsFor` with the first, previous and one-before-previous
+ * summaries and the previous path length. Cost: O(n · k) for n checkpoints.
+ */
 export function computeIndicators(summaries: readonly CheckpointSummary[]): CheckpointIndicators[] {
+  for (let i = 1; i < summaries.length; i++) {
+    if (!(summaries[i].step > summaries[i - 1].step)) throw new RangeError(`summaries must be in increasing step order: ${summaries[i - 1].step} then ${summaries[i].step}`);
+  }
   const out: CheckpointIndicators[] = [];
   summaries.forEach((current, i) => {
     out.push(

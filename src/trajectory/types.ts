@@ -20,13 +20,14 @@ export interface TensorStats {
 export interface SketchSpec {
   version: number;
   k: number;
-  /** Buckets of each per-tensor sketch (tensors with at most this many elements are stored exactly). */
+  /** Most buckets of a per-tensor sketch (fewer for models with many tensors: tensor-sketch-plan.ts). */
   tensorK: number;
 }
 
 /**
  * What the gateway keeps of a checkpoint's weights, computed in the upload's single pass: enough to
- * estimate the distance between any two checkpoints of a run without their bytes.
+ * estimate the distance between any two checkpoints of a run without their bytes. Stored size:
+ * 8·k bytes of sketch (64 KiB at k = 8192), at most 256 KiB of per-tensor values, and the statistics.
  */
 export interface CheckpointSummary {
   step: number;
@@ -36,8 +37,9 @@ export interface CheckpointSummary {
   /** In the checkpoint's tensor order. */
   tensors: TensorStats[];
   /**
-   * Per tensor (same order): its own small sketch, `spec.tensorK` buckets; for tensors with at most
-   * `spec.tensorK` elements the raw values instead (exact). Empty for non-float tensors.
+   * Per tensor (same order), as planned by tensor-sketch-plan.ts: the raw values when there are as many
+   * as the tensor has elements (exact), else its own CountSketch (a power-of-two bucket count ≤
+   * spec.tensorK); empty for integer/boolean tensors and for tensors past the per-checkpoint budget.
    */
   tensorSketches: Float64Array[];
   /** Exact L2 norm of all finite float weights. */
