@@ -3,19 +3,9 @@ import { describe, it } from 'node:test';
 import type { MetricPoint } from '../src/catalog/records.js';
 import { EstimateAccumulator } from '../src/estimate/accumulator.js';
 import { currentEstimate, estimateHistory, type Estimate } from '../src/estimate/estimate.js';
+import { prng as rng } from './helpers/checkpoints.js';
 
 const N = 1000;
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** A synthetic run: every step logs lr, gradNorm, gradVariance (updateNorm on some), gap increments every
  *  5 steps, evaluation points every 50 logged as a separate point at the same step. */
