@@ -74,6 +74,24 @@ describe('S3BlobStore', () => {
     }
   });
 
+  it('rejects the write or the commit when the server goes away mid-upload', async () => {
+    const own = await startS3rver('mid-write');
+    const store = s3Store(own.endpoint, own.bucket, '');
+    try {
+      const writer = store.createWriter('k');
+      const chunk = new Uint8Array(64 * 1024);
+      for (let i = 0; i < 96; i++) await writer.write(chunk); // 6 MiB: the first part is under way
+      await own.close();
+      await assert.rejects(async () => {
+        for (let i = 0; i < 16; i++) await writer.write(chunk);
+        await writer.commit();
+      }, isStorageUnavailable);
+      await writer.abort();
+    } finally {
+      await store.close();
+    }
+  });
+
   it('maps a missing bucket to storage_unavailable, not to an empty store', async () => {
     const store = s3Store(server.endpoint, 'no-such-bucket', '');
     try {

@@ -79,6 +79,8 @@ export function describeBlobStoreContract(name: string, makeStore: () => Promise
       assert.equal(await store.head('runs/r1/checkpoints/0000000002-u.bin'), null);
       assert.equal(await store.get('runs/r1/checkpoints/0000000002-u.bin'), null);
       assert.deepEqual(await listAll(store, ''), []);
+      await store.collectStaging(0);
+      assert.deepEqual(await listAll(store, ''), []);
     });
 
     it('round-trips a multi-part write byte-identically', async () => {
