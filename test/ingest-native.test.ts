@@ -137,6 +137,22 @@ describe('native decoder: well-formed checkpoints', () => {
     assertDecodedAs({ visitor, layout: decoder.end() }, tensors, null);
   });
 
+  it('does not keep the caller\'s chunks: one write buffer reused for every chunk is fine', () => {
+    const tensors = randomCheckpoint(prng(13));
+    const body = encodeNative(tensors, { chunkBytes: 7, metadata: { a: 'b' } });
+    for (const size of [1, 6, 64]) {
+      const visitor = new RecordingVisitor();
+      const decoder = create(visitor, LIMITS);
+      const scratch = new Uint8Array(size);
+      for (const chunk of chunks(body, size)) {
+        scratch.set(chunk);
+        decoder.write(scratch.subarray(0, chunk.byteLength));
+        scratch.fill(0xee);
+      }
+      assertDecodedAs({ visitor, layout: decoder.end() }, tensors, { a: 'b' });
+    }
+  });
+
   it('accepts an empty checkpoint, zero-byte tensors only, and fixmap, map16 and map32 headers', () => {
     assertDecodedAs(decode(create, encodeNative([])), [], null);
     const empties: TensorData[] = [tensor(prng(5), 'e', 'F32', [0]), tensor(prng(5), 'f', 'I64', [2, 0])];

@@ -17,6 +17,7 @@ import {
   randomCheckpoint,
   tensor,
   type Chunking,
+  type DecoderFactory,
 } from './helpers/checkpoints.js';
 
 const create = createSafetensorsDecoder;
@@ -86,6 +87,31 @@ describe('safetensors decoder: well-formed checkpoints', () => {
     assertDecodedAs(decode(create, withHeader({})), [], null);
     assertDecodedAs(decode(create, withHeader({ __metadata__: { k: 'v' } }), 1), [], { k: 'v' });
     assertDecodedAs(decode(create, withHeader(Buffer.from('{"__metadata__":{}}    '))), [], {});
+  });
+
+  it('keeps a metadata key named __proto__ as an ordinary key', () => {
+    const body = withHeader(Buffer.from('{"__metadata__":{"__proto__":"x","k":"v"}}'));
+    const { layout } = decode(create, body, 5);
+    assert.deepEqual(Object.entries(layout.metadata ?? {}), [
+      ['__proto__', 'x'],
+      ['k', 'v'],
+    ]);
+  });
+
+  it('does not keep the caller\'s chunks: one write buffer reused for every chunk is fine', () => {
+    const tensors = randomCheckpoint(prng(13));
+    const body = encodeSafetensors(tensors, { a: 'b' });
+    for (const size of [1, 6, 64]) {
+      const visitor = new RecordingVisitor();
+      const decoder = create(visitor, LIMITS);
+      const scratch = new Uint8Array(size);
+      for (const chunk of chunks(body, size)) {
+        scratch.set(chunk);
+        decoder.write(scratch.subarray(0, chunk.byteLength));
+        scratch.fill(0xee);
+      }
+      assertDecodedAs({ visitor, layout: decoder.end() }, tensors, { a: 'b' });
+    }
   });
 
   it('knows the expected length only once the header is parsed', () => {
@@ -257,5 +283,28 @@ describe('safetensors decoder: memory', () => {
   it('decodes a 64 MiB checkpoint fed in 64 KiB chunks without buffering the body', () => {
     const growth = measureDecodeGrowth(create, body(), 64 * 1024);
     assert.ok(growth < 8 * MiB, `memory grew by ${(growth / MiB).toFixed(1)} MiB while decoding 64 MiB`);
+  });
+
+  it('the measurement notices a visitor or a decoder that keeps the body (so the check above means something)', () => {
+    const kept: Uint8Array[] = [];
+    const hoarder: TensorVisitor = { onHeader() {}, onData: (_i, _o, bytes) => void kept.push(bytes) };
+    const byVisitor = measureDecodeGrowth(create, body(), 64 * 1024, hoarder);
+    assert.ok(byVisitor > 48 * MiB, `a hoarding visitor: memory grew by only ${(byVisitor / MiB).toFixed(1)} MiB`);
+    kept.length = 0;
+    const buffering: DecoderFactory = (visitor, limits) => {
+      const inner = create(visitor, limits);
+      const pieces: Uint8Array[] = [];
+      return {
+        format: inner.format,
+        expectedLength: null,
+        write: (chunk) => void pieces.push(chunk),
+        end: () => {
+          for (const piece of pieces) inner.write(piece);
+          return inner.end();
+        },
+      };
+    };
+    const byDecoder = measureDecodeGrowth(buffering, body(), 64 * 1024);
+    assert.ok(byDecoder > 48 * MiB, `a buffering decoder: memory grew by only ${(byDecoder / MiB).toFixed(1)} MiB`);
   });
 });

@@ -110,19 +110,24 @@ class NativeDecoder implements CheckpointDecoder {
   /**
    * Buffers header bytes; once the header record unpacks, validates it and returns where the data records
    * begin. Unpacking is retried only after the buffer has grown by half (or by what msgpackr says is
-   * missing), so a header trickling in byte by byte costs linear, not quadratic, time.
+   * missing), so a header trickling in byte by byte costs linear, not quadratic, time. Bytes kept past a
+   * write() are copies: the caller may reuse its chunk once write() returns.
    */
   private feedHeader(chunk: Uint8Array): { bytes: Uint8Array; start: number } | null {
     if (this.headerBuffered === 0) checkHeaderStart(chunk[0]);
-    this.headerPieces.push(chunk);
     this.headerBuffered += chunk.byteLength;
-    if (this.headerBuffered < this.nextAttempt) return null;
+    if (this.headerBuffered < this.nextAttempt) {
+      this.headerPieces.push(new Uint8Array(chunk));
+      return null;
+    }
+    this.headerPieces.push(chunk);
     return this.unpackHeader();
   }
 
+  /** Only the last of `headerPieces` may be the caller's chunk (see feedHeader). */
   private unpackHeader(): { bytes: Uint8Array; start: number } | null {
-    const buffer = this.headerPieces.length === 1 ? this.headerPieces[0] : Buffer.concat(this.headerPieces);
-    this.headerPieces = [buffer];
+    const pieces = this.headerPieces;
+    const buffer = pieces.length === 1 ? pieces[0] : Buffer.concat(pieces);
     const max = this.limits.maxHeaderBytes;
     let header: unknown;
     let end = 0;
@@ -137,6 +142,7 @@ class NativeDecoder implements CheckpointDecoder {
       const e = (typeof err === 'object' && err !== null ? err : {}) as IncompleteError;
       if (e.incomplete !== true) throw errors.malformed(`native header record is not valid msgpack: ${messageOf(err)}`);
       if (this.headerBuffered > max) throw headerTooLarge(max);
+      this.headerPieces = [buffer === pieces[pieces.length - 1] ? new Uint8Array(buffer) : buffer];
       const grown = Math.max(this.headerBuffered + (e.missingBytes ?? 1), Math.ceil(this.headerBuffered * 1.5));
       this.nextAttempt = Math.min(grown, max + 1);
       return null;

@@ -69,12 +69,12 @@ export function checkShape(tensor: string, dtype: Dtype, shape: unknown): number
 /** Checks `{string: string}` metadata (`what` names it in messages). */
 export function checkMetadata(what: string, value: unknown): Record<string, string> {
   if (!isPlainObject(value)) throw errors.malformed(`${what} must be an object of strings, got ${describe(value)}`);
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(value)) {
+  const entries = Object.entries(value);
+  for (const [k, v] of entries) {
     if (typeof v !== 'string') throw errors.malformed(`${what} value for key '${k}' must be a string, got ${describe(v)}`, { key: k });
-    out[k] = v;
   }
-  return out;
+  // fromEntries defines own properties, so a key named "__proto__" survives (assignment would drop it).
+  return Object.fromEntries(entries) as Record<string, string>;
 }
 
 /**

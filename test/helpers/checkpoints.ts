@@ -172,28 +172,33 @@ const gc = vm.runInNewContext('gc') as () => void;
 
 /**
  * Decodes `body` fed as fresh copies of `chunkBytes`-sized chunks (as a socket would deliver it) and
- * returns how far heap plus ArrayBuffer memory rose above the starting point, sampled after a forced GC
- * every 4 MiB. A decoder (or visitor) that keeps the chunks shows up as growth of about the body size.
+ * returns the largest rise of heap plus ArrayBuffer memory, sampled after a forced GC every 2 MiB, above
+ * the lowest sample taken before it. A decoder (or visitor) that keeps the chunks shows up as a rise of
+ * about the body size. Measuring from the lowest earlier sample rather than from the first one matters:
+ * garbage the caller made (the body's source tensors, a previous test's buffers) can stay reachable from a
+ * stale stack slot through the first GC and be freed mid-run, which offsets a fixed baseline by as much as
+ * the body and once hid a visitor that kept everything.
  */
 export function measureDecodeGrowth(create: DecoderFactory, body: Uint8Array, chunkBytes: number, visitor: TensorVisitor = nullVisitor): number {
-  const used = () => {
+  const sampleEvery = Math.max(1, Math.floor((2 * 1024 * 1024) / chunkBytes));
+  let trough = Number.POSITIVE_INFINITY;
+  let rise = 0;
+  const sample = () => {
+    gc();
     const m = process.memoryUsage();
-    return m.heapUsed + m.arrayBuffers;
+    const used = m.heapUsed + m.arrayBuffers;
+    trough = Math.min(trough, used);
+    rise = Math.max(rise, used - trough);
   };
-  const sampleEvery = Math.max(1, Math.floor((4 * 1024 * 1024) / chunkBytes));
-  gc();
-  const baseline = used();
-  let peak = baseline;
+  sample();
   const decoder = create(visitor, LIMITS);
   let n = 0;
   for (const chunk of chunks(body, chunkBytes)) {
     decoder.write(Buffer.from(chunk));
-    if (++n % sampleEvery === 0) {
-      gc();
-      peak = Math.max(peak, used());
-    }
+    if (++n % sampleEvery === 0) sample();
   }
+  sample();
   decoder.end();
-  gc();
-  return Math.max(peak, used()) - baseline;
+  sample();
+  return rise;
 }
