@@ -5,7 +5,7 @@ import type { CheckpointRecord } from '../catalog/records.js';
 import { AppError } from '../errors.js';
 import type { BlobStore, BlobWriter } from '../storage/blob-store.js';
 import { checkpointDataKey, manifestKeyFor } from '../storage/keys.js';
-import type { CheckpointFormat } from '../wire/formats.js';
+import { MEDIA_TYPES, OCTET_STREAM, SHA256_HEADER, type CheckpointFormat } from '../wire/formats.js';
 import { peek, readBody } from './body.js';
 import { CheckpointAnalysis, type AnalysedCheckpoint } from './checkpoint-analysis.js';
 import type { DecoderLimits } from './decoder.js';
@@ -74,7 +74,7 @@ export class CheckpointIngest<D> {
     const declared = formatFromContentType(req.contentType);
     if (declared === null) {
       throw new AppError('unsupported_media_type', `content type '${req.contentType}' is not a checkpoint format`, {
-        supported: ['application/vnd.safetensors', 'application/vnd.trajgate.checkpoint+msgpack', 'application/octet-stream'],
+        supported: [...Object.values(MEDIA_TYPES), OCTET_STREAM],
       });
     }
     const body = readBody(req.body, this.limits.maxCheckpointBytes);
@@ -192,7 +192,7 @@ function resolveAgainst<D>(existing: CheckpointRecord, sha256: string): IngestOu
 
 function checkDeclaredSha(declared: string | undefined, actual: string): void {
   if (declared !== undefined && declared !== actual) {
-    throw new AppError('checksum_mismatch', `body SHA-256 is ${actual}, the ${'x-trajgate-sha256'} header says ${declared}`, {
+    throw new AppError('checksum_mismatch', `body SHA-256 is ${actual}, the ${SHA256_HEADER} header says ${declared}`, {
       declared,
       actual,
     });
