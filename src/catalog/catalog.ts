@@ -67,6 +67,12 @@ export interface Catalog {
 
   /** The run's logged values of one metric field, ordered by (step, arrival); absent values skipped. */
   listMetricSeries(run: string, field: MetricField): Promise<{ step: number; value: number }[]>;
+  /**
+   * Per checkpoint of the run (ordered by step), the mean or the last value of `field` logged in
+   * (previous checkpoint's step, this checkpoint's step]; null where nothing was logged. Aggregated by the
+   * database, so runs with millions of points are not read into memory.
+   */
+  metricAtCheckpoints(run: string, field: MetricField, mode: 'mean' | 'last'): Promise<{ step: number; value: number | null }[]>;
 
   /** Throws `catalog_unavailable` when the database cannot be reached. Used by /readyz. */
   ping(): Promise<void>;

@@ -273,6 +273,25 @@ export class KyselyCatalog implements Catalog {
     });
   }
 
+  metricAtCheckpoints(run: string, field: MetricField, mode: 'mean' | 'last'): Promise<{ step: number; value: number | null }[]> {
+    const column = sql.ref(`m.${METRIC_COLUMNS[field]}`);
+    const previous = sql`coalesce((select max(p.step) from checkpoints p where p.run_id = c.run_id and p.step < c.step), -1)`;
+    const inInterval = sql`m.run_id = c.run_id and m.step > ${previous} and m.step <= c.step and ${column} is not null`;
+    const value =
+      mode === 'mean'
+        ? sql<number | null>`(select avg(${column}) from metric_points m where ${inInterval})`
+        : sql<number | null>`(select ${column} from metric_points m where ${inInterval} order by m.step desc, m.id desc limit 1)`;
+    return guard('metricAtCheckpoints', async () => {
+      const rows = await this.db
+        .selectFrom('checkpoints as c')
+        .select(['c.step', value.as('value')])
+        .where('c.run_id', '=', run)
+        .orderBy('c.step')
+        .execute();
+      return rows.map((r) => ({ step: num(r.step), value: r.value === null ? null : Number(r.value) }));
+    });
+  }
+
   getEstimateState(run: string): Promise<unknown> {
     return guard('getEstimateState', async () => {
       const row = await this.db.selectFrom('estimate_states').select('state').where('run_id', '=', run).executeTakeFirst();

@@ -1,7 +1,6 @@
 import type { Catalog, RetentionOutcome } from '../catalog/catalog.js';
 import type { CheckpointRecord, RunRecord } from '../catalog/records.js';
 import { AppError, errors } from '../errors.js';
-import { lossAtCheckpoints } from '../trajectory/run-analysis.js';
 import { decideRetention, type RetentionDecision } from './engine.js';
 import { DEFAULT_POLICY, PolicyInput, resolvePolicy, type Policy } from './policy.js';
 
@@ -34,11 +33,11 @@ export class RetentionService {
     const checkpoints = (await this.catalog.listCheckpoints(runId)).filter((c) => c.indicators !== null);
     const steps = checkpoints.map((c) => c.step);
     const [trainLoss, metric] = await Promise.all([
-      this.catalog.listMetricSeries(runId, 'trainLoss'),
-      effective.best ? this.catalog.listMetricSeries(runId, effective.best.metric) : Promise.resolve([]),
+      this.catalog.metricAtCheckpoints(runId, 'trainLoss', 'mean'),
+      effective.best ? this.catalog.metricAtCheckpoints(runId, effective.best.metric, 'last') : Promise.resolve([]),
     ]);
-    const lossAt = lossAtCheckpoints(steps, trainLoss.map(({ step, value }) => ({ step, trainLoss: value })));
-    const metricAt = lastValueAtCheckpoints(steps, metric);
+    const lossAt = valuesAt(steps, trainLoss);
+    const metricAt = valuesAt(steps, metric);
     const decision = decideRetention({
       checkpoints: checkpoints.map((c, i) => ({
         step: c.step,
@@ -81,14 +80,8 @@ export class RetentionService {
   }
 }
 
-/** The last value logged in (previous checkpoint's step, checkpoint's step], or null. */
-function lastValueAtCheckpoints(steps: readonly number[], series: readonly { step: number; value: number }[]): (number | null)[] {
-  const out: (number | null)[] = [];
-  let p = 0;
-  for (const step of steps) {
-    let last: number | null = null;
-    while (p < series.length && series[p].step <= step) last = series[p++].value;
-    out.push(last);
-  }
-  return out;
+/** The values for `steps` (checkpoints with indicators) out of the per-checkpoint series. */
+function valuesAt(steps: readonly number[], series: readonly { step: number; value: number | null }[]): (number | null)[] {
+  const byStep = new Map(series.map((s) => [s.step, s.value]));
+  return steps.map((step) => byStep.get(step) ?? null);
 }

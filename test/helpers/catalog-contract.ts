@@ -131,6 +131,28 @@ export function describeCatalogContract(name: string, open: () => Promise<Opened
       assert.equal((await catalog.getCheckpoint(run, 3))?.pinned, true);
     });
 
+    it('aggregates a metric per checkpoint interval in the database', async () => {
+      const run = runId('intervals');
+      for (const step of [10, 20, 30]) await catalog.insertCheckpoint(checkpoint(run, step));
+      await catalog.appendMetrics(run, [
+        { step: 5, trainLoss: 1, valLoss: 9 },
+        { step: 10, trainLoss: 3 },
+        { step: 15, trainLoss: 2, valLoss: 7 },
+        { step: 20, valLoss: 6 },
+        { step: 31, trainLoss: 8 },
+      ]);
+      assert.deepEqual(await catalog.metricAtCheckpoints(run, 'trainLoss', 'mean'), [
+        { step: 10, value: 2 },
+        { step: 20, value: 2 },
+        { step: 30, value: null },
+      ]);
+      assert.deepEqual(await catalog.metricAtCheckpoints(run, 'valLoss', 'last'), [
+        { step: 10, value: 9 },
+        { step: 20, value: 6 },
+        { step: 30, value: null },
+      ]);
+    });
+
     it('stores estimate state per run, replacing it', async () => {
       const run = runId('estimate');
       assert.equal(await catalog.getEstimateState(run), null);

@@ -1,7 +1,7 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import { errors } from '../../errors.js';
-import { analyseRun, lossAtCheckpoints } from '../../trajectory/run-analysis.js';
+import { analyseRun } from '../../trajectory/run-analysis.js';
 import type { AppContext } from '../context.js';
 import { parseRunId } from '../ids.js';
 import { parseInput } from '../validate.js';
@@ -25,13 +25,10 @@ export function trajectoryRoutes(ctx: AppContext): Router {
     if (query.by === 'fraction' && !run.plannedSteps) {
       throw errors.invalidRequest(`phases by fraction need the run's plannedSteps; set it with PUT /v1/runs/${id}`);
     }
-    const checkpoints = (await ctx.catalog.listCheckpoints(id)).flatMap((c) =>
-      c.indicators ? [{ step: c.step, indicators: c.indicators }] : [],
-    );
-    const trainLoss = lossAtCheckpoints(
-      checkpoints.map((c) => c.step),
-      (await ctx.catalog.listMetricSeries(id, 'trainLoss')).map(({ step, value }) => ({ step, trainLoss: value })),
-    );
+    const [records, losses] = await Promise.all([ctx.catalog.listCheckpoints(id), ctx.catalog.metricAtCheckpoints(id, 'trainLoss', 'mean')]);
+    const lossByStep = new Map(losses.map((l) => [l.step, l.value]));
+    const checkpoints = records.flatMap((c) => (c.indicators ? [{ step: c.step, indicators: c.indicators }] : []));
+    const trainLoss = checkpoints.map((c) => lossByStep.get(c.step) ?? null);
     res.json(
       analyseRun({
         checkpoints,
