@@ -65,8 +65,6 @@ export interface Catalog {
   getEstimateState(run: string): Promise<unknown>;
   putEstimateState(run: string, state: unknown): Promise<void>;
 
-  /** The run's logged values of one metric field, ordered by (step, arrival); absent values skipped. */
-  listMetricSeries(run: string, field: MetricField): Promise<{ step: number; value: number }[]>;
   /**
    * Per checkpoint of the run (ordered by step), the mean or the last value of `field` logged in
    * (previous checkpoint's step, this checkpoint's step]; null where nothing was logged. Aggregated by the

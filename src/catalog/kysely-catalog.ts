@@ -311,21 +311,6 @@ export class KyselyCatalog implements Catalog {
     });
   }
 
-  listMetricSeries(run: string, field: MetricField): Promise<{ step: number; value: number }[]> {
-    const column = METRIC_COLUMNS[field];
-    return guard('listMetricSeries', async () => {
-      const rows = await this.db
-        .selectFrom('metric_points')
-        .select(['step', `${column} as value`])
-        .where('run_id', '=', run)
-        .where(column, 'is not', null)
-        .orderBy('step')
-        .orderBy('id')
-        .execute();
-      return rows.map((r) => ({ step: num(r.step), value: num(r.value as number) }));
-    });
-  }
-
   ping(): Promise<void> {
     return guard('ping', async () => {
       await sql`select 1`.execute(this.db);

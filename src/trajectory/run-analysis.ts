@@ -76,23 +76,3 @@ export function analyseRun(input: AnalysisInput): RunTrajectory {
     },
   };
 }
-
-/**
- * Mean of the logged training losses in (previous checkpoint's step, checkpoint's step] for each
- * checkpoint (the first takes everything up to its step). `points` sorted by step.
- */
-export function lossAtCheckpoints(steps: readonly number[], points: readonly { step: number; trainLoss: number }[]): (number | null)[] {
-  const out: (number | null)[] = [];
-  let p = 0;
-  for (const step of steps) {
-    let sum = 0;
-    let count = 0;
-    while (p < points.length && points[p].step <= step) {
-      sum += points[p].trainLoss;
-      count++;
-      p++;
-    }
-    out.push(count > 0 ? sum / count : null);
-  }
-  return out;
-}
