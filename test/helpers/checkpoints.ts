@@ -8,17 +8,8 @@ import type { TensorData } from '../../src/wire/safetensors.js';
 
 export const LIMITS: DecoderLimits = { maxHeaderBytes: 64 * 1024, maxTensors: 1000 };
 
-/** mulberry32: a small seeded PRNG returning floats in [0, 1). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32: the seeded PRNG the training harness uses, floats in [0, 1). */
+export { mulberry32 as prng } from '../../scripts/lib/mnist-data.js';
 
 export type Rng = () => number;
 
