@@ -237,8 +237,8 @@ function calibrate(cal: Totals, x0: number, minPoints: number): { interval: GapI
   return { interval: { estimate, low: estimate - half, high: estimate + half }, a, s, k };
 }
 
-/** Totals at `step` by linear interpolation between snapshots (zero at step 0, flat past the last). */
-function totalsAt(snapshots: readonly Snapshot[], step: number): Totals {
+/** How many snapshots (sorted by step) are at or before `step`. */
+function countAtOrBefore(snapshots: readonly Snapshot[], step: number): number {
   let lo = 0;
   let hi = snapshots.length;
   while (lo < hi) {
@@ -246,6 +246,12 @@ function totalsAt(snapshots: readonly Snapshot[], step: number): Totals {
     if (snapshots[mid].step <= step) lo = mid + 1;
     else hi = mid;
   }
+  return lo;
+}
+
+/** Totals at `step` by linear interpolation between snapshots (zero at step 0, flat past the last). */
+function totalsAt(snapshots: readonly Snapshot[], step: number): Totals {
+  const lo = countAtOrBefore(snapshots, step);
   const before = snapshots[lo - 1];
   const after = snapshots[lo];
   if (!after) return before ? unpackTotals(before.totals) : unpackTotals([]);
@@ -382,13 +388,7 @@ function recentLast(recent: readonly EvalPoint[]): EvalPoint | undefined {
 
 /** Totals at the last snapshot at or before `step` (the calibration sums as they stood then). */
 function totalsAtOrBefore(snapshots: readonly Snapshot[], step: number): Totals {
-  let lo = 0;
-  let hi = snapshots.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (snapshots[mid].step <= step) lo = mid + 1;
-    else hi = mid;
-  }
+  const lo = countAtOrBefore(snapshots, step);
   return unpackTotals(snapshots[lo - 1]?.totals ?? []);
 }
 
