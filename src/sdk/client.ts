@@ -1,20 +1,22 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { rename, rm, stat } from 'node:fs/promises';
-import { extname } from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import { MEDIA_TYPES, MSGPACK, OCTET_STREAM, SHA256_HEADER } from '../wire/formats.js';
-import { encodeNativeStream } from '../wire/native-format.js';
-import type { TensorData } from '../wire/safetensors.js';
-import { TrajgateConnectionError, TrajgateError, errorFromResponse } from './errors.js';
-import { withRetry, type RetryOptions } from './retry.js';
+import type { Writable } from 'node:stream';
+import { pack } from 'msgpackr';
+import { MSGPACK, SHA256_HEADER } from '../wire/formats.js';
+import { downloadToFile, downloadToStream } from './download.js';
+import { TrajgateError } from './errors.js';
+import { isRetryable, type RetryOptions } from './retry.js';
 import { RunLogger, type RunLoggerOptions } from './run-logger.js';
+import { DEFAULT_HASH_FIRST_BYTES, prepareSource, type ByteStream, type CheckpointSource } from './source.js';
+import { Transport } from './transport.js';
 import type {
   Checkpoint,
+  CheckpointStatus,
   Estimate,
   EstimateHistoryEntry,
   MetricPoint,
+  Policy,
   PolicyRecord,
+  PolicyRef,
   Progress,
   RetentionDecision,
   Run,
@@ -27,279 +29,263 @@ import type {
 export interface ClientOptions {
   /** The gateway, e.g. `http://localhost:8080`. */
   url: string;
+  /** Backoff for connection errors, 429 and 5xx (default: 5 retries, 200 ms doubling, at most 10 s). */
   retry?: RetryOptions;
-  /** Per-request timeout for JSON calls, in ms (uploads and downloads are not timed). Default 30,000. */
+  /** Per-request timeout for JSON calls, in ms; uploads and downloads are not timed. Default 30,000. */
   timeoutMs?: number;
+  /** A fetch to use instead of the global one (for a proxy agent, instrumentation, tests). */
   fetch?: typeof fetch;
 }
 
-/**
- * Where checkpoint bytes come from. Tensors are encoded to trajgate's native format as they stream;
- * a file or a stream factory is sent as is. Streams are given as factories so that a failed upload can
- * be retried from the start (the server treats the same bytes for the same step as the same upload).
- */
-export type CheckpointSource =
-  | { tensors: readonly TensorData[]; metadata?: Record<string, string> }
-  | { file: string }
-  | { stream: () => AsyncIterable<Uint8Array>; contentType?: string; sha256?: string };
-
 export interface UploadOptions {
+  /** Pin the checkpoint once stored, so no retention class evicts it. */
   pin?: boolean;
+  /** Called as bytes are handed to the connection; starts again from 0 if the upload is retried. */
   onProgress?: Progress;
+  /**
+   * Tensors and files up to this many bytes are hashed in a first pass and the SHA-256 is sent in the
+   * `x-trajgate-sha256` header, so the server refuses bytes that changed on the way rather than storing
+   * them. Larger ones are hashed as they stream and checked against the server's answer afterwards
+   * (reading a large file twice, or hashing a large tensor map before the first byte is sent, costs more
+   * than it protects). Default 256 MiB; 0 never hashes up front.
+   */
+  hashFirstBytes?: number;
 }
 
-interface RequestSpec {
-  json?: unknown;
-  body?: () => AsyncIterable<Uint8Array>;
-  headers?: Record<string, string>;
-  retry?: boolean;
-  timed?: boolean;
+export interface MetricsQuery {
+  fromStep?: number;
+  toStep?: number;
+  /** At most 100,000; the server's default is 10,000. */
+  limit?: number;
 }
 
-/** A typed client for trajgate's REST API. Safe to share; every call is independent. */
+/** The most points the server takes in one batch. */
+const MAX_POINTS_PER_REQUEST = 100_000;
+
+/**
+ * A typed client for trajgate's REST API. Safe to share; every call is independent. Server errors become
+ * `TrajgateError` (with the server's catalogue `code`), failures to connect `TrajgateConnectionError`;
+ * connection errors, 429 and 5xx are retried with backoff, other 4xx never.
+ */
 export class TrajgateClient {
+  /** The gateway's base URL, without a trailing slash. */
   readonly url: string;
-  private readonly fetchImpl: typeof fetch;
+  private readonly transport: Transport;
 
-  constructor(private readonly options: ClientOptions) {
+  constructor(options: ClientOptions) {
     this.url = options.url.replace(/\/+$/, '');
-    this.fetchImpl = options.fetch ?? fetch;
+    this.transport = new Transport(this.url, options.fetch ?? fetch, options.timeoutMs ?? 30_000, options.retry ?? {});
   }
 
-  /** A run handle for training loops: metrics and uploads go through a bounded background queue. */
+  /**
+   * A handle for a training loop: `log()` batches metric points and `checkpoint()` queues uploads, both
+   * through bounded background queues, so training waits on the network only when a queue is full.
+   * `{ plannedSteps, trainSize, ... }` create or update the run before its first batch or upload.
+   */
   run(id: string, options: RunLoggerOptions = {}): RunLogger {
     return new RunLogger(this, id, options);
   }
 
+  /** Creates the run, or updates the fields given (absent fields keep their values). Same as putRun. */
+  createRun(id: string, input: RunInput = {}): Promise<Run> {
+    return this.putRun(id, input);
+  }
+
+  /** Creates or updates a run (PUT /v1/runs/{run}). */
   putRun(id: string, input: RunInput = {}): Promise<Run> {
-    return this.json('PUT', `/v1/runs/${enc(id)}`, { json: input });
+    return this.transport.json('PUT', `/v1/runs/${enc(id)}`, { json: input });
   }
 
+  /** A run with a summary of its checkpoints. */
   getRun(id: string): Promise<RunSummary> {
-    return this.json('GET', `/v1/runs/${enc(id)}`);
+    return this.transport.json('GET', `/v1/runs/${enc(id)}`);
   }
 
+  /** Every run, following the server's pages. */
   async listRuns(): Promise<Run[]> {
     const items: Run[] = [];
     for (let after: string | null = ''; after !== null; ) {
-      const page: { items: Run[]; next: string | null } = await this.json('GET', `/v1/runs?limit=1000${after ? `&after=${enc(after)}` : ''}`);
+      const page: { items: Run[]; next: string | null } = await this.transport.json('GET', `/v1/runs${query({ limit: 1000, after: after || undefined })}`);
       items.push(...page.items);
       after = page.next;
     }
     return items;
   }
 
+  /**
+   * Uploads the checkpoint for `step` from a file, tensors or a stream (see CheckpointSource) and returns
+   * the stored record with the retention decision it triggered. Retried on connection errors, 429 and
+   * 5xx (the server answers 200 to the same bytes for the same step, so a retry after a lost answer is
+   * harmless); a one-shot stream is attempted once. Different bytes for a committed step are refused
+   * with `checkpoint_conflict`.
+   */
   async uploadCheckpoint(run: string, step: number, source: CheckpointSource, options: UploadOptions = {}): Promise<UploadResult> {
-    const { body, contentType, sha256, size } = await describeSource(source);
-    const headers: Record<string, string> = { 'content-type': contentType };
-    if (sha256) headers[SHA256_HEADER] = sha256;
-    if (size !== null) headers['content-length'] = String(size);
-    const query = options.pin ? '?pin=true' : '';
-    const progress = options.onProgress;
-    return this.json('PUT', `/v1/runs/${enc(run)}/checkpoints/${step}${query}`, {
+    const prepared = await prepareSource(source, options.hashFirstBytes ?? DEFAULT_HASH_FIRST_BYTES);
+    const headers: Record<string, string> = { 'content-type': prepared.contentType };
+    if (prepared.sha256) headers[SHA256_HEADER] = prepared.sha256;
+    if (prepared.size !== null) headers['content-length'] = String(prepared.size);
+    const attempts: Tap[] = [];
+    const result = await this.transport.json<UploadResult>('PUT', `/v1/runs/${enc(run)}/checkpoints/${step}${options.pin ? '?pin=true' : ''}`, {
       headers,
-      body: () => (progress ? counting(body(), size, progress) : body()),
+      body: () => {
+        const tap = hashing(prepared.open(), prepared.size, options.onProgress);
+        attempts.push(tap);
+        return tap.stream;
+      },
       timed: false,
+      retry: prepared.replayable ? isRetryable : false,
     });
+    const last = attempts.at(-1);
+    if (!prepared.sha256 && last?.complete && last.digest() !== result.sha256) {
+      throw new TrajgateError(0, 'checksum_mismatch', `the server stored bytes hashing to ${result.sha256}; the SDK sent ${last.digest()}`, { run, step });
+    }
+    return result;
   }
 
-  async listCheckpoints(run: string, status?: 'kept' | 'discarded'): Promise<Checkpoint[]> {
-    return (await this.json<{ items: Checkpoint[] }>('GET', `/v1/runs/${enc(run)}/checkpoints${status ? `?status=${status}` : ''}`)).items;
+  /** The run's checkpoints by step, with indicators, retention classes and reasons. */
+  async listCheckpoints(run: string, status?: CheckpointStatus): Promise<Checkpoint[]> {
+    return (await this.transport.json<{ items: Checkpoint[] }>('GET', `/v1/runs/${enc(run)}/checkpoints${query({ status })}`)).items;
   }
 
   getCheckpoint(run: string, step: number): Promise<Checkpoint> {
-    return this.json('GET', `/v1/runs/${enc(run)}/checkpoints/${step}`);
+    return this.transport.json('GET', `/v1/runs/${enc(run)}/checkpoints/${step}`);
   }
 
   /**
-   * Downloads a checkpoint to `path`, resuming from `path + '.partial'` if an earlier download was cut
-   * short (a Range request guarded by If-Range, so changed bytes restart from zero), and verifies its
-   * SHA-256 before moving it into place.
+   * Downloads a checkpoint's bytes, verified against its SHA-256, and returns its record.
+   *
+   * To a file path: by way of `path + '.partial'`, resuming whatever an earlier attempt left there with a
+   * Range request (guarded by If-Range, so changed bytes restart from zero), renamed into place once
+   * verified. To a writable stream: a cut connection resumes from the bytes already written; the stream
+   * is ended at the end, or destroyed if the bytes do not verify. A discarded checkpoint fails with
+   * `checkpoint_discarded` (410).
    */
-  async downloadCheckpoint(run: string, step: number, path: string, options: { onProgress?: Progress } = {}): Promise<Checkpoint> {
+  async downloadCheckpoint(run: string, step: number, target: string | Writable, options: { onProgress?: Progress } = {}): Promise<Checkpoint> {
     const record = await this.getCheckpoint(run, step);
-    const partial = `${path}.partial`;
-    await withRetry(async () => {
-      const have = await stat(partial).then((s) => s.size, () => 0);
-      if (have === record.bytes) return;
-      const headers: Record<string, string> = have > 0 ? { range: `bytes=${have}-`, 'if-range': `"${record.sha256}"` } : {};
-      const res = await this.send('GET', `/v1/runs/${enc(run)}/checkpoints/${step}/content`, { headers, timed: false });
-      const resumed = res.status === 206;
-      const offset = resumed ? have : 0;
-      const body = res.body;
-      if (!body) throw new TrajgateError(res.status, 'http_empty', 'the download had no body');
-      let received = offset;
-      const report = options.onProgress;
-      await pipeline(
-        body,
-        async function* (source: AsyncIterable<Uint8Array>) {
-          for await (const chunk of source) {
-            received += chunk.byteLength;
-            report?.(received, record.bytes);
-            yield chunk;
-          }
-        },
-        createWriteStream(partial, { flags: resumed ? 'a' : 'w' }),
-      ).catch((err: unknown) => {
-        throw err instanceof TrajgateError ? err : new TrajgateConnectionError(this.url, err);
-      });
-    }, this.options.retry);
-    const digest = await sha256OfFile(partial);
-    if (digest !== record.sha256) {
-      await rm(partial, { force: true });
-      throw new TrajgateError(0, 'checksum_mismatch', `downloaded bytes hash to ${digest}, the checkpoint's SHA-256 is ${record.sha256}`);
-    }
-    await rename(partial, path);
+    const ref = { path: `/v1/runs/${enc(run)}/checkpoints/${step}/content`, bytes: record.bytes, sha256: record.sha256 };
+    if (typeof target === 'string') await downloadToFile(this.transport, ref, target, options.onProgress);
+    else await downloadToStream(this.transport, ref, target, options.onProgress);
     return record;
   }
 
+  /** Pins a checkpoint (no retention class evicts it); returns it after the new decision. */
   pin(run: string, step: number): Promise<Checkpoint> {
-    return this.json('POST', `/v1/runs/${enc(run)}/checkpoints/${step}/pin`);
+    return this.transport.json('POST', `/v1/runs/${enc(run)}/checkpoints/${step}/pin`);
   }
 
   unpin(run: string, step: number): Promise<Checkpoint> {
-    return this.json('POST', `/v1/runs/${enc(run)}/checkpoints/${step}/unpin`);
+    return this.transport.json('POST', `/v1/runs/${enc(run)}/checkpoints/${step}/unpin`);
   }
 
+  /** Brings back a discarded checkpoint within its grace period (it comes back pinned). */
   restore(run: string, step: number): Promise<Checkpoint> {
-    return this.json('POST', `/v1/runs/${enc(run)}/checkpoints/${step}/restore`);
+    return this.transport.json('POST', `/v1/runs/${enc(run)}/checkpoints/${step}/restore`);
   }
 
-  /** Appends metric points, as msgpack. */
-  async logMetrics(run: string, points: readonly MetricPoint[]): Promise<number> {
-    const { pack } = await import('msgpackr');
-    const bytes = pack({ points });
-    const res = await this.json<{ accepted: number }>('POST', `/v1/runs/${enc(run)}/metrics`, {
-      headers: { 'content-type': MSGPACK },
-      body: () => single(bytes),
-    });
-    return res.accepted;
+  /**
+   * Appends metric points (msgpack by default, or JSON), in requests of at most 100,000 points; returns
+   * how many the server accepted. Most training code uses `run(id).log(point)` instead, which batches in
+   * the background. A retried batch whose first answer was lost may be stored twice.
+   */
+  async logMetrics(run: string, points: readonly MetricPoint[], options: { format?: 'msgpack' | 'json' } = {}): Promise<number> {
+    let accepted = 0;
+    for (let i = 0; i < points.length; i += MAX_POINTS_PER_REQUEST) {
+      accepted += (await this.postMetrics(run, points.slice(i, i + MAX_POINTS_PER_REQUEST), options.format ?? 'msgpack')).accepted;
+    }
+    return accepted;
   }
 
-  async getMetrics(run: string, query: { fromStep?: number; toStep?: number; limit?: number } = {}): Promise<MetricPoint[]> {
-    const params = queryString(query);
-    return (await this.json<{ items: MetricPoint[] }>('GET', `/v1/runs/${enc(run)}/metrics${params.size ? `?${params}` : ''}`)).items;
+  /** The run's metric series, ordered by step then arrival. */
+  async getMetrics(run: string, q: MetricsQuery = {}): Promise<MetricPoint[]> {
+    return (await this.transport.json<{ items: MetricPoint[] }>('GET', `/v1/runs/${enc(run)}/metrics${query({ ...q })}`)).items;
   }
 
-  getTrajectory(run: string, query: { phases?: number; by?: 'auto' | 'fraction' | 'dynamics' } = {}): Promise<Trajectory> {
-    const params = queryString(query);
-    return this.json('GET', `/v1/runs/${enc(run)}/trajectory${params.size ? `?${params}` : ''}`);
+  /** Per-checkpoint indicators, phases and change scores. */
+  getTrajectory(run: string, q: { phases?: number; by?: 'auto' | 'fraction' | 'dynamics'; window?: number } = {}): Promise<Trajectory> {
+    return this.transport.json('GET', `/v1/runs/${enc(run)}/trajectory${query({ ...q })}`);
   }
 
+  /** Retention policies, the built-in `default` first. */
   async listPolicies(): Promise<PolicyRecord[]> {
-    return (await this.json<{ items: PolicyRecord[] }>('GET', '/v1/policies')).items;
+    return (await this.transport.json<{ items: PolicyRecord[] }>('GET', '/v1/policies')).items;
   }
 
   getPolicy(name: string): Promise<PolicyRecord> {
-    return this.json('GET', `/v1/policies/${enc(name)}`);
+    return this.transport.json('GET', `/v1/policies/${enc(name)}`);
   }
 
-  putPolicy(name: string, policy: Record<string, unknown>): Promise<PolicyRecord> {
-    return this.json('PUT', `/v1/policies/${enc(name)}`, { json: policy });
+  /** Creates or replaces a named policy; runs using it get it on their next decision. */
+  putPolicy(name: string, policy: Policy): Promise<PolicyRecord> {
+    return this.transport.json('PUT', `/v1/policies/${enc(name)}`, { json: policy });
   }
 
-  setRunPolicy(run: string, ref: { name: string } | { policy: Record<string, unknown> }): Promise<{ run: Run; decision: RetentionDecision }> {
-    return this.json('PUT', `/v1/runs/${enc(run)}/policy`, { json: ref });
+  /** Attaches a policy to a run, by name or inline, and applies it now. */
+  setRunPolicy(run: string, ref: PolicyRef): Promise<{ run: Run; decision: RetentionDecision }> {
+    return this.transport.json('PUT', `/v1/runs/${enc(run)}/policy`, { json: ref });
   }
 
-  simulateRetention(run: string, ref?: { name: string } | { policy: Record<string, unknown> }): Promise<RetentionDecision> {
-    return this.json('POST', `/v1/runs/${enc(run)}/retention/simulate`, { json: ref ?? {} });
+  /** What a policy (by default the run's own) would keep for this run now, without touching storage. */
+  simulateRetention(run: string, ref?: PolicyRef): Promise<RetentionDecision> {
+    return this.transport.json('POST', `/v1/runs/${enc(run)}/retention/simulate`, { json: ref ?? {} });
   }
 
-  /** `calibrateUntilStep`: calibrate on evaluation points up to that step only (a forecast from the past). */
-  getEstimate(run: string, query: { calibrateUntilStep?: number } = {}): Promise<Estimate> {
-    const params = queryString(query);
-    return this.json('GET', `/v1/runs/${enc(run)}/estimate${params.size ? `?${params}` : ''}`);
+  /** The generalization estimate; `calibrateUntilStep` calibrates on evaluation points up to that step. */
+  getEstimate(run: string, q: { calibrateUntilStep?: number } = {}): Promise<Estimate> {
+    return this.transport.json('GET', `/v1/runs/${enc(run)}/estimate${query({ ...q })}`);
   }
 
+  /** The estimate over steps, as it stood at each, for plots. */
   async getEstimateHistory(run: string): Promise<EstimateHistoryEntry[]> {
-    return (await this.json<{ items: EstimateHistoryEntry[] }>('GET', `/v1/runs/${enc(run)}/estimate/history`)).items;
+    return (await this.transport.json<{ items: EstimateHistoryEntry[] }>('GET', `/v1/runs/${enc(run)}/estimate/history`)).items;
   }
 
-  private async json<T>(method: string, path: string, spec: RequestSpec = {}): Promise<T> {
-    const attempt = async () => (await this.send(method, path, spec)).json() as Promise<T>;
-    return spec.retry === false ? attempt() : withRetry(attempt, this.options.retry);
-  }
-
-  /** One HTTP exchange; non-2xx answers become TrajgateError, failures to connect TrajgateConnectionError. */
-  private async send(method: string, path: string, spec: RequestSpec): Promise<Response> {
-    const headers: Record<string, string> = { accept: 'application/json', ...spec.headers };
-    let body: ReadableStream<Uint8Array> | string | undefined;
-    if (spec.json !== undefined) {
-      headers['content-type'] = 'application/json';
-      body = JSON.stringify(spec.json);
-    } else if (spec.body) {
-      body = ReadableStream.from(spec.body());
-    }
-    const timeout = spec.timed === false ? undefined : AbortSignal.timeout(this.options.timeoutMs ?? 30_000);
-    let res: Response;
-    try {
-      res = await this.fetchImpl(`${this.url}${path}`, { method, headers, body, signal: timeout, duplex: 'half' } as RequestInit);
-    } catch (err) {
-      throw new TrajgateConnectionError(this.url, err);
-    }
-    if (!res.ok) throw await errorFromResponse(res);
-    return res;
+  private async postMetrics(run: string, points: readonly MetricPoint[], format: 'msgpack' | 'json'): Promise<{ accepted: number }> {
+    const path = `/v1/runs/${enc(run)}/metrics`;
+    if (format === 'json') return this.transport.json('POST', path, { json: { points } });
+    const bytes = pack({ points });
+    return this.transport.json('POST', path, { headers: { 'content-type': MSGPACK }, body: () => once(bytes) });
   }
 }
 
 const enc = encodeURIComponent;
 
-function queryString(query: Record<string, string | number | undefined>): URLSearchParams {
-  const params = new URLSearchParams();
-  for (const [k, v] of Object.entries(query)) if (v !== undefined) params.set(k, String(v));
-  return params;
+function query(params: Record<string, string | number | undefined>): string {
+  const search = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined) search.set(k, String(v));
+  const s = search.toString();
+  return s ? `?${s}` : '';
 }
 
-async function* single(bytes: Uint8Array): AsyncGenerator<Uint8Array> {
+async function* once(bytes: Uint8Array): AsyncGenerator<Uint8Array> {
   yield bytes;
 }
 
-async function* counting(source: AsyncIterable<Uint8Array>, total: number | null, report: Progress): AsyncGenerator<Uint8Array> {
-  let sent = 0;
-  for await (const chunk of source) {
-    sent += chunk.byteLength;
-    report(sent, total);
-    yield chunk;
-  }
+/** Passes a body through, reporting progress and hashing what was handed to the connection. */
+interface Tap {
+  stream: ByteStream;
+  /** Whether the source was read to its end. */
+  readonly complete: boolean;
+  digest(): string;
 }
 
-async function sha256OfFile(path: string): Promise<string> {
+function hashing(source: ByteStream, total: number | null, report?: Progress): Tap {
   const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
-
-/**
- * How to send a source: a body factory, its media type, and (for tensors and files) its SHA-256 and size,
- * computed in a first streaming pass so the gateway can verify the upload end to end.
- */
-async function describeSource(
-  source: CheckpointSource,
-): Promise<{ body: () => AsyncIterable<Uint8Array>; contentType: string; sha256?: string; size: number | null }> {
-  if ('tensors' in source) {
-    const encode = () => encodeNativeStream(source.tensors, { metadata: source.metadata });
-    const hash = createHash('sha256');
-    let size = 0;
-    for (const piece of encode()) {
-      hash.update(piece);
-      size += piece.byteLength;
+  const state = { complete: false };
+  async function* pass(): AsyncGenerator<Uint8Array> {
+    let sent = 0;
+    for await (const chunk of source) {
+      hash.update(chunk);
+      sent += chunk.byteLength;
+      report?.(sent, total);
+      yield chunk;
     }
-    return { body: () => toAsync(encode()), contentType: MEDIA_TYPES.native, sha256: hash.digest('hex'), size };
+    state.complete = true;
   }
-  if ('file' in source) {
-    const { size } = await stat(source.file);
-    const contentType = extname(source.file) === '.safetensors' ? MEDIA_TYPES.safetensors : OCTET_STREAM;
-    return {
-      body: () => createReadStream(source.file, { highWaterMark: 1 << 20 }),
-      contentType,
-      sha256: await sha256OfFile(source.file),
-      size,
-    };
-  }
-  return { body: source.stream, contentType: source.contentType ?? OCTET_STREAM, sha256: source.sha256, size: null };
-}
-
-async function* toAsync(pieces: Iterable<Uint8Array>): AsyncGenerator<Uint8Array> {
-  yield* pieces;
+  return {
+    stream: pass(),
+    get complete() {
+      return state.complete;
+    },
+    digest: () => hash.copy().digest('hex'),
+  };
 }

@@ -1,17 +1,18 @@
 /**
  * trajgate's client SDK (`trajgate/sdk`). Ships alone: it imports nothing from the server, only the wire
- * formats it shares with it.
+ * formats it shares with it. The tfjs adapter is `trajgate/sdk/tfjs`.
  *
  *   const client = new TrajgateClient({ url: 'http://localhost:8080' });
- *   const run = client.run('mnist-1', { run: { plannedSteps: 900, trainSize: 2000 } });
- *   await run.log({ step, trainLoss, lr, gradNorm, gradVariance, updateNorm });
- *   await run.checkpoint(step, tensors);   // queued: training goes on while it uploads
- *   await run.close();
+ *   const run = client.run('mnist-1', { plannedSteps: 900, trainSize: 2000 });
+ *   await run.log({ step, trainLoss, lr, gradNorm, gradVariance, updateNorm }); // batched in the background
+ *   await run.checkpoint(step, tensorsFromModel(model));                       // queued upload
+ *   await run.close();                                                          // sends the rest, reports failures
  */
-export { TrajgateClient, type CheckpointSource, type ClientOptions, type UploadOptions } from './client.js';
+export { TrajgateClient, type ClientOptions, type MetricsQuery, type UploadOptions } from './client.js';
 export { TrajgateConnectionError, TrajgateError, type KnownErrorCode } from './errors.js';
 export { BackgroundQueue, type QueueOptions } from './queue.js';
 export { isRetryable, withRetry, type RetryOptions } from './retry.js';
 export { RunLogger, type RunLoggerOptions } from './run-logger.js';
+export { DEFAULT_HASH_FIRST_BYTES, type ByteStream, type CheckpointSource, type TensorInput, type TensorMap } from './source.js';
 export type * from './types.js';
 export type { TensorData } from '../wire/safetensors.js';

@@ -1,24 +1,28 @@
 export interface QueueOptions {
   /** Tasks running at once. Default 2. */
   concurrency?: number;
-  /** Tasks waiting or running before `enqueue` makes the caller wait. Default 16. */
+  /** Tasks accepted (waiting or running) before `enqueue` makes the caller wait. Default 16. */
   capacity?: number;
   /** Called with each task failure as it happens (failures are also reported by flush and close). */
   onError?: (err: unknown) => void;
 }
 
+type Task = () => Promise<void>;
+
 /**
- * A bounded background work queue: training code hands work off and goes on, waiting only when the queue
- * is full (back-pressure). Failures are never dropped: `flush()` and `close()` reject with them.
+ * A bounded background work queue: the caller hands work off and goes on, waiting only while the queue
+ * holds `capacity` tasks (back-pressure). Tasks start in the order they were enqueued, callers waiting
+ * for room are admitted first come, first served, and failures are never dropped: `flush()` and
+ * `close()` reject with them.
  */
 export class BackgroundQueue {
   private readonly concurrency: number;
   private readonly capacity: number;
-  private readonly waiting: (() => Promise<void>)[] = [];
+  private readonly waiting: Task[] = [];
+  private readonly blocked: { task: Task; admitted: () => void }[] = [];
   private running = 0;
   private failures: unknown[] = [];
   private closed = false;
-  private spaceWaiters: (() => void)[] = [];
   private idleWaiters: (() => void)[] = [];
 
   constructor(private readonly options: QueueOptions = {}) {
@@ -26,28 +30,40 @@ export class BackgroundQueue {
     this.capacity = Math.max(this.concurrency, options.capacity ?? 16);
   }
 
-  /** Tasks waiting or running. */
+  /** Tasks accepted and not yet finished (waiting or running). */
   get size(): number {
     return this.waiting.length + this.running;
   }
 
-  /** Resolves as soon as the task is accepted, which is at once unless the queue is full. */
-  async enqueue(task: () => Promise<void>): Promise<void> {
-    if (this.closed) throw new Error('the queue is closed');
-    while (this.size >= this.capacity) await new Promise<void>((resolve) => this.spaceWaiters.push(resolve));
-    this.waiting.push(task);
-    this.pump();
+  /** Callers of `enqueue` waiting for room. */
+  get blockedCallers(): number {
+    return this.blocked.length;
+  }
+
+  /**
+   * Accepts `task`; resolves once it is accepted, which is at once unless the queue is full. Rejects if
+   * the queue is closed. The task's own outcome is reported by `flush()`, `close()` and `onError`.
+   */
+  enqueue(task: Task): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('the queue is closed'));
+    if (this.blocked.length === 0 && this.size < this.capacity) {
+      this.waiting.push(task);
+      this.pump();
+      return Promise.resolve();
+    }
+    return new Promise<void>((admitted) => this.blocked.push({ task, admitted }));
   }
 
   /** Waits until every accepted task has finished; rejects with the failures since the last flush. */
   async flush(): Promise<void> {
-    while (this.size > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    while (this.size > 0 || this.blocked.length > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     const failures = this.failures;
     this.failures = [];
     if (failures.length === 1) throw failures[0];
     if (failures.length > 1) throw new AggregateError(failures, `${failures.length} background tasks failed`);
   }
 
+  /** Refuses new tasks, then flushes. */
   async close(): Promise<void> {
     this.closed = true;
     await this.flush();
@@ -57,16 +73,22 @@ export class BackgroundQueue {
     while (this.running < this.concurrency && this.waiting.length > 0) {
       const task = this.waiting.shift()!;
       this.running++;
-      task()
+      Promise.resolve()
+        .then(task)
         .catch((err: unknown) => {
           this.failures.push(err);
           this.options.onError?.(err);
         })
         .finally(() => {
           this.running--;
-          this.spaceWaiters.shift()?.();
-          if (this.size === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+          // Hand the freed slot straight to the longest-waiting caller, so nobody can jump the line.
+          const next = this.blocked.shift();
+          if (next) {
+            this.waiting.push(next.task);
+            next.admitted();
+          }
           this.pump();
+          if (this.size === 0 && this.blocked.length === 0) for (const wake of this.idleWaiters.splice(0)) wake();
         });
     }
   }

@@ -1,10 +1,10 @@
-import type { TensorData } from '../wire/safetensors.js';
-import type { CheckpointSource, TrajgateClient, UploadOptions } from './client.js';
+import type { TrajgateClient, UploadOptions } from './client.js';
 import { BackgroundQueue } from './queue.js';
+import type { CheckpointSource } from './source.js';
 import type { MetricPoint, RunInput, UploadResult } from './types.js';
 
-export interface RunLoggerOptions {
-  /** Created or updated once, before the first metric batch or upload. */
+export interface RunLoggerOptions extends RunInput {
+  /** The run's fields, as an object; merged with the top-level ones (kept for older callers). */
   run?: RunInput;
   /** Uploads running at once. Default 2. */
   uploadConcurrency?: number;
@@ -14,53 +14,76 @@ export interface RunLoggerOptions {
   batchSize?: number;
   /** A partial batch is sent after this long, in ms. Default 1000. */
   flushIntervalMs?: number;
-  /** Metric batches waiting or in flight before `log()` waits. Default 32. */
+  /**
+   * Metric batches waiting or in flight before `log()` waits. Default 32. With the batch size this bounds
+   * the points held in memory: at most (metricCapacity + 1) × batchSize.
+   */
   metricCapacity?: number;
+  /** Metric batch encoding. Default msgpack. */
+  metricFormat?: 'msgpack' | 'json';
   /** Called with each background failure as it happens; `flush()` and `close()` also reject with them. */
   onError?: (err: unknown) => void;
-  /** Called after each upload is stored. */
+  /** Called after each upload is stored, with the server's record and retention decision. */
   onUploaded?: (result: UploadResult) => void;
 }
 
+const RUN_FIELDS = ['plannedSteps', 'trainSize', 'allowShapeChange', 'tags'] as const;
+
 /**
- * What a training loop talks to. `log()` and `checkpoint()` hand work to bounded background queues and
- * return at once, waiting only when a queue is full (back-pressure); metric batches are sent one at a
- * time, in order. Call `close()` at the end: it sends what is left and reports any failure.
+ * What a training loop talks to (`client.run(id, options)`). `log()` and `checkpoint()` hand work to
+ * bounded background queues and return at once, waiting only while a queue is full (back-pressure).
+ * Metric batches are sent one at a time, in the order logged; uploads run `uploadConcurrency` at once.
+ * Call `close()` at the end: it sends what is buffered and rejects with any background failure (failures
+ * are kept until a `flush()` or `close()` reports them, and passed to `onError` as they happen).
  */
 export class RunLogger {
   private readonly uploads: BackgroundQueue;
   private readonly metrics: BackgroundQueue;
+  private readonly runInput: RunInput | null;
   private buffer: MetricPoint[] = [];
   private timer: NodeJS.Timeout | null = null;
   private ready: Promise<unknown> | null = null;
+  private closed = false;
 
   constructor(
     private readonly client: TrajgateClient,
+    /** The run id. */
     readonly id: string,
     private readonly options: RunLoggerOptions = {},
   ) {
     this.uploads = new BackgroundQueue({ concurrency: options.uploadConcurrency ?? 2, capacity: options.uploadCapacity ?? 4, onError: options.onError });
     this.metrics = new BackgroundQueue({ concurrency: 1, capacity: options.metricCapacity ?? 32, onError: options.onError });
+    const input: RunInput = { ...options.run };
+    for (const key of RUN_FIELDS) if (options[key] !== undefined) Object.assign(input, { [key]: options[key] });
+    this.runInput = Object.keys(input).length > 0 ? input : null;
   }
 
-  /** Records one metric point; resolves at once unless the metric queue is full. */
+  /**
+   * Records one metric point. Resolves at once, except when a full batch finds the metric queue full:
+   * then it waits until one batch has been sent.
+   */
   async log(point: MetricPoint): Promise<void> {
+    this.assertOpen();
     this.buffer.push(point);
     if (this.buffer.length >= (this.options.batchSize ?? 1000)) await this.sendBuffer();
     else this.timer ??= setTimeout(() => void this.sendBuffer().catch(() => undefined), this.options.flushIntervalMs ?? 1000).unref();
   }
 
-  /** Queues an upload of the checkpoint at `step`; resolves once queued. */
-  async checkpoint(step: number, source: CheckpointSource | readonly TensorData[], options: UploadOptions = {}): Promise<void> {
-    const resolved: CheckpointSource = Array.isArray(source) ? { tensors: source as readonly TensorData[] } : (source as CheckpointSource);
+  /**
+   * Queues an upload of the checkpoint at `step` (tensors, a file path or a stream; see
+   * CheckpointSource) and resolves once it is queued: at once unless `uploadCapacity` uploads are
+   * already waiting or running. Tensor data is read when the upload runs: do not overwrite it before.
+   */
+  async checkpoint(step: number, source: CheckpointSource, options: UploadOptions = {}): Promise<void> {
+    this.assertOpen();
     await this.uploads.enqueue(async () => {
       await this.ensureRun();
-      const result = await this.client.uploadCheckpoint(this.id, step, resolved, options);
+      const result = await this.client.uploadCheckpoint(this.id, step, source, options);
       this.options.onUploaded?.(result);
     });
   }
 
-  /** Sends buffered points and waits for every queued batch and upload; rejects with failures. */
+  /** Sends buffered points and waits for every queued batch and upload; rejects with failures so far. */
   async flush(): Promise<void> {
     await this.sendBuffer();
     const results = await Promise.allSettled([this.metrics.flush(), this.uploads.flush()]);
@@ -69,9 +92,19 @@ export class RunLogger {
     if (failures.length > 1) throw new AggregateError(failures, `${failures.length} background operations failed`);
   }
 
+  /** Flushes, then refuses further work. Rejects with any background failure not yet reported. */
   async close(): Promise<void> {
-    await this.flush();
-    await Promise.all([this.metrics.close(), this.uploads.close()]);
+    if (this.closed) return;
+    try {
+      await this.flush();
+    } finally {
+      this.closed = true;
+      await Promise.allSettled([this.metrics.close(), this.uploads.close()]);
+    }
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new Error(`run logger for '${this.id}' is closed`);
   }
 
   private async sendBuffer(): Promise<void> {
@@ -82,12 +115,17 @@ export class RunLogger {
     this.buffer = [];
     await this.metrics.enqueue(async () => {
       await this.ensureRun();
-      await this.client.logMetrics(this.id, batch);
+      await this.client.logMetrics(this.id, batch, { format: this.options.metricFormat });
     });
   }
 
+  /** PUTs the run once before its first batch or upload; a failed attempt is tried again next time. */
   private ensureRun(): Promise<unknown> {
-    this.ready ??= this.options.run ? this.client.putRun(this.id, this.options.run) : Promise.resolve();
+    if (!this.runInput) return Promise.resolve();
+    this.ready ??= this.client.putRun(this.id, this.runInput).catch((err: unknown) => {
+      this.ready = null;
+      throw err;
+    });
     return this.ready;
   }
 }

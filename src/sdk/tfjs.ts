@@ -1,129 +1,292 @@
 import type * as TF from '@tensorflow/tfjs';
+import type { Dtype } from '../wire/dtypes.js';
 import type { TensorData } from '../wire/safetensors.js';
 import type { MetricPoint } from './types.js';
 
 /**
- * TensorFlow.js adapter. It uses only the public tfjs API and takes the `tf` namespace as an argument, so
- * it works the same with @tensorflow/tfjs, tfjs-node and tfjs-node-gpu.
+ * TensorFlow.js adapter (`trajgate/sdk/tfjs`). It uses only the public tfjs API and takes the `tf`
+ * namespace as an argument, so it works the same with @tensorflow/tfjs, tfjs-node and tfjs-node-gpu:
+ *
+ *   import * as tf from '@tensorflow/tfjs-node';
+ *   const stats = new TrainingStats(tf, { microBatches: 4, gapEvery: 10 });
+ *   const point = stats.step({ step, loss, xs, ys, variables, optimizer, lr, heldOut });
+ *   await run.log(point);
+ *   if (step % 100 === 0) await run.checkpoint(step, tensorsFromVariables(variables));
  */
 type Tf = typeof TF;
 
-/** The model's weights as F32 tensors named by their variable names, ready for `run.checkpoint()`. */
-export function tensorsFromModel(model: TF.LayersModel): TensorData[] {
-  return tensorsFromVariables(model.weights.map((w) => ({ name: w.originalName ?? w.name, tensor: w.read() })));
+/** A mean loss over the rows given: `(xs, ys) => tf.losses.softmaxCrossEntropy(ys, model.apply(xs))`. */
+export type LossFn = (xs: TF.Tensor, ys: TF.Tensor) => TF.Scalar;
+
+/** Inputs and targets of one batch. */
+export interface Batch {
+  xs: TF.Tensor;
+  ys: TF.Tensor;
 }
 
-export function tensorsFromVariables(variables: readonly { name: string; tensor: TF.Tensor }[]): TensorData[] {
-  return variables.map(({ name, tensor }) => {
-    const values = tensor.dataSync() as Float32Array;
-    return { name, dtype: 'F32', shape: [...tensor.shape], data: new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength)) };
+const DTYPES: Partial<Record<TF.DataType, Dtype>> = { float32: 'F32', int32: 'I32', bool: 'BOOL' };
+
+/**
+ * A LayersModel's weights as tensors named by their variable names (`dense_1/kernel`), ready for
+ * `run.checkpoint()`. The bytes are copies, so training may go on while they upload.
+ */
+export function tensorsFromModel(model: TF.LayersModel): TensorData[] {
+  const seen = new Set<string>();
+  return tensorsFromVariables(
+    model.weights.map((w) => {
+      const name = w.originalName && !seen.has(w.originalName) ? w.originalName : w.name;
+      seen.add(name);
+      return { name, tensor: w.read() };
+    }),
+  );
+}
+
+/**
+ * Variables (or named tensors) as tensors for `run.checkpoint()`: float32 as F32, int32 as I32, bool as
+ * BOOL, in the host's byte order (little-endian on every platform tfjs runs on). Copies the bytes
+ * (synchronously: on a GPU backend this waits for the device).
+ */
+export function tensorsFromVariables(variables: readonly (TF.Variable | { name: string; tensor: TF.Tensor })[]): TensorData[] {
+  return variables.map((v) => {
+    const [name, tensor] = 'tensor' in v ? [v.name, v.tensor] : [v.name, v];
+    const dtype = DTYPES[tensor.dtype];
+    if (!dtype) throw new TypeError(`tensor '${name}' has dtype ${tensor.dtype}, which trajgate does not store`);
+    const values = tensor.dataSync() as Float32Array | Int32Array | Uint8Array;
+    const copy = values.slice(); // the backend may hand out its own storage
+    return { name, dtype, shape: [...tensor.shape], data: new Uint8Array(copy.buffer, copy.byteOffset, copy.byteLength) };
   });
 }
 
-export interface StepStats {
-  /** The mean gradient over the whole batch, per variable: what the optimizer applies. Caller disposes. */
+export interface GradientStats {
+  /** ḡ, the mean gradient over the whole batch, by variable name: what the optimizer applies. Caller disposes. */
   grads: TF.NamedTensorMap;
+  /** The batch's mean loss. */
   loss: number;
   /** ||ḡ||. */
   gradNorm: number;
   /**
-   * tr Σ̂, the trace of the per-sample gradient covariance, from K micro-batch gradients g_k of size b:
-   * tr Σ̂ = b/(K−1) · Σ_k ||g_k − ḡ||². Each g_k has covariance Σ/b, so Σ_k ||g_k − ḡ||² has expectation
-   * (K−1)·tr Σ/b; over random splits of a batch it equals the batch's own sample covariance trace.
+   * tr Σ̂, the trace of the per-sample gradient covariance, from the K micro-batch gradients g_k of b rows
+   * each: tr Σ̂ = b/(K−1) · Σ_k ||g_k − ḡ||². Each g_k is a mean of b per-sample gradients, so its
+   * covariance is Σ/b and Σ_k ||g_k − ḡ||² has expectation (K−1)·tr Σ/b: the estimate is unbiased for
+   * i.i.d. rows. Its relative spread is about sqrt(2/(K−1)) at worst (fewer, larger micro-batches are
+   * noisier), and averages out over the steps the estimate sums.
    */
   gradVariance: number;
 }
 
+export interface TrainingStatsOptions {
+  /** K, micro-batches per step (≥ 2; the batch size must be a multiple of K). Default 4. */
+  microBatches?: number;
+  /** Measure gapIncrement every this many steps, when the step is given a held-out batch. Default 10; 0: never. */
+  gapEvery?: number;
+  /**
+   * How `step()` gets ||Δw||: `measured` compares the weights before and after the optimizer step (any
+   * optimizer; one copy of the weights per step), `sgd` takes lr·||ḡ|| (exact for plain SGD only).
+   * Default `measured`.
+   */
+  updateNorm?: 'measured' | 'sgd';
+}
+
+export interface StepInput {
+  step: number;
+  loss: LossFn;
+  xs: TF.Tensor;
+  ys: TF.Tensor;
+  /** The variables trained; their gradients are taken and the optimizer updates them. */
+  variables: readonly TF.Variable[];
+  optimizer: TF.Optimizer;
+  /** The step's learning rate, as logged (η_t). */
+  lr: number;
+  /** A held-out batch, or a function giving one (called on gap steps only; the SDK disposes neither). */
+  heldOut?: Batch | (() => Batch);
+  /**
+   * Optional: a training batch independent of the step's, for `extra.gapIncrementFresh` =
+   * <∇F_val − ∇F_fresh, Δw_t>. gapIncrement takes ∇F_train from the step's own batch, whose <ḡ, Δw>
+   * carries a self-fit term (+η·Var ḡ) the server subtracts; the fresh form has none and the server
+   * prefers it.
+   */
+  freshTrain?: Batch | (() => Batch);
+}
+
 /**
- * Per-step statistics the generalization estimate needs (DESIGN §7), computed from K micro-batch
- * gradients: one forward/backward pass per micro-batch, K in all, instead of one for the whole batch.
+ * Per-step statistics for the generalization estimate (DESIGN §7). `step()` does a whole training step:
+ * K micro-batch gradients (one forward/backward pass each instead of one for the batch), the optimizer
+ * update, and the metric point for `run.log()`: trainLoss, lr, batchSize, gradNorm, gradVariance,
+ * updateNorm and, every `gapEvery` steps given a held-out batch, gapIncrement = <∇F_val − ∇F_train, Δw_t>
+ * with both gradients taken at the weights before the update. The lower-level methods serve custom loops.
  */
 export class TrainingStats {
+  private readonly k: number;
+  private readonly gapEvery: number;
   private previous: Map<string, TF.Tensor> | null = null;
 
   constructor(
     private readonly tf: Tf,
-    private readonly options: { microBatches?: number } = {},
-  ) {}
+    private readonly options: TrainingStatsOptions = {},
+  ) {
+    this.k = options.microBatches ?? 4;
+    this.gapEvery = options.gapEvery ?? 10;
+    if (!Number.isInteger(this.k) || this.k < 2) throw new RangeError(`microBatches must be an integer ≥ 2, got ${this.k}`);
+  }
 
-  /**
-   * Gradients of `loss(xs, ys)` over `variables` (micro-batches are contiguous slices of the batch, whose
-   * size must be a multiple of K) with their norm and spread.
-   */
-  gradients(loss: (xs: TF.Tensor, ys: TF.Tensor) => TF.Scalar, xs: TF.Tensor, ys: TF.Tensor, variables: readonly TF.Variable[]): StepStats {
+  /** One training step (gradients, optimizer update, statistics); returns the step's metric point. */
+  step(input: StepInput): MetricPoint {
     const tf = this.tf;
-    const k = this.options.microBatches ?? 4;
-    const m = xs.shape[0];
-    if (k < 2 || m % k !== 0) throw new RangeError(`batch of ${m} cannot be split into ${k} equal micro-batches (K ≥ 2)`);
-    const b = m / k;
-    const perBatch: TF.NamedTensorMap[] = [];
-    let lossSum = 0;
-    for (let i = 0; i < k; i++) {
-      const { value, grads } = tf.tidy(() => {
-        const x = tf.slice(xs, i * b, b);
-        const y = tf.slice(ys, i * b, b);
-        return tf.variableGrads(() => loss(x, y), [...variables]);
-      });
-      lossSum += value.dataSync()[0];
-      value.dispose();
-      perBatch.push(grads);
+    const { variables, lr } = input;
+    const stats = this.gradients(input.loss, input.xs, input.ys, variables);
+    const onGapStep = this.gapEvery > 0 && input.step % this.gapEvery === 0 && input.heldOut !== undefined;
+    const measured = (this.options.updateNorm ?? 'measured') === 'measured';
+    const owned: TF.Tensor[] = Object.values(stats.grads);
+    try {
+      let valGrads: TF.NamedTensorMap | null = null;
+      let freshGrads: TF.NamedTensorMap | null = null;
+      if (onGapStep) {
+        valGrads = this.meanGradients(input.loss, resolve(input.heldOut!), variables);
+        owned.push(...Object.values(valGrads));
+        if (input.freshTrain) {
+          freshGrads = this.meanGradients(input.loss, resolve(input.freshTrain), variables);
+          owned.push(...Object.values(freshGrads));
+        }
+      }
+      if (measured) this.snapshot(variables);
+      input.optimizer.applyGradients(stats.grads);
+      const point: MetricPoint = {
+        step: input.step,
+        trainLoss: stats.loss,
+        lr,
+        batchSize: input.xs.shape[0],
+        gradNorm: stats.gradNorm,
+        gradVariance: stats.gradVariance,
+      };
+      const update = measured ? this.takeUpdate(variables) : this.sgdUpdate(stats.grads, lr);
+      owned.push(...Object.values(update));
+      point.updateNorm = measured ? this.norm(update) : lr * stats.gradNorm;
+      if (valGrads) {
+        point.gapIncrement = this.dot(valGrads, update) - this.dot(stats.grads, update);
+        if (freshGrads) point.extra = { gapIncrementFresh: this.dot(valGrads, update) - this.dot(freshGrads, update) };
+      }
+      return point;
+    } finally {
+      tf.dispose(owned);
+      this.disposeSnapshot();
     }
-    const names = Object.keys(perBatch[0]);
-    const grads: TF.NamedTensorMap = {};
-    for (const name of names) grads[name] = tf.tidy(() => tf.div(tf.addN(perBatch.map((g) => g[name])), k));
-    const [gradNorm, spread] = tf.tidy(() => {
-      const meanSq = tf.addN(names.map((n) => tf.sum(tf.square(grads[n]))));
-      const deviations = tf.addN(perBatch.flatMap((g) => names.map((n) => tf.sum(tf.square(tf.sub(g[n], grads[n]))))));
-      return [Math.sqrt(meanSq.dataSync()[0]), deviations.dataSync()[0]];
-    });
-    for (const g of perBatch) for (const t of Object.values(g)) t.dispose();
-    return { grads, loss: lossSum / k, gradNorm, gradVariance: (b / (k - 1)) * spread };
   }
 
   /**
-   * ||w_after − w_before|| for the update just applied: call `snapshot(variables)` before the optimizer
-   * step and `updateNorm(variables)` after it.
+   * ḡ of `loss` over `variables`, with its norm and the micro-batch estimate of tr Σ. Micro-batches are
+   * contiguous slices of the batch (shuffle rows across batches, not within micro-batches).
    */
+  gradients(loss: LossFn, xs: TF.Tensor, ys: TF.Tensor, variables: readonly TF.Variable[]): GradientStats {
+    const tf = this.tf;
+    const k = this.k;
+    const m = xs.shape[0];
+    if (m % k !== 0) throw new RangeError(`a batch of ${m} rows cannot be split into ${k} equal micro-batches`);
+    const b = m / k;
+    const perBatch: TF.NamedTensorMap[] = [];
+    let lossSum = 0;
+    try {
+      for (let i = 0; i < k; i++) {
+        const { value, grads } = tf.tidy(() => tf.variableGrads(() => loss(tf.slice(xs, i * b, b), tf.slice(ys, i * b, b)), [...variables]));
+        lossSum += value.dataSync()[0];
+        value.dispose();
+        perBatch.push(grads);
+      }
+      const names = Object.keys(perBatch[0]);
+      const grads: TF.NamedTensorMap = {};
+      for (const name of names) grads[name] = tf.tidy(() => tf.div(tf.addN(perBatch.map((g) => g[name])), k));
+      const [meanSq, spread] = tf.tidy(() => {
+        const sq = tf.addN(names.map((n) => tf.sum(tf.square(grads[n]))));
+        const dev = tf.addN(perBatch.flatMap((g) => names.map((n) => tf.sum(tf.square(tf.sub(g[n], grads[n]))))));
+        return tf.stack([sq, dev]).dataSync();
+      });
+      return { grads, loss: lossSum / k, gradNorm: Math.sqrt(meanSq), gradVariance: (b / (k - 1)) * spread };
+    } finally {
+      for (const g of perBatch) tf.dispose(Object.values(g));
+    }
+  }
+
+  /** Keeps a copy of the weights; call before the optimizer step, then `updateNorm()` after it. */
   snapshot(variables: readonly TF.Variable[]): void {
     this.disposeSnapshot();
     this.previous = new Map(variables.map((v) => [v.name, this.tf.clone(v)]));
   }
 
+  /** ||w_after − w_before|| for the update applied since `snapshot()`. */
   updateNorm(variables: readonly TF.Variable[]): number {
-    if (!this.previous) throw new Error('call snapshot() before the optimizer step');
-    const tf = this.tf;
-    const previous = this.previous;
-    const norm = tf.tidy(() => Math.sqrt(tf.addN(variables.map((v) => tf.sum(tf.square(tf.sub(v, previous.get(v.name)!))))).dataSync()[0]));
-    this.disposeSnapshot();
-    return norm;
+    const update = this.takeUpdate(variables);
+    try {
+      return this.norm(update);
+    } finally {
+      this.tf.dispose(Object.values(update));
+    }
   }
 
   /**
-   * The step's measured first-order contribution to the generalization gap, <∇F_val − ∇F_train, Δw_t>,
-   * with ∇F_val the gradient on a held-out batch and Δw_t = −lr · ∇F_train for plain SGD.
+   * <∇F_val − ∇F_train, Δw> for an update given as the weight change (a map by variable name, e.g. from
+   * custom code) or as a learning rate for plain SGD (Δw = −lr·∇F_train). Both gradients must be taken at
+   * the weights before the update: call it before the optimizer step.
    */
-  gapIncrement(loss: (xs: TF.Tensor, ys: TF.Tensor) => TF.Scalar, heldOut: { xs: TF.Tensor; ys: TF.Tensor }, trainGrads: TF.NamedTensorMap, lr: number, variables: readonly TF.Variable[]): number {
-    const tf = this.tf;
-    const { value, grads } = tf.variableGrads(() => loss(heldOut.xs, heldOut.ys), [...variables]);
-    value.dispose();
-    const result = tf.tidy(() =>
-      tf.addN(Object.keys(trainGrads).map((n) => tf.sum(tf.mul(tf.sub(grads[n], trainGrads[n]), tf.mul(trainGrads[n], -lr))))).dataSync()[0],
-    );
-    for (const t of Object.values(grads)) t.dispose();
-    return result;
+  gapIncrement(loss: LossFn, heldOut: Batch, trainGrads: TF.NamedTensorMap, update: number | TF.NamedTensorMap, variables: readonly TF.Variable[]): number {
+    const valGrads = this.meanGradients(loss, heldOut, variables);
+    const delta = typeof update === 'number' ? this.sgdUpdate(trainGrads, update) : update;
+    try {
+      return this.dot(valGrads, delta) - this.dot(trainGrads, delta);
+    } finally {
+      this.tf.dispose(Object.values(valGrads));
+      if (delta !== update) this.tf.dispose(Object.values(delta));
+    }
   }
 
-  /** A metric point from this step's statistics. */
-  point(step: number, stats: StepStats, extra: Omit<MetricPoint, 'step' | 'trainLoss' | 'gradNorm' | 'gradVariance'> = {}): MetricPoint {
+  /** A metric point from gradient statistics, plus whatever else the caller measured. */
+  point(step: number, stats: GradientStats, extra: Omit<MetricPoint, 'step' | 'trainLoss' | 'gradNorm' | 'gradVariance'> = {}): MetricPoint {
     return { step, trainLoss: stats.loss, gradNorm: stats.gradNorm, gradVariance: stats.gradVariance, ...extra };
   }
 
+  /** Frees the weight copy held between `snapshot()` and `updateNorm()`, if any. */
   dispose(): void {
     this.disposeSnapshot();
   }
 
+  private meanGradients(loss: LossFn, batch: Batch, variables: readonly TF.Variable[]): TF.NamedTensorMap {
+    const { value, grads } = this.tf.variableGrads(() => loss(batch.xs, batch.ys), [...variables]);
+    value.dispose();
+    return grads;
+  }
+
+  /** w − snapshot, by variable name (the caller disposes); drops the snapshot. */
+  private takeUpdate(variables: readonly TF.Variable[]): TF.NamedTensorMap {
+    const previous = this.previous;
+    if (!previous) throw new Error('call snapshot() before the optimizer step');
+    const tf = this.tf;
+    const update: TF.NamedTensorMap = {};
+    for (const v of variables) update[v.name] = tf.tidy(() => tf.sub(v, previous.get(v.name)!));
+    this.disposeSnapshot();
+    return update;
+  }
+
+  private sgdUpdate(grads: TF.NamedTensorMap, lr: number): TF.NamedTensorMap {
+    const tf = this.tf;
+    const update: TF.NamedTensorMap = {};
+    for (const [name, g] of Object.entries(grads)) update[name] = tf.tidy(() => tf.mul(g, -lr));
+    return update;
+  }
+
+  private norm(map: TF.NamedTensorMap): number {
+    return Math.sqrt(this.dot(map, map));
+  }
+
+  /** Σ over the names of `b` of <a[name], b[name]>. */
+  private dot(a: TF.NamedTensorMap, b: TF.NamedTensorMap): number {
+    const tf = this.tf;
+    return tf.tidy(() => tf.addN(Object.keys(b).map((n) => tf.sum(tf.mul(a[n], b[n])))).dataSync()[0]);
+  }
+
   private disposeSnapshot(): void {
-    if (this.previous) for (const t of this.previous.values()) t.dispose();
+    if (this.previous) this.tf.dispose([...this.previous.values()]);
     this.previous = null;
   }
+}
+
+function resolve(batch: Batch | (() => Batch)): Batch {
+  return typeof batch === 'function' ? batch() : batch;
 }

@@ -1,12 +1,37 @@
-/** Shapes of trajgate's REST responses (openapi/trajgate.yaml is the full contract). */
-export type Dtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
+/** Shapes of trajgate's REST requests and responses; openapi/trajgate.yaml is the full contract. */
+import type { Dtype } from '../wire/dtypes.js';
+
+export type { Dtype };
+
+/** Called as bytes move: bytes so far, and the total when known (null for a stream of unknown length). */
+export type Progress = (sentBytes: number, totalBytes: number | null) => void;
 
 export interface RunInput {
+  /** Total optimizer steps the run expects (phases are fractions of it). */
   plannedSteps?: number | null;
+  /** n, the number of training examples (the generalization estimate needs it). */
   trainSize?: number | null;
+  /** Accept checkpoints whose tensors differ from the first checkpoint's. */
   allowShapeChange?: boolean;
   tags?: Record<string, string>;
 }
+
+/** A retention policy; every key is optional and defaults to the built-in policy. */
+export interface Policy {
+  budget?: { maxCheckpoints?: number | null; maxBytes?: number | null };
+  /** Newest checkpoints kept for resuming. */
+  latest?: number;
+  phase?: { count?: number; perPhase?: number; by?: 'auto' | 'fraction' | 'dynamics' };
+  change?: { max?: number; zThreshold?: number };
+  best?: { metric?: string; mode?: 'min' | 'max'; count?: number } | null;
+  /** Also keep steps that are multiples of this. */
+  every?: number | null;
+  /** How long a discarded checkpoint stays restorable. */
+  graceSeconds?: number;
+}
+
+/** A policy by name, or inline. */
+export type PolicyRef = { name: string } | { policy: Policy };
 
 export interface Run {
   id: string;
@@ -14,7 +39,8 @@ export interface Run {
   trainSize: number | null;
   allowShapeChange: boolean;
   tags: Record<string, string>;
-  policy: { name: string } | { policy: Record<string, unknown> } | null;
+  /** null: the built-in default. */
+  policy: PolicyRef | null;
   createdAt: string;
   updatedAt: string;
 }
@@ -23,6 +49,18 @@ export interface RunSummary extends Run {
   checkpoints: { count: number; kept: number; latestStep: number | null; bytesUploaded: number; bytesKept: number };
 }
 
+export interface TensorSummary {
+  name: string;
+  dtype: Dtype;
+  shape: number[];
+  norm: number;
+  mean: number;
+  maxAbs: number;
+  nanCount: number;
+  infCount: number;
+}
+
+/** A checkpoint's place on the trajectory, against the previous checkpoint (estimated from sketches). */
 export interface Indicators {
   updateNorm: number | null;
   updateNormPerStep: number | null;
@@ -33,6 +71,8 @@ export interface Indicators {
   topTensors: { name: string; updateNorm: number; relativeChange: number | null }[];
 }
 
+export type CheckpointStatus = 'kept' | 'discarded';
+
 export interface Checkpoint {
   run: string;
   step: number;
@@ -40,11 +80,14 @@ export interface Checkpoint {
   sha256: string;
   bytes: number;
   format: 'safetensors' | 'native';
-  status: 'kept' | 'discarded';
-  tensors: { name: string; dtype: Dtype; shape: number[]; norm: number; mean: number; maxAbs: number; nanCount: number; infCount: number }[];
+  status: CheckpointStatus;
+  blobKey: string;
+  tensors: TensorSummary[];
   metadata: Record<string, string> | null;
   indicators: Indicators | null;
+  /** Retention classes that keep it (e.g. `latest`, `phase`, `change`, `pinned`). */
   classes: string[];
+  /** Why it is kept or was discarded, in words. */
   reasons: string[];
   pinned: boolean;
   discardedAt: string | null;
@@ -58,15 +101,20 @@ export interface UploadResult extends Checkpoint {
   decision: { kept: number[]; discarded: { step: number; reasons: string[] }[]; totals: Record<string, unknown> } | null;
 }
 
+/** One step's metrics; the estimate (DESIGN §7) uses the named fields. */
 export interface MetricPoint {
   step: number;
   trainLoss?: number;
   valLoss?: number;
   lr?: number;
   batchSize?: number;
+  /** ||ḡ||, the batch gradient's norm. */
   gradNorm?: number;
+  /** tr Σ_t, the trace of the per-sample gradient covariance. */
   gradVariance?: number;
+  /** ||Δw_t||, the norm of the step's weight update. */
   updateNorm?: number;
+  /** <∇F_val − ∇F_train, Δw_t>, the step's measured first-order gap contribution. */
   gapIncrement?: number;
   extra?: Record<string, number>;
 }
@@ -75,44 +123,74 @@ export interface TrajectoryItem extends Indicators {
   step: number;
   phase: string;
   changeScore: number;
+  changeComponents: { update: number; loss: number; reversal: number };
   trainLoss: number | null;
 }
 
 export interface Trajectory {
   items: TrajectoryItem[];
-  phases: { method: string; names: string[]; boundaries: { phase: string; fromStep: number; toStep: number }[] };
+  phases: { method: 'fraction' | 'dynamics'; names: string[]; boundaries: { phase: string; fromStep: number; toStep: number }[] };
   totals: { checkpoints: number; firstStep: number | null; lastStep: number | null; pathLength: number; distanceFromStart: number };
 }
 
 export interface PolicyRecord {
   name: string;
   builtIn: boolean;
-  policy: Record<string, unknown>;
-  resolved: Record<string, unknown>;
+  /** As stored. */
+  policy: Policy;
+  /** With every default filled in. */
+  resolved: Required<Policy>;
   createdAt: string | null;
   updatedAt: string | null;
 }
 
 export interface RetentionDecision {
   checkpoints: { step: number; keep: boolean; classes: string[]; reasons: string[]; phase: string; changeScore: number }[];
-  totals: { checkpoints: number; kept: number; bytesKept: number; bytesUploaded: number; coverage: { mean: number; max: number } };
+  totals: {
+    checkpoints: number;
+    kept: number;
+    bytesKept: number;
+    bytesUploaded: number;
+    budget: { maxCheckpoints: number | null; maxBytes: number | null };
+    /** Distance from each checkpoint to its nearest kept one, as a fraction of the run's path length. */
+    coverage: { mean: number; max: number };
+  };
 }
 
-/** The generalization estimate (GET /v1/runs/{run}/estimate); see the OpenAPI file for every field. */
-export type Estimate = Record<string, unknown> & {
+export interface GapInterval {
+  estimate: number;
+  low: number;
+  high: number;
+}
+
+/** The generalization estimate (GET /v1/runs/{run}/estimate): a trajectory-based indicator after Fu et al. */
+export interface Estimate {
+  /** Highest step seen. */
   step: number | null;
   trainSize: number | null;
+  /** B_T = Σ_t ||Δw_t|| sqrt(tr Σ_t / n). */
   indicator: number | null;
+  /** Σ_t η_t tr Σ_t / n. */
   expectedIncrement: number | null;
+  /** Σ_t gapIncrement_t; null when not logged. */
   measuredGap: number | null;
-  measuredGapUncorrected?: number | null;
+  /** Σ_t ||Δw_t||². */
   secondOrder: number | null;
-  secondOrderRatio?: number | null;
+  observedGap: { step: number; gap: number; valLoss: number } | null;
   calibrated: boolean;
-  gap: { estimate: number; low: number; high: number } | null;
+  gap: GapInterval | null;
+  /** Contributions per training phase. */
+  phases: Record<string, unknown>;
+  trend: Record<string, unknown>;
   warnings: { code: string; message: string }[];
-  missing: string[];
-};
+  missing: ('trainSize' | 'gradVariance' | 'updateNorm' | 'lr' | 'valLoss')[];
+  /** Σ_t gapIncrement_t exactly as logged (measuredGap subtracts the self-fit term); not in the contract yet. */
+  measuredGapUncorrected?: number | null;
+  /** secondOrder ÷ indicator; not in the contract yet. */
+  secondOrderRatio?: number | null;
+  /** Other fields the server adds beyond the contract (calibration, coverage, sources, counts). */
+  [key: string]: unknown;
+}
 
 export interface EstimateHistoryEntry {
   step: number;
@@ -121,7 +199,5 @@ export interface EstimateHistoryEntry {
   measuredGap: number | null;
   secondOrder: number | null;
   observedGap: number | null;
-  gap: { estimate: number; low: number; high: number } | null;
+  gap: GapInterval | null;
 }
-
-export type Progress = (sentBytes: number, totalBytes: number | null) => void;
