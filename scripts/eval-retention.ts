@@ -5,7 +5,13 @@
  * a burst of random labels). Coverage uses exact weight-space distances from the raw weights:
  * for every uploaded checkpoint, the distance to its nearest kept one, as a fraction of the run's path
  * length (sum of distances between successive checkpoints); mean and max. Event recall: an event counts
- * as caught when a kept checkpoint is within one checkpoint of it. Phases: trajgate's phase assignment.
+ * as caught when a kept checkpoint is within one checkpoint of it. Phases: how many of trajgate's three
+ * phases (its own assignment, the same for every rule) have a kept checkpoint.
+ *
+ * trajgate gets what the gateway has: indicators, train loss, val loss and the checkpoints' sketches (used
+ * for coverage on runs of up to SKETCH_COVERAGE_MAX_CHECKPOINTS); the "(path-only model)" row is the same
+ * policy without sketches, i.e. what longer runs get. "every N steps" uses the finest grid (a multiple of
+ * the checkpoint interval) that fits the budget; the other rules keep exactly the budget.
  *
  *   npx tsx scripts/eval-retention.ts [--quick] [--budget 10]
  */
@@ -161,9 +167,10 @@ function score(run: RecordedRun, kept: number[], phaseOf: number[]): Score {
 function baselines(run: RecordedRun, budget: number): Record<string, number[]> {
   const n = run.weights.length;
   const indices = run.steps.map((_, i) => i);
-  const lastStep = run.steps[n - 1];
+  // The finest grid (a multiple of the checkpoint interval) that keeps at most `budget` checkpoints.
   const interval = run.steps[1] - run.steps[0];
-  const everyN = Math.ceil(lastStep / (budget - 1) / interval) * interval;
+  let everyN = interval;
+  while (run.steps.filter((s) => s % everyN === 0).length > budget) everyN += interval;
   return {
     'keep last k': indices.slice(-budget),
     'top-k by val loss': indices
@@ -171,7 +178,7 @@ function baselines(run: RecordedRun, budget: number): Record<string, number[]> {
       .sort((a, b) => run.valLoss[a]! - run.valLoss[b]! || a - b)
       .slice(0, budget)
       .sort((a, b) => a - b),
-    'every N steps': indices.filter((i) => run.steps[i] % everyN === 0).slice(-budget),
+    'every N steps': indices.filter((i) => run.steps[i] % everyN === 0),
     'uniform thinning': [...new Set(Array.from({ length: budget }, (_, j) => Math.round((j * (n - 1)) / (budget - 1))))],
   };
 }
@@ -180,7 +187,8 @@ function valLossMetric(value: number | null): Record<string, number> {
   return value === null ? {} : { valLoss: value };
 }
 
-function trajgate(run: RecordedRun, budget: number): { kept: number[]; phaseOf: number[] } {
+/** trajgate's default policy under a count budget; `sketches`: pass the summaries (what the gateway does for runs of up to SKETCH_COVERAGE_MAX_CHECKPOINTS), else coverage is judged along the path only (longer runs). */
+function trajgate(run: RecordedRun, budget: number, sketches: boolean): { kept: number[]; phaseOf: number[] } {
   const summaries = run.weights.map((w, i) => {
     const acc = new CheckpointAccumulator();
     acc.begin([{ name: 'weights', dtype: 'F32', shape: [w.length] }]);
@@ -194,6 +202,7 @@ function trajgate(run: RecordedRun, budget: number): { kept: number[]; phaseOf: 
     pinned: false,
     available: true,
     indicators: indicators[i],
+    summary: sketches ? summaries[i] : undefined,
     trainLoss: run.trainLoss[i],
     metric: valLossMetric(run.valLoss[i]),
   }));
@@ -219,15 +228,30 @@ function printTable(title: string, rows: Map<string, Score[]>): void {
 
 async function evaluate(runs: RecordedRun[], title: string): Promise<void> {
   const rows = new Map<string, Score[]>();
+  const verdicts: string[] = [];
+  const notes = new Set<string>();
   for (const run of runs) {
-    const ours = trajgate(run, BUDGET);
-    const entries: [string, number[]][] = [['trajgate default', ours.kept], ...Object.entries(baselines(run, BUDGET))];
+    const ours = trajgate(run, BUDGET, true);
+    const pathOnly = trajgate(run, BUDGET, false);
+    const entries: [string, number[]][] = [['trajgate default', ours.kept], ['  (path-only model)', pathOnly.kept], ...Object.entries(baselines(run, BUDGET))];
+    const scores = new Map<string, Score>();
     for (const [rule, kept] of entries) {
-      if (rule === 'trajgate default' && kept.length > BUDGET) throw new Error(`${run.name}: budget exceeded (${kept.length})`);
-      rows.set(rule, [...(rows.get(rule) ?? []), score(run, kept, ours.phaseOf)]);
+      if (rule === 'every N steps' && kept.length < BUDGET) notes.add(`every N steps: the finest grid within the budget keeps ${kept.length} on ${run.name}`);
+      const s = score(run, kept, ours.phaseOf);
+      scores.set(rule, s);
+      rows.set(rule, [...(rows.get(rule) ?? []), s]);
     }
+    const mine = scores.get('trajgate default')!;
+    const beaten = [...scores].filter(([rule]) => !rule.startsWith('trajgate') && !rule.startsWith(' '));
+    const meanWins = beaten.every(([, s]) => mine.meanCoverage < s.meanCoverage);
+    const recallWins = beaten.every(([, s]) => mine.recall >= s.recall);
+    verdicts.push(
+      `${run.name}: kept ${mine.kept} ≤ ${BUDGET} ${mine.kept <= BUDGET ? 'yes' : 'NO'}; lowest mean coverage ${meanWins ? 'yes' : 'NO'}; recall ≥ every baseline ${recallWins ? 'yes' : 'NO'} (${mine.recall.toFixed(2)}); phases ${mine.phases}/3`,
+    );
   }
   printTable(title, rows);
+  for (const v of verdicts) console.log(`  ${v}`);
+  for (const note of notes) console.log(`  note: ${note}`);
 }
 
 async function main(): Promise<void> {

@@ -1,65 +1,86 @@
 import { z } from 'zod';
 
 /**
- * Retention policies (DESIGN §6). A stored or inline policy is a partial JSON object: every key is
- * optional and falls back to DEFAULT_POLICY, key by key (nested objects merge). The default is meant to be
- * sensible untouched: the newest checkpoint for resuming, two representatives of each of three phases,
- * up to four high-change checkpoints, the best by validation loss, and no budget beyond that.
+ * Retention policies (DESIGN §6). `Policy` is the full policy the engine runs; `PolicyInput` is what
+ * clients store or send inline: the same shape with every key optional (nested objects too), unknown keys
+ * rejected. `resolvePolicy` fills what the input leaves out from DEFAULT_POLICY, key by key.
+ *
+ * The default is meant to be sensible untouched: the newest checkpoint for resuming, two representatives
+ * of each of three phases, up to four high-change checkpoints, the best by validation loss, no budget.
  */
-const count = z.number().int().min(0).max(1_000_000);
-const positive = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
+const count = z.number().int('must be a whole number').min(0, 'must be ≥ 0').max(1_000_000, 'must be ≤ 1000000');
+const positive = z.number().int('must be a whole number').min(1, 'must be ≥ 1').max(Number.MAX_SAFE_INTEGER);
 
-export const PolicyInput = z
-  .object({
-    budget: z
-      .object({
-        maxCheckpoints: positive.nullable().optional(),
-        maxBytes: positive.nullable().optional(),
-      })
-      .strict()
-      .optional(),
-    latest: count.optional(),
-    phase: z
-      .object({
-        count: z.number().int().min(1).max(10).optional(),
-        perPhase: count.optional(),
-        by: z.enum(['auto', 'fraction', 'dynamics']).optional(),
-      })
-      .strict()
-      .optional(),
-    change: z
-      .object({
-        max: count.optional(),
-        zThreshold: z.number().positive().max(1000).optional(),
-      })
-      .strict()
-      .optional(),
-    best: z
-      .object({
-        metric: z.enum(['valLoss', 'trainLoss', 'gradNorm', 'gapIncrement']).optional(),
-        mode: z.enum(['min', 'max']).optional(),
-        count: count.optional(),
-      })
-      .strict()
-      .nullable()
-      .optional(),
-    every: positive.nullable().optional(),
-    graceSeconds: z.number().int().min(0).max(365 * 86_400).optional(),
-  })
-  .strict();
+const strict = <T extends z.ZodRawShape>(shape: T, what: string) =>
+  z.strictObject(shape, {
+    error: (issue) =>
+      issue.code === 'unrecognized_keys'
+        ? `unknown ${what} key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `'${k}'`).join(', ')}; allowed: ${Object.keys(shape).join(', ')}`
+        : undefined,
+  });
+
+const Budget = strict(
+  {
+    /** Most checkpoints kept; null: no limit. */
+    maxCheckpoints: positive.nullable(),
+    /** Most bytes kept; null: no limit. */
+    maxBytes: positive.nullable(),
+  },
+  'budget',
+);
+
+const PhaseClass = strict(
+  {
+    count: z.number().int('must be a whole number').min(1, 'must be ≥ 1').max(10, 'must be ≤ 10'),
+    perPhase: count,
+    /** `fraction` of plannedSteps, `dynamics` of the run's update norms and losses, `auto`: fraction when plannedSteps is known. */
+    by: z.enum(['auto', 'fraction', 'dynamics']),
+  },
+  'phase',
+);
+
+const ChangeClass = strict({ max: count, zThreshold: z.number().positive('must be > 0').max(1000, 'must be ≤ 1000') }, 'change');
+
+const BestClass = strict(
+  {
+    metric: z.enum(['valLoss', 'trainLoss', 'gradNorm', 'gapIncrement']),
+    mode: z.enum(['min', 'max']),
+    count,
+  },
+  'best',
+);
+
+const shape = {
+  budget: Budget,
+  latest: count,
+  phase: PhaseClass,
+  change: ChangeClass,
+  /** null: no `best` class. */
+  best: BestClass.nullable(),
+  /** Keep steps that are multiples of this; null: no `every` class. */
+  every: positive.nullable(),
+  /** Seconds between a checkpoint's eviction and the deletion of its bytes (restorable meanwhile). */
+  graceSeconds: z.number().int('must be a whole number').min(0, 'must be ≥ 0').max(365 * 86_400, 'must be ≤ one year'),
+};
+
+export const Policy = strict(shape, 'policy');
+export type Policy = z.infer<typeof Policy>;
+
+export const PolicyInput = strict(
+  {
+    budget: Budget.partial().optional(),
+    latest: shape.latest.optional(),
+    phase: PhaseClass.partial().optional(),
+    change: ChangeClass.partial().optional(),
+    best: BestClass.partial().nullable().optional(),
+    every: shape.every.optional(),
+    graceSeconds: shape.graceSeconds.optional(),
+  },
+  'policy',
+);
 export type PolicyInput = z.infer<typeof PolicyInput>;
 
-export interface Policy {
-  budget: { maxCheckpoints: number | null; maxBytes: number | null };
-  latest: number;
-  phase: { count: number; perPhase: number; by: 'auto' | 'fraction' | 'dynamics' };
-  change: { max: number; zThreshold: number };
-  best: { metric: 'valLoss' | 'trainLoss' | 'gradNorm' | 'gapIncrement'; mode: 'min' | 'max'; count: number } | null;
-  every: number | null;
-  graceSeconds: number;
-}
-
-export const DEFAULT_POLICY: Readonly<Policy> = Object.freeze<Policy>({
+export const DEFAULT_POLICY: Readonly<Policy> = deepFreeze<Policy>({
   budget: { maxCheckpoints: null, maxBytes: null },
   latest: 1,
   phase: { count: 3, perPhase: 2, by: 'auto' },
@@ -69,19 +90,39 @@ export const DEFAULT_POLICY: Readonly<Policy> = Object.freeze<Policy>({
   graceSeconds: 3600,
 });
 
-/** The full policy: `input` over the defaults. */
+/** The full policy: `input` over DEFAULT_POLICY (nested objects merge key by key; an explicit null stays null). */
 export function resolvePolicy(input: PolicyInput): Policy {
   const d = DEFAULT_POLICY;
+  const pick = <T>(value: T | undefined, fallback: T): T => (value === undefined ? fallback : value);
   return {
     budget: {
-      maxCheckpoints: input.budget?.maxCheckpoints !== undefined ? input.budget.maxCheckpoints : d.budget.maxCheckpoints,
-      maxBytes: input.budget?.maxBytes !== undefined ? input.budget.maxBytes : d.budget.maxBytes,
+      maxCheckpoints: pick(input.budget?.maxCheckpoints, d.budget.maxCheckpoints),
+      maxBytes: pick(input.budget?.maxBytes, d.budget.maxBytes),
     },
-    latest: input.latest ?? d.latest,
-    phase: { ...d.phase, ...input.phase },
-    change: { ...d.change, ...input.change },
-    best: input.best === null ? null : { ...d.best!, ...input.best },
-    every: input.every !== undefined ? input.every : d.every,
-    graceSeconds: input.graceSeconds ?? d.graceSeconds,
+    latest: pick(input.latest, d.latest),
+    phase: {
+      count: pick(input.phase?.count, d.phase.count),
+      perPhase: pick(input.phase?.perPhase, d.phase.perPhase),
+      by: pick(input.phase?.by, d.phase.by),
+    },
+    change: { max: pick(input.change?.max, d.change.max), zThreshold: pick(input.change?.zThreshold, d.change.zThreshold) },
+    best:
+      input.best === null
+        ? null
+        : {
+            metric: pick(input.best?.metric, d.best?.metric ?? 'valLoss'),
+            mode: pick(input.best?.mode, d.best?.mode ?? 'min'),
+            count: pick(input.best?.count, d.best?.count ?? 1),
+          },
+    every: pick(input.every, d.every),
+    graceSeconds: pick(input.graceSeconds, d.graceSeconds),
   };
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
 }

@@ -1,7 +1,7 @@
 import type { Catalog, RetentionOutcome } from '../catalog/catalog.js';
 import type { CheckpointRecord, RunRecord } from '../catalog/records.js';
 import { AppError, errors } from '../errors.js';
-import { decideRetention, type RetentionDecision } from './engine.js';
+import { SKETCH_COVERAGE_MAX_CHECKPOINTS, decideRetention, type RetentionDecision } from './engine.js';
 import { DEFAULT_POLICY, PolicyInput, resolvePolicy, type Policy } from './policy.js';
 
 /**
@@ -32,10 +32,13 @@ export class RetentionService {
     const effective = policy ?? (await this.policyFor(run));
     const checkpoints = (await this.catalog.listCheckpoints(runId)).filter((c) => c.indicators !== null);
     const steps = checkpoints.map((c) => c.step);
-    const [trainLoss, metric] = await Promise.all([
+    // Small runs are covered in sketch space (exact-ish distances); larger ones along the path, sketch-free.
+    const [trainLoss, metric, summaries] = await Promise.all([
       this.catalog.metricAtCheckpoints(runId, 'trainLoss', 'mean'),
       effective.best ? this.catalog.metricAtCheckpoints(runId, effective.best.metric, 'last') : Promise.resolve([]),
+      checkpoints.length <= SKETCH_COVERAGE_MAX_CHECKPOINTS ? this.catalog.getSummaries(runId, steps) : Promise.resolve([]),
     ]);
+    const summaryByStep = new Map(summaries.map((s) => [s.step, s]));
     const lossAt = valuesAt(steps, trainLoss);
     const metricAt = valuesAt(steps, metric);
     const decision = decideRetention({
@@ -45,6 +48,7 @@ export class RetentionService {
         pinned: c.pinned,
         available: c.contentAvailable,
         indicators: c.indicators!,
+        summary: summaryByStep.get(c.step),
         trainLoss: lossAt[i],
         metric: effective.best && metricAt[i] !== null ? { [effective.best.metric]: metricAt[i]! } : {},
       })),

@@ -1,0 +1,55 @@
+import type { CheckpointIndicators } from '../trajectory/run-indicators.js';
+import type { CheckpointSummary } from '../trajectory/types.js';
+import type { Policy } from './policy.js';
+
+export type RetentionClass = 'latest' | 'pinned' | 'change' | 'best' | 'every' | 'phase';
+
+export interface RetentionCandidate {
+  step: number;
+  bytes: number;
+  pinned: boolean;
+  /** False once the bytes are deleted: such a checkpoint is still covered, but can no longer be kept. Default true. */
+  available?: boolean;
+  indicators: CheckpointIndicators;
+  /**
+   * The checkpoint's sketch. When every checkpoint has one and the run is small enough
+   * (SKETCH_COVERAGE_MAX_CHECKPOINTS), coverage is measured with sketch distances between checkpoints;
+   * otherwise along the path (see path-coverage.ts). Never needed, never read for longer runs.
+   */
+  summary?: CheckpointSummary;
+  /** Mean training loss since the previous checkpoint, or null. */
+  trainLoss: number | null;
+  /** Values of the policy's `best` metric logged at (or just before) this checkpoint. */
+  metric: Record<string, number>;
+}
+
+export interface RetentionInput {
+  /** Sorted by step, steps distinct. */
+  checkpoints: readonly RetentionCandidate[];
+  policy: Policy;
+  plannedSteps?: number | null;
+}
+
+export interface CheckpointDecision {
+  step: number;
+  keep: boolean;
+  /** The classes holding a kept checkpoint; empty when it is not kept. */
+  classes: RetentionClass[];
+  /** Why it is kept (one sentence per class), or why not (one sentence). Never empty. */
+  reasons: string[];
+  phase: string;
+  changeScore: number;
+}
+
+export interface RetentionDecision {
+  checkpoints: CheckpointDecision[];
+  totals: {
+    checkpoints: number;
+    kept: number;
+    bytesKept: number;
+    bytesUploaded: number;
+    budget: { maxCheckpoints: number | null; maxBytes: number | null };
+    /** Distance from each checkpoint to its nearest kept one, as a fraction of the run's path length. */
+    coverage: { mean: number; max: number };
+  };
+}
