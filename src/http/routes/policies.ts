@@ -2,7 +2,7 @@ import express, { Router } from 'express';
 import type { PolicyRecord } from '../../catalog/catalog.js';
 import { RunPolicyRef } from '../../catalog/records.js';
 import { AppError, errors } from '../../errors.js';
-import { DEFAULT_POLICY, PolicyInput, resolvePolicy } from '../../retention/policy.js';
+import { DEFAULT_POLICY, PolicyInput, resolvePolicy, type Policy } from '../../retention/policy.js';
 import type { AppContext } from '../context.js';
 import { RUN_ID_PATTERN, parseRunId } from '../ids.js';
 import { parseInput } from '../validate.js';
@@ -54,7 +54,7 @@ export function policyRoutes(ctx: AppContext): Router {
   router.post('/v1/runs/:run/retention/simulate', json, async (req, res) => {
     const runId = parseRunId(req.params.run);
     const body = parseInput(RunPolicyRef.optional(), req.body && Object.keys(req.body).length ? req.body : undefined, 'simulation request');
-    let policy;
+    let policy: Policy | undefined;
     if (body && 'policy' in body) policy = resolvePolicy(parseInput(PolicyInput, body.policy, 'policy'));
     else if (body && body.name !== DEFAULT_POLICY_NAME) {
       const record = await ctx.catalog.getPolicy(body.name);
