@@ -147,6 +147,19 @@ export function assertCode(fn: () => unknown, code: string, message?: RegExp): v
 }
 
 /** Feeds the body chunk by chunk and ends, as a single call for assertCode. */
+/** Feeds `body` in `size`-byte pieces through one write buffer that is overwritten after every write. */
+export function decodeThroughReusedBuffer(create: DecoderFactory, body: Uint8Array, size: number): { visitor: RecordingVisitor; layout: CheckpointLayout } {
+  const visitor = new RecordingVisitor();
+  const decoder = create(visitor, LIMITS);
+  const scratch = new Uint8Array(size);
+  for (const chunk of chunks(body, size)) {
+    scratch.set(chunk);
+    decoder.write(scratch.subarray(0, chunk.byteLength));
+    scratch.fill(0xee);
+  }
+  return { visitor, layout: decoder.end() };
+}
+
 export function feedAll(create: DecoderFactory, body: Uint8Array, chunking: Chunking = body.byteLength || 1, limits = LIMITS): () => void {
   return () => {
     const decoder = create(new RecordingVisitor(), limits);
