@@ -29,7 +29,11 @@ export class RetentionService {
   async decide(runId: string, policy?: Policy): Promise<{ decision: RetentionDecision; checkpoints: CheckpointRecord[] }> {
     const run = await this.catalog.getRun(runId);
     if (!run) throw errors.runNotFound(runId);
-    const effective = policy ?? (await this.policyFor(run));
+    return this.decideFor(run, policy ?? (await this.policyFor(run)));
+  }
+
+  private async decideFor(run: RunRecord, effective: Policy): Promise<{ decision: RetentionDecision; checkpoints: CheckpointRecord[] }> {
+    const runId = run.id;
     const checkpoints = (await this.catalog.listCheckpoints(runId)).filter((c) => c.indicators !== null);
     const steps = checkpoints.map((c) => c.step);
     // Small runs are covered in sketch space (exact-ish distances); larger ones along the path, sketch-free.
@@ -63,7 +67,7 @@ export class RetentionService {
     const run = await this.catalog.getRun(runId);
     if (!run) throw errors.runNotFound(runId);
     const policy = await this.policyFor(run);
-    const { decision, checkpoints } = await this.decide(runId, policy);
+    const { decision, checkpoints } = await this.decideFor(run, policy);
     const byStep = new Map(checkpoints.map((c) => [c.step, c]));
     const deleteAfter = new Date(now.getTime() + policy.graceSeconds * 1000).toISOString();
     const outcomes: RetentionOutcome[] = decision.checkpoints.map((d) => {
