@@ -14,7 +14,9 @@ import { pino } from 'pino';
 import { loadConfig } from '../src/config.js';
 import { startServer } from '../src/server.js';
 
-const { values } = parseArgs({ options: { points: { type: 'string', default: '1000000' }, reads: { type: 'string', default: '500' } } });
+const { values } = parseArgs({
+  options: { points: { type: 'string', default: '1000000' }, reads: { type: 'string', default: '500' } },
+});
 const total = Number(values.points);
 const reads = Number(values.reads);
 const BATCH = 10_000;
@@ -24,7 +26,15 @@ function batch(from: number): Record<string, number | Record<string, number>>[] 
     const step = from + i + 1;
     const lr = 0.05;
     const gradNorm = 1 + 0.3 * Math.sin(step / 7);
-    const p: Record<string, number | Record<string, number>> = { step, lr, batchSize: 64, trainLoss: 2 / (1 + step / 1e4), gradNorm, gradVariance: 40 / Math.sqrt(1 + step / 1000), updateNorm: lr * gradNorm };
+    const p: Record<string, number | Record<string, number>> = {
+      step,
+      lr,
+      batchSize: 64,
+      trainLoss: 2 / (1 + step / 1e4),
+      gradNorm,
+      gradVariance: 40 / Math.sqrt(1 + step / 1000),
+      updateNorm: lr * gradNorm,
+    };
     if (step % 1000 === 0) {
       p.valLoss = (2 / (1 + step / 1e4)) * 1.2;
       p.extra = { trainEvalLoss: 2 / (1 + step / 1e4) };
@@ -49,17 +59,29 @@ async function main(): Promise<void> {
   const config = loadConfig({ TRAJGATE_DATA_DIR: dataDir, PORT: '0', HOST: '127.0.0.1' });
   try {
     let server = await startServer(config, pino({ level: 'warn' }));
-    await fetch(`${server.url}/v1/runs/bench`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ trainSize: 50_000 }) });
+    await fetch(`${server.url}/v1/runs/bench`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ trainSize: 50_000 }),
+    });
     const started = performance.now();
     for (let from = 0; from < total; from += BATCH) {
-      const res = await fetch(`${server.url}/v1/runs/bench/metrics`, { method: 'POST', headers: { 'content-type': 'application/msgpack' }, body: pack({ points: batch(from) }) });
+      const res = await fetch(`${server.url}/v1/runs/bench/metrics`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/msgpack' },
+        body: pack({ points: batch(from) }),
+      });
       if (!res.ok) throw new Error(`POST metrics: ${res.status} ${await res.text()}`);
     }
-    console.log(`bench-estimate-endpoint: posted ${total} metric points in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+    console.log(
+      `bench-estimate-endpoint: posted ${total} metric points in ${((performance.now() - started) / 1000).toFixed(1)} s`,
+    );
     await timeReads(server.url, 20);
     const times = await timeReads(server.url, reads);
     const pct = (p: number) => times[Math.min(times.length - 1, Math.floor(p * times.length))].toFixed(2);
-    console.log(`GET /estimate, ${reads} reads: p50 ${pct(0.5)} ms, p99 ${pct(0.99)} ms, max ${times[times.length - 1].toFixed(2)} ms`);
+    console.log(
+      `GET /estimate, ${reads} reads: p50 ${pct(0.5)} ms, p99 ${pct(0.99)} ms, max ${times[times.length - 1].toFixed(2)} ms`,
+    );
     await server.close();
     server = await startServer(config, pino({ level: 'warn' }));
     const [cold] = await timeReads(server.url, 1);

@@ -47,7 +47,8 @@ function quantile(sorted: readonly number[], q: number): number {
 
 const acc = EstimateAccumulator.create();
 const batches: MetricPoint[][] = [];
-for (let s = 1; s <= total; s += BATCH) batches.push(Array.from({ length: Math.min(BATCH, total - s + 1) }, (_, i) => point(s + i)));
+for (let s = 1; s <= total; s += BATCH)
+  batches.push(Array.from({ length: Math.min(BATCH, total - s + 1) }, (_, i) => point(s + i)));
 
 let t0 = performance.now();
 for (const b of batches) acc.add(b);
@@ -85,6 +86,10 @@ console.log(`add: ${addMs.toFixed(0)} ms total, ${((addMs * 1e3) / total).toFixe
 console.log(
   `currentEstimate (3 phases) over ${reads} reads: p50 ${quantile(latencies, 0.5).toFixed(3)} ms, p99 ${quantile(latencies, 0.99).toFixed(3)} ms, max ${latencies[latencies.length - 1].toFixed(3)} ms`,
 );
-console.log(`state: ${(json.length / 1024).toFixed(0)} KiB JSON; toJSON+stringify ${serializeMs.toFixed(1)} ms; parse+fromJSON ${restoreMs.toFixed(1)} ms`);
+console.log(
+  `state: ${(json.length / 1024).toFixed(0)} KiB JSON; toJSON+stringify ${serializeMs.toFixed(1)} ms; parse+fromJSON ${restoreMs.toFixed(1)} ms`,
+);
 console.log(`estimateHistory: ${history.length} entries in ${historyMs.toFixed(1)} ms`);
-console.log(`check: step ${e.step}, indicator ${e.indicator?.toFixed(3)}, calibrated ${e.calibrated}, warnings [${e.warnings.map((w) => w.code).join(', ')}] (${sink > 0 ? 'ok' : '?'})`);
+console.log(
+  `check: step ${e.step}, indicator ${e.indicator?.toFixed(3)}, calibrated ${e.calibrated}, warnings [${e.warnings.map((w) => w.code).join(', ')}] (${sink > 0 ? 'ok' : '?'})`,
+);

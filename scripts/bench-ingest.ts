@@ -34,7 +34,11 @@ async function generateCheckpoint(file: string, sizeMb: number): Promise<number>
   const perTensor = 16 * MiB;
   const tensors: TensorSpec[] = [];
   for (let i = 0, left = totalElements; left > 0; i++, left -= perTensor) {
-    tensors.push({ name: `layers.${String(i).padStart(4, '0')}.weight`, dtype: 'F32', shape: [Math.min(perTensor, left)] });
+    tensors.push({
+      name: `layers.${String(i).padStart(4, '0')}.weight`,
+      dtype: 'F32',
+      shape: [Math.min(perTensor, left)],
+    });
   }
   const handle = await open(file, 'w');
   try {
@@ -61,7 +65,14 @@ async function generateCheckpoint(file: string, sizeMb: number): Promise<number>
 
 async function startGateway(dataDir: string): Promise<{ child: ChildProcess; url: string }> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    env: { ...process.env, TRAJGATE_DATA_DIR: dataDir, PORT: '0', HOST: '127.0.0.1', TRAJGATE_LOG_LEVEL: 'info', ...extraEnv },
+    env: {
+      ...process.env,
+      TRAJGATE_DATA_DIR: dataDir,
+      PORT: '0',
+      HOST: '127.0.0.1',
+      TRAJGATE_LOG_LEVEL: 'info',
+      ...extraEnv,
+    },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const url = await new Promise<string>((resolve, reject) => {
@@ -119,7 +130,9 @@ async function rawWrite(dir: string, key: string, file: string): Promise<number>
 
 async function main(): Promise<void> {
   const work = await mkdtemp(path.join(os.tmpdir(), 'trajgate-bench-'));
-  console.log(`bench-ingest: sizes ${sizes.join(', ')} MiB, best of ${repeat}, env ${JSON.stringify(extraEnv)}, ${os.cpus().length} cores`);
+  console.log(
+    `bench-ingest: sizes ${sizes.join(', ')} MiB, best of ${repeat}, env ${JSON.stringify(extraEnv)}, ${os.cpus().length} cores`,
+  );
   try {
     for (const sizeMb of sizes) {
       const file = path.join(work, `ckpt-${sizeMb}.safetensors`);

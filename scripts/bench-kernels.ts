@@ -12,7 +12,9 @@
 import { parseArgs } from 'node:util';
 import { CheckpointAccumulator } from '../src/trajectory/accumulator.js';
 
-const { values } = parseArgs({ options: { mb: { type: 'string', default: '256' }, repeat: { type: 'string', default: '5' } } });
+const { values } = parseArgs({
+  options: { mb: { type: 'string', default: '256' }, repeat: { type: 'string', default: '5' } },
+});
 const totalBytes = Number(values.mb) * 1024 * 1024;
 const repeat = Number(values.repeat);
 const SLICE = 64 * 1024;
@@ -55,7 +57,11 @@ function runKernels(dtype: Case, data: Uint8Array): number {
   const size = dtype === 'F32' ? 4 : 2;
   const shapes = [];
   for (let offset = 0, i = 0; offset < data.byteLength; offset += TENSOR_BYTES, i++) {
-    shapes.push({ name: `layers.${i}.weight`, dtype, shape: [Math.min(TENSOR_BYTES, data.byteLength - offset) / size] });
+    shapes.push({
+      name: `layers.${i}.weight`,
+      dtype,
+      shape: [Math.min(TENSOR_BYTES, data.byteLength - offset) / size],
+    });
   }
   const started = performance.now();
   const acc = new CheckpointAccumulator();
@@ -63,7 +69,8 @@ function runKernels(dtype: Case, data: Uint8Array): number {
   for (let t = 0; t < shapes.length; t++) {
     const base = t * TENSOR_BYTES;
     const length = shapes[t].shape[0] * size;
-    for (let off = 0; off < length; off += SLICE) acc.update(t, off, data.subarray(base + off, base + Math.min(length, off + SLICE)));
+    for (let off = 0; off < length; off += SLICE)
+      acc.update(t, off, data.subarray(base + off, base + Math.min(length, off + SLICE)));
   }
   const summary = acc.finish(0);
   const seconds = (performance.now() - started) / 1000;
@@ -121,7 +128,9 @@ function best(fn: () => number): number {
   return seconds;
 }
 
-console.log(`bench-kernels: ${values.mb} MiB per case, ${SLICE / 1024} KiB slices at odd alignment, best of ${repeat} after a warm-up, k = 8192, tensorK = 64, Node ${process.version}`);
+console.log(
+  `bench-kernels: ${values.mb} MiB per case, ${SLICE / 1024} KiB slices at odd alignment, best of ${repeat} after a warm-up, k = 8192, tensorK = 64, Node ${process.version}`,
+);
 const gbs = (seconds: number) => totalBytes / GB / seconds;
 let floorGBs = 0;
 {
@@ -134,10 +143,14 @@ let floorGBs = 0;
   console.log(`bare sum of squares, in place (aligned F32): ${inPlace.toFixed(2)} GB/s`);
   console.log(`bare sum of squares, sliced (64 KiB odd-aligned slices copied to scratch): ${sliced.toFixed(2)} GB/s`);
   const kernel = gbs(best(() => runKernels('F32', data)));
-  console.log(`F32 stats+sketch: ${kernel.toFixed(2)} GB/s per core (${(kernel / 4).toFixed(2)} G elements/s), ratio to the faster bare loop ${(kernel / floorGBs).toFixed(2)}`);
+  console.log(
+    `F32 stats+sketch: ${kernel.toFixed(2)} GB/s per core (${(kernel / 4).toFixed(2)} G elements/s), ratio to the faster bare loop ${(kernel / floorGBs).toFixed(2)}`,
+  );
 }
 for (const dtype of ['BF16', 'F16'] as const) {
   const data = makeData(dtype);
   const kernel = gbs(best(() => runKernels(dtype, data)));
-  console.log(`${dtype} stats+sketch: ${kernel.toFixed(2)} GB/s per core (${(kernel / 2).toFixed(2)} G elements/s), ratio to the faster bare loop ${(kernel / floorGBs).toFixed(2)}`);
+  console.log(
+    `${dtype} stats+sketch: ${kernel.toFixed(2)} GB/s per core (${(kernel / 2).toFixed(2)} G elements/s), ratio to the faster bare loop ${(kernel / floorGBs).toFixed(2)}`,
+  );
 }

@@ -20,7 +20,9 @@ import { assignPhases } from '../src/trajectory/phase-segmentation.js';
 import type { CheckpointSummary } from '../src/trajectory/types.js';
 import { mulberry32 } from './lib/mnist-data.js';
 
-const { values } = parseArgs({ options: { checkpoints: { type: 'string', default: '10000' }, repeat: { type: 'string', default: '100' } } });
+const { values } = parseArgs({
+  options: { checkpoints: { type: 'string', default: '10000' }, repeat: { type: 'string', default: '100' } },
+});
 const n = Number(values.checkpoints);
 const repeat = Number(values.repeat);
 
@@ -35,7 +37,8 @@ function syntheticRun(count: number, sketches: 'distinct' | 'shared'): Retention
   const walk = new Float64Array(DEFAULT_SKETCH_SPEC.k);
   let path = 0;
   return Array.from({ length: count }, (_, i) => {
-    const update = i === 0 ? null : (1 / Math.sqrt(i)) * (1 + 0.2 * Math.sin(i * 1.7)) * (i === Math.floor(count * 0.6) ? 8 : 1);
+    const update =
+      i === 0 ? null : (1 / Math.sqrt(i)) * (1 + 0.2 * Math.sin(i * 1.7)) * (i === Math.floor(count * 0.6) ? 8 : 1);
     path += update ?? 0;
     let sketch = shared;
     if (sketches === 'distinct') {
@@ -50,7 +53,15 @@ function syntheticRun(count: number, sketches: 'distinct' | 'shared'): Retention
       summary: summary(i * 10, sketch),
       trainLoss: (2 / (1 + i / 100)) * (1 + 0.05 * Math.cos(i)),
       metric: { valLoss: 1 + Math.cos(i / 50) / 3 },
-      indicators: { updateNorm: update, updateNormPerStep: update === null ? null : update / 10, relativeChange: null, distanceFromStart: path, pathLength: path, cosinePrev: Math.sin(i) * 0.5, topTensors: [] },
+      indicators: {
+        updateNorm: update,
+        updateNormPerStep: update === null ? null : update / 10,
+        relativeChange: null,
+        distanceFromStart: path,
+        pathLength: path,
+        cosinePrev: Math.sin(i) * 0.5,
+        topTensors: [],
+      },
     };
   });
 }
@@ -68,13 +79,20 @@ function time(label: string, f: () => unknown): void {
   console.log(`${label.padEnd(58)} median ${pct(0.5).padStart(6)} ms   p99 ${pct(0.99).padStart(6)} ms`);
 }
 
-const budgets: PolicyInput['budget'][] = [{ maxCheckpoints: 12 }, { maxCheckpoints: 100 }, { maxBytes: 50_000_000 * 40 }, {}];
+const budgets: PolicyInput['budget'][] = [
+  { maxCheckpoints: 12 },
+  { maxCheckpoints: 100 },
+  { maxBytes: 50_000_000 * 40 },
+  {},
+];
 console.log(`bench-retention: ${repeat} decisions each (${process.version}, ${process.arch})`);
 const long = syntheticRun(n, 'shared');
 for (const budget of budgets) {
   const policy = resolvePolicy({ budget });
   const kept = decideRetention({ checkpoints: long, policy }).totals.kept;
-  time(`${n} checkpoints, budget ${JSON.stringify(budget)}, kept ${kept}`, () => decideRetention({ checkpoints: long, policy }));
+  time(`${n} checkpoints, budget ${JSON.stringify(budget)}, kept ${kept}`, () =>
+    decideRetention({ checkpoints: long, policy }),
+  );
 }
 time(`  of which phases + change scores (trajectory modules)`, () => {
   const updateNormPerStep = long.map((c) => c.indicators.updateNormPerStep);
@@ -85,5 +103,7 @@ time(`  of which phases + change scores (trajectory modules)`, () => {
 const small = syntheticRun(SKETCH_COVERAGE_MAX_CHECKPOINTS, 'distinct');
 for (const budget of [{ maxCheckpoints: 12 }, {}]) {
   const policy = resolvePolicy({ budget });
-  time(`${small.length} checkpoints with k=8192 sketches, budget ${JSON.stringify(budget)}`, () => decideRetention({ checkpoints: small, policy }));
+  time(`${small.length} checkpoints with k=8192 sketches, budget ${JSON.stringify(budget)}`, () =>
+    decideRetention({ checkpoints: small, policy }),
+  );
 }

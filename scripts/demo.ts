@@ -48,7 +48,12 @@ const training: TrainMnistOptions = {
 
 function progress(label: string): cliProgress.SingleBar {
   const bar = new cliProgress.SingleBar(
-    { format: `${label} [{bar}] step {value}/{total} | loss {loss} | {rate} steps/s`, noTTYOutput: true, notTTYSchedule: 2000, stream: process.stderr },
+    {
+      format: `${label} [{bar}] step {value}/{total} | loss {loss} | {rate} steps/s`,
+      noTTYOutput: true,
+      notTTYSchedule: 2000,
+      stream: process.stderr,
+    },
     cliProgress.Presets.shades_classic,
   );
   bar.start(steps, 0, { loss: '-', rate: '-' });
@@ -62,14 +67,19 @@ async function main(): Promise<void> {
   let url = values.url;
   if (!url) {
     dataDir = await mkdtemp(path.join(os.tmpdir(), 'trajgate-demo-'));
-    server = await startServer(loadConfig({ TRAJGATE_DATA_DIR: dataDir, PORT: '0', HOST: '127.0.0.1' }), pino({ level: 'warn' }));
+    server = await startServer(
+      loadConfig({ TRAJGATE_DATA_DIR: dataDir, PORT: '0', HOST: '127.0.0.1' }),
+      pino({ level: 'warn' }),
+    );
     url = server.url;
     console.log(`gateway on embedded defaults at ${url} (data in ${dataDir})`);
   }
   try {
     // 1. The same training without the SDK: the baseline for its overhead.
     const baselineBar = progress('baseline (no SDK)');
-    const baseline = await trainMnist(training, { onMetrics: (p) => baselineBar.update(p.step, { loss: p.trainLoss.toFixed(3), rate: '' }) });
+    const baseline = await trainMnist(training, {
+      onMetrics: (p) => baselineBar.update(p.step, { loss: p.trainLoss.toFixed(3), rate: '' }),
+    });
     baselineBar.stop();
 
     // 2. With the SDK: metrics every step, a checkpoint every N steps, through background queues.
@@ -83,7 +93,10 @@ async function main(): Promise<void> {
     const result = await trainMnist(training, {
       onMetrics: async (p) => {
         await run.log(p);
-        bar.update(p.step, { loss: p.trainLoss.toFixed(3), rate: (p.step / ((performance.now() - t0) / 1000)).toFixed(0) });
+        bar.update(p.step, {
+          loss: p.trainLoss.toFixed(3),
+          rate: (p.step / ((performance.now() - t0) / 1000)).toFixed(0),
+        });
       },
       onCheckpoint: (step, tensors) => run.checkpoint(step, tensors),
     });
@@ -94,7 +107,12 @@ async function main(): Promise<void> {
     const checkpoints = await client.listCheckpoints(runId);
     const kept = checkpoints.filter((c) => c.status === 'kept');
     console.log(`\nkept ${kept.length} of ${checkpoints.length} checkpoints:`);
-    console.log(formatTable(['step', 'classes', 'why'], kept.map((c) => [c.step, c.classes.join(','), c.reasons.join(' / ')])));
+    console.log(
+      formatTable(
+        ['step', 'classes', 'why'],
+        kept.map((c) => [c.step, c.classes.join(','), c.reasons.join(' / ')]),
+      ),
+    );
     const uploaded = checkpoints.reduce((s, c) => s + c.bytes, 0);
     const keptBytes = kept.reduce((s, c) => s + c.bytes, 0);
     console.log(`\nbytes kept ${keptBytes} of ${uploaded} uploaded (${((100 * keptBytes) / uploaded).toFixed(1)}%)`);

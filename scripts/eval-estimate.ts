@@ -126,7 +126,9 @@ async function runOne(lr: number, noise: number, seed: number): Promise<RunOutco
   });
   await run.close();
   const final = await gateway.client.getEstimate(runId);
-  const forecast = await gateway.client.getEstimate(runId, { calibrateUntilStep: Math.floor(CALIBRATION_FRACTION * config.steps) });
+  const forecast = await gateway.client.getEstimate(runId, {
+    calibrateUntilStep: Math.floor(CALIBRATION_FRACTION * config.steps),
+  });
   const history = (await gateway.client.getEstimateHistory(runId)).filter((h) => h.observedGap !== null);
   const withIndicator = history.filter((h) => h.indicator !== null);
   const withGap = history.filter((h) => h.gap !== null);
@@ -145,8 +147,14 @@ async function runOne(lr: number, noise: number, seed: number): Promise<RunOutco
     calibratedAll: final.gap?.estimate ?? null,
     distanceFromInit: distance,
     finalTrainLoss: result.finalTrainLoss,
-    withinIndicator: kendall(withIndicator.map((h) => h.indicator as number), withIndicator.map((h) => h.observedGap as number)),
-    withinCalibrated: kendall(withGap.map((h) => (h.gap as { estimate: number }).estimate), withGap.map((h) => h.observedGap as number)),
+    withinIndicator: kendall(
+      withIndicator.map((h) => h.indicator as number),
+      withIndicator.map((h) => h.observedGap as number),
+    ),
+    withinCalibrated: kendall(
+      withGap.map((h) => (h.gap as { estimate: number }).estimate),
+      withGap.map((h) => h.observedGap as number),
+    ),
     secondOrderRatio: final.secondOrderRatio ?? null,
     warnings: final.warnings.map((w) => w.code),
   };
@@ -160,13 +168,20 @@ const median = (xs: readonly number[]): number => {
 const mean = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 const dataDir = await mkdtemp(path.join(os.tmpdir(), 'trajgate-eval-estimate-'));
-const server = await startServer(loadConfig({ TRAJGATE_DATA_DIR: dataDir, PORT: '0', HOST: '127.0.0.1' }), pino({ level: 'warn' }));
+const server = await startServer(
+  loadConfig({ TRAJGATE_DATA_DIR: dataDir, PORT: '0', HOST: '127.0.0.1' }),
+  pino({ level: 'warn' }),
+);
 const gateway = { client: new TrajgateClient({ url: server.url }) };
 
 const started = performance.now();
 const runs: RunOutcome[] = [];
-console.log(`eval-estimate (${quick ? 'quick' : 'full'}): ${config.lrs.length * config.noises.length * config.seeds.length} runs, ${config.steps} steps each, n = ${n}`);
-console.log('lr     noise seed  trueGap  B_T      E_T     measured  rawGapInc  forecast [95%]            dist/√n  trainLoss  τ_in(B)  SO/B   warnings');
+console.log(
+  `eval-estimate (${quick ? 'quick' : 'full'}): ${config.lrs.length * config.noises.length * config.seeds.length} runs, ${config.steps} steps each, n = ${n}`,
+);
+console.log(
+  'lr     noise seed  trueGap  B_T      E_T     measured  rawGapInc  forecast [95%]            dist/√n  trainLoss  τ_in(B)  SO/B   warnings',
+);
 for (const seed of config.seeds) {
   for (const noise of config.noises) {
     for (const lr of config.lrs) {
@@ -198,7 +213,9 @@ const truth = runs.map((r) => r.trueGap);
 const tau = (values: number[]): string => fmt(kendall(values, truth));
 const withForecast = runs.filter((r) => r.forecast !== null);
 const relErrors = withForecast.map((r) => Math.abs((r.forecast as number) - r.trueGap) / Math.abs(r.trueGap));
-const inside = withForecast.filter((r) => r.trueGap >= (r.forecastLow as number) && r.trueGap <= (r.forecastHigh as number)).length;
+const inside = withForecast.filter(
+  (r) => r.trueGap >= (r.forecastLow as number) && r.trueGap <= (r.forecastHigh as number),
+).length;
 const within = (xs: (number | null)[]): string => {
   const v = xs.filter((x): x is number => x !== null);
   return v.length ? `${fmt(mean(v))} (min ${fmt(Math.min(...v))}, ${v.length} runs)` : '—';
@@ -210,11 +227,22 @@ console.log(`  indicator B_T (uncalibrated)                    ${tau(runs.map((r
 console.log(`  expected increment E_T                          ${tau(runs.map((r) => r.expectedIncrement))}`);
 console.log(`  measured decomposition (gapIncrementFresh)      ${tau(runs.map((r) => r.measuredGap))}`);
 console.log(`  raw client gapIncrement sum (self-fit biased)   ${tau(runs.map((r) => r.measuredGapUncorrected))}`);
-console.log(`  calibrated forecast (fit on first 60%)          ${fmt(kendall(withForecast.map((r) => r.forecast as number), withForecast.map((r) => r.trueGap)))}`);
+console.log(
+  `  calibrated forecast (fit on first 60%)          ${fmt(
+    kendall(
+      withForecast.map((r) => r.forecast as number),
+      withForecast.map((r) => r.trueGap),
+    ),
+  )}`,
+);
 console.log(`  calibrated on all evaluation points             ${tau(runs.map((r) => r.calibratedAll ?? NaN))}`);
-console.log(`  baseline: distance from init / sqrt(n)          ${tau(runs.map((r) => r.distanceFromInit / Math.sqrt(n)))}`);
+console.log(
+  `  baseline: distance from init / sqrt(n)          ${tau(runs.map((r) => r.distanceFromInit / Math.sqrt(n)))}`,
+);
 console.log(`  baseline: − final training loss                 ${tau(runs.map((r) => -r.finalTrainLoss))}`);
-console.log(`Within-run τ over evaluation points, mean: indicator ${within(runs.map((r) => r.withinIndicator))}; calibrated ${within(runs.map((r) => r.withinCalibrated))}`);
+console.log(
+  `Within-run τ over evaluation points, mean: indicator ${within(runs.map((r) => r.withinIndicator))}; calibrated ${within(runs.map((r) => r.withinCalibrated))}`,
+);
 console.log(
   `Calibrated forecast of the final gap from the first ${CALIBRATION_FRACTION * 100}%: median relative error ${fmt(100 * median(relErrors), 1)}%, ` +
     `max ${fmt(100 * Math.max(...relErrors), 1)}%, true gap inside the 95% interval ${inside}/${withForecast.length}`,

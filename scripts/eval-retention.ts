@@ -24,7 +24,9 @@ import { CheckpointAccumulator } from '../src/trajectory/accumulator.js';
 import { assignPhases } from '../src/trajectory/phase-segmentation.js';
 import { computeIndicators } from '../src/trajectory/run-indicators.js';
 
-const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, budget: { type: 'string', default: '10' } } });
+const { values } = parseArgs({
+  options: { quick: { type: 'boolean', default: false }, budget: { type: 'string', default: '10' } },
+});
 const BUDGET = Number(values.budget);
 
 interface RecordedRun {
@@ -48,7 +50,12 @@ function syntheticRun(seed: number, count = 60, dim = 4000): RecordedRun {
   const gauss = () => Math.sqrt(-2 * Math.log(random() + 1e-12)) * Math.cos(2 * Math.PI * random());
   const w = Float32Array.from({ length: dim }, () => gauss() * 0.1);
   const target = Float32Array.from({ length: dim }, () => gauss() * 0.1);
-  const [spike, restart, plateauFrom, plateauTo] = [Math.round(count * 0.35), Math.round(count * 0.6), Math.round(count * 0.8), Math.round(count * 0.9)];
+  const [spike, restart, plateauFrom, plateauTo] = [
+    Math.round(count * 0.35),
+    Math.round(count * 0.6),
+    Math.round(count * 0.8),
+    Math.round(count * 0.9),
+  ];
   const weights: Float32Array[] = [w.slice()];
   const trainLoss: (number | null)[] = [2];
   let kick: Float32Array | null = null;
@@ -179,7 +186,9 @@ function baselines(run: RecordedRun, budget: number): Record<string, number[]> {
       .slice(0, budget)
       .sort((a, b) => a - b),
     'every N steps': indices.filter((i) => run.steps[i] % everyN === 0),
-    'uniform thinning': [...new Set(Array.from({ length: budget }, (_, j) => Math.round((j * (n - 1)) / (budget - 1))))],
+    'uniform thinning': [
+      ...new Set(Array.from({ length: budget }, (_, j) => Math.round((j * (n - 1)) / (budget - 1)))),
+    ],
   };
 }
 
@@ -221,7 +230,17 @@ function printTable(title: string, rows: Map<string, Score[]>): void {
   for (const [rule, scores] of rows) {
     const avg = (f: (s: Score) => number) => scores.reduce((a, s) => a + f(s), 0) / scores.length;
     console.log(
-      `${rule.padEnd(20)} ${avg((s) => s.meanCoverage).toFixed(4).padStart(13)} ${avg((s) => s.maxCoverage).toFixed(4).padStart(13)} ${avg((s) => s.recall).toFixed(2).padStart(13)} ${avg((s) => s.phases).toFixed(1).padStart(14)} ${avg((s) => s.kept).toFixed(1).padStart(5)} ${(avg((s) => s.bytes) / 1e6).toFixed(2).padStart(8)}`,
+      `${rule.padEnd(20)} ${avg((s) => s.meanCoverage)
+        .toFixed(4)
+        .padStart(13)} ${avg((s) => s.maxCoverage)
+        .toFixed(4)
+        .padStart(13)} ${avg((s) => s.recall)
+        .toFixed(2)
+        .padStart(13)} ${avg((s) => s.phases)
+        .toFixed(1)
+        .padStart(14)} ${avg((s) => s.kept)
+        .toFixed(1)
+        .padStart(5)} ${(avg((s) => s.bytes) / 1e6).toFixed(2).padStart(8)}`,
     );
   }
 }
@@ -233,10 +252,15 @@ async function evaluate(runs: RecordedRun[], title: string): Promise<void> {
   for (const run of runs) {
     const ours = trajgate(run, BUDGET, true);
     const pathOnly = trajgate(run, BUDGET, false);
-    const entries: [string, number[]][] = [['trajgate default', ours.kept], ['  (path-only model)', pathOnly.kept], ...Object.entries(baselines(run, BUDGET))];
+    const entries: [string, number[]][] = [
+      ['trajgate default', ours.kept],
+      ['  (path-only model)', pathOnly.kept],
+      ...Object.entries(baselines(run, BUDGET)),
+    ];
     const scores = new Map<string, Score>();
     for (const [rule, kept] of entries) {
-      if (rule === 'every N steps' && kept.length < BUDGET) notes.add(`every N steps: the finest grid within the budget keeps ${kept.length} on ${run.name}`);
+      if (rule === 'every N steps' && kept.length < BUDGET)
+        notes.add(`every N steps: the finest grid within the budget keeps ${kept.length} on ${run.name}`);
       const s = score(run, kept, ours.phaseOf);
       scores.set(rule, s);
       rows.set(rule, [...(rows.get(rule) ?? []), s]);
@@ -257,10 +281,16 @@ async function evaluate(runs: RecordedRun[], title: string): Promise<void> {
 async function main(): Promise<void> {
   const seeds = values.quick ? [1, 2] : [1, 2, 3];
   const started = performance.now();
-  await evaluate(seeds.map((s) => syntheticRun(s)), `synthetic trajectories (${seeds.length} seeds, 60 checkpoints, restart + loss spike + plateau)`);
+  await evaluate(
+    seeds.map((s) => syntheticRun(s)),
+    `synthetic trajectories (${seeds.length} seeds, 60 checkpoints, restart + loss spike + plateau)`,
+  );
   const real: RecordedRun[] = [];
   for (const seed of seeds) real.push(await mnistRun(seed, values.quick ? 600 : 1200));
-  await evaluate(real, `real tfjs MNIST runs (${seeds.length} seeds, 784-64-10, ${values.quick ? 600 : 1200} steps, cosine restart at 60%, random-label burst at 35%)`);
+  await evaluate(
+    real,
+    `real tfjs MNIST runs (${seeds.length} seeds, 784-64-10, ${values.quick ? 600 : 1200} steps, cosine restart at 60%, random-label burst at 35%)`,
+  );
   console.log(`\nwall time ${((performance.now() - started) / 1000).toFixed(0)} s`);
 }
 

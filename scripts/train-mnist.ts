@@ -74,7 +74,7 @@ function parseCli(argv: string[]): CliOptions {
     .option('--checkpoint-every <n>', 'steps between checkpoints', int, 20)
     .option('--eval-every <n>', 'steps between evaluations (default: --checkpoint-every)', int)
     .option('--gap-every <n>', 'steps between gapIncrement measurements (0 = off)', int, 0)
-    .option('--restart-at <fraction>', "cosine-restart: where the restart happens", num)
+    .option('--restart-at <fraction>', 'cosine-restart: where the restart happens', num)
     .option('--spike <at:steps:mult>', 'loss-spike event (random labels at lr × mult); repeatable', spike, [])
     .option('--train-eval-size <n>', 'training rows used for trainEvalLoss (default: all)', int)
     .option('--progress-every <n>', 'steps between progress lines', int, 50)
@@ -89,7 +89,8 @@ function prepareOut(out: string, overwrite: boolean): string {
   if ((existing || existsSync(join(out, 'metrics.jsonl'))) && !overwrite) {
     throw new Error(`${out} already holds a run; pass --overwrite to replace it`);
   }
-  for (const name of ['checkpoints', 'metrics.jsonl', 'summary.json']) rmSync(join(out, name), { recursive: true, force: true });
+  for (const name of ['checkpoints', 'metrics.jsonl', 'summary.json'])
+    rmSync(join(out, name), { recursive: true, force: true });
   mkdirSync(checkpointDir, { recursive: true });
   return checkpointDir;
 }

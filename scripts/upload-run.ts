@@ -13,7 +13,9 @@ import { pino } from 'pino';
 import { loadConfig } from '../src/config.js';
 import { startServer } from '../src/server.js';
 
-const { values } = parseArgs({ options: { dir: { type: 'string' }, run: { type: 'string' }, url: { type: 'string' } } });
+const { values } = parseArgs({
+  options: { dir: { type: 'string' }, run: { type: 'string' }, url: { type: 'string' } },
+});
 if (!values.dir) {
   console.error('usage: upload-run.ts --dir RUN_DIR [--run NAME] [--url URL]');
   process.exit(2);
@@ -68,12 +70,27 @@ function fmt(v: number | null, digits = 4): string {
 }
 
 async function printTrajectory(base: string): Promise<void> {
-  const t = (await request(`${base}/v1/runs/${run}/trajectory`)) as { items: TrajectoryItem[]; phases: { method: string }; totals: Record<string, number> };
+  const t = (await request(`${base}/v1/runs/${run}/trajectory`)) as {
+    items: TrajectoryItem[];
+    phases: { method: string };
+    totals: Record<string, number>;
+  };
   console.log(`phases by ${t.phases.method}; totals ${JSON.stringify(t.totals)}`);
   console.log('step   phase  updateNorm  relChange  distStart  pathLength  cosPrev  change  trainLoss  top tensor');
   for (const i of t.items) {
     console.log(
-      [String(i.step).padStart(5), i.phase.padStart(6), fmt(i.updateNorm).padStart(10), fmt(i.relativeChange, 3).padStart(10), fmt(i.distanceFromStart).padStart(10), fmt(i.pathLength).padStart(11), fmt(i.cosinePrev, 2).padStart(8), i.changeScore.toFixed(2).padStart(7), fmt(i.trainLoss).padStart(10), ` ${i.topTensors[0]?.name ?? '-'}`].join(' '),
+      [
+        String(i.step).padStart(5),
+        i.phase.padStart(6),
+        fmt(i.updateNorm).padStart(10),
+        fmt(i.relativeChange, 3).padStart(10),
+        fmt(i.distanceFromStart).padStart(10),
+        fmt(i.pathLength).padStart(11),
+        fmt(i.cosinePrev, 2).padStart(8),
+        i.changeScore.toFixed(2).padStart(7),
+        fmt(i.trainLoss).padStart(10),
+        ` ${i.topTensors[0]?.name ?? '-'}`,
+      ].join(' '),
     );
   }
 }
@@ -85,7 +102,10 @@ async function main(): Promise<void> {
     return;
   }
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'trajgate-upload-'));
-  const server = await startServer(loadConfig({ TRAJGATE_DATA_DIR: dataDir, PORT: '0', HOST: '127.0.0.1' }), pino({ level: 'warn' }));
+  const server = await startServer(
+    loadConfig({ TRAJGATE_DATA_DIR: dataDir, PORT: '0', HOST: '127.0.0.1' }),
+    pino({ level: 'warn' }),
+  );
   try {
     await upload(server.url);
     await printTrajectory(server.url);

@@ -8,12 +8,7 @@ import { z } from 'zod';
 const MiB = 1024 * 1024;
 
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) =>
-  z
-    .string()
-    .trim()
-    .regex(/^\d+$/, 'must be a whole number')
-    .transform(Number)
-    .pipe(z.number().int().min(min).max(max));
+  z.string().trim().regex(/^\d+$/, 'must be a whole number').transform(Number).pipe(z.number().int().min(min).max(max));
 
 const bool = z
   .enum(['true', 'false', '1', '0'], { message: "must be one of 'true', 'false', '1', '0'" })

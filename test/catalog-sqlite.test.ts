@@ -32,7 +32,10 @@ describeCatalogContract('sqlite memory', async () => ({
 
 describe('parseCatalogUrl', () => {
   it('reads sqlite URLs, :memory: and plain paths', () => {
-    assert.deepEqual(parseCatalogUrl('sqlite:///var/lib/tg/catalog.db'), { kind: 'sqlite', file: '/var/lib/tg/catalog.db' });
+    assert.deepEqual(parseCatalogUrl('sqlite:///var/lib/tg/catalog.db'), {
+      kind: 'sqlite',
+      file: '/var/lib/tg/catalog.db',
+    });
     assert.deepEqual(parseCatalogUrl('sqlite::memory:'), { kind: 'sqlite', file: ':memory:' });
     assert.deepEqual(parseCatalogUrl('sqlite://:memory:'), { kind: 'sqlite', file: ':memory:' });
     assert.deepEqual(parseCatalogUrl('/tmp/x.db'), { kind: 'sqlite', file: '/tmp/x.db' });
@@ -74,7 +77,8 @@ describe('openCatalog', () => {
           .prepare("select name from sqlite_master where type = 'table' order by name")
           .all()
           .map((r) => (r as { name: string }).name);
-        for (const t of ['runs', 'checkpoints', 'checkpoint_summaries', 'metric_points', 'kysely_migration']) assert.ok(tables.includes(t), t);
+        for (const t of ['runs', 'checkpoints', 'checkpoint_summaries', 'metric_points', 'kysely_migration'])
+          assert.ok(tables.includes(t), t);
         const applied = probe.prepare('select name from kysely_migration').all() as { name: string }[];
         assert.deepEqual(
           applied.map((r) => r.name),

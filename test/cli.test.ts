@@ -16,12 +16,20 @@ const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
  * Runs the built `trajgate` binary (dist/cli/main.js, what `npm run build` produces and `bin` points at).
  * Asynchronously: the gateway it talks to runs in this process.
  */
-function trajgate(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+function trajgate(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [path.join(root, 'dist/cli/main.js'), ...args], { env: { ...process.env, ...env }, timeout: 30_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
+    execFile(
+      process.execPath,
+      [path.join(root, 'dist/cli/main.js'), ...args],
+      { env: { ...process.env, ...env }, timeout: 30_000 },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
   });
 }
 
@@ -38,7 +46,9 @@ describe('trajgate CLI (built binary)', () => {
   let server: Awaited<ReturnType<typeof startTestServer>>;
   let dir: string;
   before(async () => {
-    const build = spawnSync(process.execPath, [tsc, '-p', path.join(root, 'tsconfig.build.json')], { encoding: 'utf8' });
+    const build = spawnSync(process.execPath, [tsc, '-p', path.join(root, 'tsconfig.build.json')], {
+      encoding: 'utf8',
+    });
     assert.equal(build.status, 0, `build failed:\n${build.stdout}${build.stderr}`);
     server = await startTestServer();
     dir = await mkdtemp(path.join(os.tmpdir(), 'trajgate-cli-'));
@@ -51,7 +61,10 @@ describe('trajgate CLI (built binary)', () => {
   it('uploads with a progress display, lists as JSON, downloads and verifies', async () => {
     const file = path.join(dir, 'model.safetensors');
     const w = new Float32Array(200_000).map((_, i) => Math.sin(i));
-    await writeFile(file, encodeSafetensors([{ name: 'w', dtype: 'F32', shape: [200_000], data: new Uint8Array(w.buffer) }]));
+    await writeFile(
+      file,
+      encodeSafetensors([{ name: 'w', dtype: 'F32', shape: [200_000], data: new Uint8Array(w.buffer) }]),
+    );
     const upload = await trajgate(['checkpoints', 'upload', 'cli-run', '100', file], { TRAJGATE_URL: server.url });
     assert.equal(upload.code, 0, upload.stderr);
     assert.match(upload.stderr, /upload \[.*\] 100% 800\d+\/800\d+ bytes/);
@@ -60,7 +73,10 @@ describe('trajgate CLI (built binary)', () => {
     const ls = await trajgate(['--url', server.url, '--json', 'checkpoints', 'ls', 'cli-run']);
     assert.equal(ls.code, 0, ls.stderr);
     const items = JSON.parse(ls.stdout) as { step: number; status: string }[];
-    assert.deepEqual(items.map((c) => [c.step, c.status]), [[100, 'kept']]);
+    assert.deepEqual(
+      items.map((c) => [c.step, c.status]),
+      [[100, 'kept']],
+    );
 
     const table = await trajgate(['--url', server.url, 'checkpoints', 'ls', 'cli-run']);
     assert.match(table.stdout, /^step\s+status\s+classes/);

@@ -36,7 +36,13 @@ describe('config', () => {
 
   it('reports every problem at once', () => {
     assert.throws(
-      () => loadConfig({ PORT: 'eighty', TRAJGATE_S3_FORCE_PATH_STYLE: 'yes', TRAJGATE_LOG_LEVEL: 'loud', TRAJGATE_S3_ENDPOINT: 'nope' }),
+      () =>
+        loadConfig({
+          PORT: 'eighty',
+          TRAJGATE_S3_FORCE_PATH_STYLE: 'yes',
+          TRAJGATE_LOG_LEVEL: 'loud',
+          TRAJGATE_S3_ENDPOINT: 'nope',
+        }),
       (err: unknown) => {
         assert.ok(err instanceof ConfigError);
         assert.equal(err.problems.length, 4, err.message);

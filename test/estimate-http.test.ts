@@ -12,7 +12,14 @@ function points(steps: number, lr: number, withVariance = true): MetricPoint[] {
   return Array.from({ length: steps }, (_, i) => {
     const step = i + 1;
     const gradNorm = 2 / Math.sqrt(step);
-    const p: MetricPoint = { step, trainLoss: 2 / (1 + step / 100), lr, batchSize: 32, gradNorm, updateNorm: lr * gradNorm };
+    const p: MetricPoint = {
+      step,
+      trainLoss: 2 / (1 + step / 100),
+      lr,
+      batchSize: 32,
+      gradNorm,
+      updateNorm: lr * gradNorm,
+    };
     if (withVariance) p.gradVariance = 50 / Math.sqrt(step);
     if (step % 50 === 0) {
       p.valLoss = (2 / (1 + step / 100)) * (1 + step / 2000);
@@ -32,7 +39,11 @@ describe('generalization estimate over REST', () => {
   it('maintains the estimate incrementally; it equals a from-scratch computation', async () => {
     await request(gw.app).put('/v1/runs/est').send({ trainSize: 1000 }).expect(201);
     const all = points(600, 0.05);
-    for (let i = 0; i < all.length; i += 97) await request(gw.app).post('/v1/runs/est/metrics').send({ points: all.slice(i, i + 97) }).expect(200);
+    for (let i = 0; i < all.length; i += 97)
+      await request(gw.app)
+        .post('/v1/runs/est/metrics')
+        .send({ points: all.slice(i, i + 97) })
+        .expect(200);
     const res = await request(gw.app).get('/v1/runs/est/estimate');
     assertMatchesSpec(res, 'GET', '/v1/runs/{run}/estimate');
     const scratch = currentEstimate(EstimateAccumulator.create().add(all), { trainSize: 1000 });
@@ -46,12 +57,19 @@ describe('generalization estimate over REST', () => {
     assertMatchesSpec(history, 'GET', '/v1/runs/{run}/estimate/history');
     assert.ok(history.body.items.length > 5);
 
-    assert.notEqual(await gw.context.catalog.getEstimateState('est'), null, 'the state is stored, so reads never rescan');
+    assert.notEqual(
+      await gw.context.catalog.getEstimateState('est'),
+      null,
+      'the state is stored, so reads never rescan',
+    );
   });
 
   it('says which inputs are missing instead of a number it cannot support', async () => {
     await request(gw.app).put('/v1/runs/no-var').send({ trainSize: 1000 }).expect(201);
-    await request(gw.app).post('/v1/runs/no-var/metrics').send({ points: points(200, 0.05, false) }).expect(200);
+    await request(gw.app)
+      .post('/v1/runs/no-var/metrics')
+      .send({ points: points(200, 0.05, false) })
+      .expect(200);
     const res = await request(gw.app).get('/v1/runs/no-var/estimate');
     assertMatchesSpec(res, 'GET', '/v1/runs/{run}/estimate');
     assert.equal(res.body.indicator, null);
@@ -60,11 +78,18 @@ describe('generalization estimate over REST', () => {
 
   it('flags a large-learning-rate run', async () => {
     await request(gw.app).put('/v1/runs/hot').send({ trainSize: 1000 }).expect(201);
-    await request(gw.app).post('/v1/runs/hot/metrics').send({ points: points(200, 5) }).expect(200);
+    await request(gw.app)
+      .post('/v1/runs/hot/metrics')
+      .send({ points: points(200, 5) })
+      .expect(200);
     const res = await request(gw.app).get('/v1/runs/hot/estimate');
     const codes = res.body.warnings.map((w: { code: string }) => w.code);
     assert.ok(codes.includes('large_second_order') || codes.includes('extreme_learning_rate'), JSON.stringify(codes));
     const calm = await request(gw.app).get('/v1/runs/est/estimate');
-    assert.ok(!calm.body.warnings.some((w: { code: string }) => w.code === 'extreme_learning_rate' || w.code === 'large_second_order'));
+    assert.ok(
+      !calm.body.warnings.some(
+        (w: { code: string }) => w.code === 'extreme_learning_rate' || w.code === 'large_second_order',
+      ),
+    );
   });
 });

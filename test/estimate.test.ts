@@ -16,7 +16,14 @@ function syntheticRun(steps: number, seed = 1, lr = 0.05): MetricPoint[] {
   for (let step = 1; step <= steps; step++) {
     const gradNorm = 1 + rand();
     const gradVariance = 20 + 10 * rand();
-    const p: MetricPoint = { step, lr, batchSize: 32, gradNorm, gradVariance, trainLoss: 2 - step / steps + 0.1 * rand() };
+    const p: MetricPoint = {
+      step,
+      lr,
+      batchSize: 32,
+      gradNorm,
+      gradVariance,
+      trainLoss: 2 - step / steps + 0.1 * rand(),
+    };
     if (step % 3 === 0) p.updateNorm = lr * gradNorm * 1.1;
     if (step % 5 === 0) {
       p.gapIncrement = 0.01 + 0.002 * rand();
@@ -24,7 +31,8 @@ function syntheticRun(steps: number, seed = 1, lr = 0.05): MetricPoint[] {
     }
     b += (p.updateNorm ?? lr * gradNorm) * Math.sqrt(gradVariance / N);
     points.push(p);
-    if (step % 50 === 0) points.push({ step, valLoss: 1.5, extra: { trainEvalLoss: 1.5 - 0.05 * b * (1 + 0.02 * (rand() - 0.5)) } });
+    if (step % 50 === 0)
+      points.push({ step, valLoss: 1.5, extra: { trainEvalLoss: 1.5 - 0.05 * b * (1 + 0.02 * (rand() - 0.5)) } });
   }
   return points;
 }
@@ -60,7 +68,13 @@ function inBatches(points: readonly MetricPoint[], seed: number): EstimateAccumu
 }
 
 /** The definition, computed directly: merged step records in step order, spans, carried factors. */
-function fromScratch(points: readonly MetricPoint[]): { b: number; e: number; so: number; measured: number; gap: number } {
+function fromScratch(points: readonly MetricPoint[]): {
+  b: number;
+  e: number;
+  so: number;
+  measured: number;
+  gap: number;
+} {
   const byStep = new Map<number, MetricPoint>();
   for (const p of points) {
     const prev = byStep.get(p.step);
@@ -98,7 +112,10 @@ function fromScratch(points: readonly MetricPoint[]): { b: number; e: number; so
 
 const close = (actual: number | null | undefined, expected: number, rel = 1e-9): void => {
   assert.ok(actual !== null && actual !== undefined, `expected ${expected}, got ${actual}`);
-  assert.ok(Math.abs(actual - expected) <= rel * Math.max(1, Math.abs(expected)), `expected ${expected}, got ${actual}`);
+  assert.ok(
+    Math.abs(actual - expected) <= rel * Math.max(1, Math.abs(expected)),
+    `expected ${expected}, got ${actual}`,
+  );
 };
 
 const codes = (e: Estimate): string[] => e.warnings.map((w) => w.code);
@@ -110,7 +127,13 @@ describe('estimate accumulator', () => {
     const all = EstimateAccumulator.create().add(points);
     const batched = inBatches(points, 2);
     const shuffled = inBatches(locallyShuffled(points, 40, 3), 4);
-    const opts = { trainSize: N, phases: [{ name: 'early', fromStep: 0, toStep: 1000 }, { name: 'late', fromStep: 1000, toStep: 3000 }] };
+    const opts = {
+      trainSize: N,
+      phases: [
+        { name: 'early', fromStep: 0, toStep: 1000 },
+        { name: 'late', fromStep: 1000, toStep: 3000 },
+      ],
+    };
     const reference = currentEstimate(all, opts);
     assert.deepEqual(batched.toJSON(), all.toJSON());
     assert.deepEqual(currentEstimate(batched, opts), reference);
@@ -147,7 +170,10 @@ describe('estimate accumulator', () => {
     const now = currentEstimate(acc, { trainSize: N });
     assert.equal(history[history.length - 1].step, now.step);
     close(history[history.length - 1].indicator, now.indicator as number);
-    assert.deepEqual(estimateHistory(points, { trainSize: N }), estimateHistory(EstimateAccumulator.create().add(points), { trainSize: N }));
+    assert.deepEqual(
+      estimateHistory(points, { trainSize: N }),
+      estimateHistory(EstimateAccumulator.create().add(points), { trainSize: N }),
+    );
   });
 
   it('says which inputs are missing instead of giving a number it cannot support', () => {
@@ -181,7 +207,13 @@ describe('estimate accumulator', () => {
   });
 
   it('flags extreme batch sizes', () => {
-    const pts: MetricPoint[] = Array.from({ length: 100 }, (_, i) => ({ step: i + 1, lr: 0.1, gradNorm: 1, gradVariance: 10, batchSize: i < 50 ? 2 : 800 }));
+    const pts: MetricPoint[] = Array.from({ length: 100 }, (_, i) => ({
+      step: i + 1,
+      lr: 0.1,
+      gradNorm: 1,
+      gradVariance: 10,
+      batchSize: i < 50 ? 2 : 800,
+    }));
     const e = currentEstimate(EstimateAccumulator.create().add(pts), { trainSize: N });
     const w = e.warnings.find((x) => x.code === 'extreme_batch_size');
     assert.ok(w && /batch size 2/.test(w.message) && /800/.test(w.message));
@@ -199,7 +231,9 @@ describe('estimate accumulator', () => {
     assert.equal(early.calibration?.points, 20);
     assert.ok(Math.abs((early.calibration?.scale as number) - 0.05) < 0.05 * 0.02);
 
-    const two = currentEstimate(EstimateAccumulator.create().add(points.filter((p) => p.step <= 100)), { trainSize: N });
+    const two = currentEstimate(EstimateAccumulator.create().add(points.filter((p) => p.step <= 100)), {
+      trainSize: N,
+    });
     assert.equal(two.calibrated, false);
     assert.equal(two.gap, null);
     assert.ok(codes(two).includes('few_evaluation_points'));
@@ -211,13 +245,22 @@ describe('estimate accumulator', () => {
       { step: 20, lr: Number.POSITIVE_INFINITY, updateNorm: -1 },
     ];
     const clean = currentEstimate(EstimateAccumulator.create().add(points), { trainSize: N });
-    const dirty = currentEstimate(EstimateAccumulator.create().add([...points, ...bad].sort((a, b) => a.step - b.step)), { trainSize: N });
+    const dirty = currentEstimate(
+      EstimateAccumulator.create().add([...points, ...bad].sort((a, b) => a.step - b.step)),
+      { trainSize: N },
+    );
     assert.equal(dirty.indicator, clean.indicator);
     const nonFinite = dirty.warnings.find((w) => w.code === 'non_finite');
     assert.ok(nonFinite && /1 gradVariance/.test(nonFinite.message) && /1 lr/.test(nonFinite.message));
     assert.ok(codes(dirty).includes('invalid_values'));
-    const ckpt = EstimateAccumulator.create().add(points).addCheckpoints([{ step: 100, updateNormPerStep: 0.1, nonFiniteCount: 3 }]);
-    assert.ok(currentEstimate(ckpt, { trainSize: N }).warnings.some((w) => w.code === 'non_finite' && /3 weights/.test(w.message)));
+    const ckpt = EstimateAccumulator.create()
+      .add(points)
+      .addCheckpoints([{ step: 100, updateNormPerStep: 0.1, nonFiniteCount: 3 }]);
+    assert.ok(
+      currentEstimate(ckpt, { trainSize: N }).warnings.some(
+        (w) => w.code === 'non_finite' && /3 weights/.test(w.message),
+      ),
+    );
   });
 
   it('drops and counts points that arrive after their steps were folded', () => {
@@ -251,12 +294,22 @@ describe('estimate accumulator', () => {
   });
 
   it('removes the self-fit term from batch-gradient gap increments when fresh ones are absent', () => {
-    const pts: MetricPoint[] = Array.from({ length: 100 }, (_, i) => ({ step: i + 1, lr: 0.1, batchSize: 32, gradNorm: 1, gradVariance: 64, gapIncrement: 0.3 }));
+    const pts: MetricPoint[] = Array.from({ length: 100 }, (_, i) => ({
+      step: i + 1,
+      lr: 0.1,
+      batchSize: 32,
+      gradNorm: 1,
+      gradVariance: 64,
+      gapIncrement: 0.3,
+    }));
     const e = currentEstimate(EstimateAccumulator.create().add(pts), { trainSize: N });
     close(e.measuredGapUncorrected, 30);
     close(e.measuredGap, 100 * (0.3 - 0.1 * 64 * (1 / 32 - 1 / N)));
     assert.equal(e.sources.measuredGap.selfFitCorrected, 100);
-    const raw = currentEstimate(EstimateAccumulator.create().add(pts.map(({ step, gapIncrement }) => ({ step, gapIncrement }))), { trainSize: N });
+    const raw = currentEstimate(
+      EstimateAccumulator.create().add(pts.map(({ step, gapIncrement }) => ({ step, gapIncrement }))),
+      { trainSize: N },
+    );
     close(raw.measuredGap, 30);
     assert.ok(codes(raw).includes('measured_gap_uncorrected'));
   });

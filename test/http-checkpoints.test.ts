@@ -62,7 +62,10 @@ describe('checkpoint upload and download', () => {
     );
     assert.deepEqual(res.body.metadata, { epoch: '1' });
 
-    const content = await request(gw.app).get('/v1/runs/run-a/checkpoints/100/content').buffer(true).parse(binaryParser);
+    const content = await request(gw.app)
+      .get('/v1/runs/run-a/checkpoints/100/content')
+      .buffer(true)
+      .parse(binaryParser);
     assertMatchesSpec(content, 'GET', '/v1/runs/{run}/checkpoints/{step}/content');
     assert.equal(content.status, 200);
     assert.equal(content.headers['content-type'], SAFETENSORS);
@@ -116,7 +119,12 @@ describe('checkpoint upload and download', () => {
     const etag = `"${sha256(bytes)}"`;
     const notModified = await request(gw.app).get(url).set('if-none-match', etag);
     assert.equal(notModified.status, 304);
-    const staleIfRange = await request(gw.app).get(url).set('range', 'bytes=0-3').set('if-range', '"other"').buffer(true).parse(binaryParser);
+    const staleIfRange = await request(gw.app)
+      .get(url)
+      .set('range', 'bytes=0-3')
+      .set('if-range', '"other"')
+      .buffer(true)
+      .parse(binaryParser);
     assert.equal(staleIfRange.status, 200, 'a stale If-Range gets the whole checkpoint');
     assert.equal(staleIfRange.body.length, bytes.length);
   });
@@ -134,7 +142,10 @@ describe('checkpoint upload and download', () => {
     assert.equal(other.status, 409);
     assert.equal(other.body.error.code, 'checkpoint_conflict');
     assert.deepEqual(await listAllBlobs(gw.context), blobsBefore);
-    const content = await request(gw.app).get('/v1/runs/run-idem/checkpoints/5/content').buffer(true).parse(binaryParser);
+    const content = await request(gw.app)
+      .get('/v1/runs/run-idem/checkpoints/5/content')
+      .buffer(true)
+      .parse(binaryParser);
     assert.deepEqual(content.body, bytes);
   });
 
@@ -158,7 +169,10 @@ describe('checkpoint upload and download', () => {
     const sniffedSafetensors = await upload('run-native', 3, encodeSafetensors(model(8)), 'application/octet-stream');
     assert.equal(sniffedSafetensors.status, 201);
     assert.equal(sniffedSafetensors.body.format, 'safetensors');
-    const content = await request(gw.app).get('/v1/runs/run-native/checkpoints/1/content').buffer(true).parse(binaryParser);
+    const content = await request(gw.app)
+      .get('/v1/runs/run-native/checkpoints/1/content')
+      .buffer(true)
+      .parse(binaryParser);
     assert.equal(content.headers['content-type'], NATIVE);
     assert.deepEqual(content.body, native);
   });
@@ -174,7 +188,10 @@ describe('checkpoint upload and download', () => {
     const garbage = await upload('run-sha', 3, bytes).set('x-trajgate-sha256', 'not-hex');
     assert.equal(garbage.body.error.code, 'invalid_checksum_header');
     const list = await request(gw.app).get('/v1/runs/run-sha/checkpoints');
-    assert.deepEqual(list.body.items.map((c: { step: number }) => c.step), [1]);
+    assert.deepEqual(
+      list.body.items.map((c: { step: number }) => c.step),
+      [1],
+    );
   });
 
   describe('rejects bad input with a 4xx naming the problem, leaving nothing behind', () => {
@@ -201,10 +218,21 @@ describe('checkpoint upload and download', () => {
         'unsupported_dtype',
         422,
       ],
-      ['header larger than the cap', () => withHeader({ pad: 'x'.repeat(40_000) }, new Uint8Array(0)), 'header_too_large', 413],
+      [
+        'header larger than the cap',
+        () => withHeader({ pad: 'x'.repeat(40_000) }, new Uint8Array(0)),
+        'header_too_large',
+        413,
+      ],
       ['trailing bytes', () => Buffer.concat([good(), Buffer.from([1, 2, 3])]), 'length_mismatch', 400],
       ['an unknown content type', good, 'unsupported_media_type', 415, 'text/plain'],
-      ['unrecognisable octet-stream', () => Buffer.from('hello world, not a checkpoint'), 'unsupported_media_type', 415, 'application/octet-stream'],
+      [
+        'unrecognisable octet-stream',
+        () => Buffer.from('hello world, not a checkpoint'),
+        'unsupported_media_type',
+        415,
+        'application/octet-stream',
+      ],
     ];
     let step = 100;
     for (const [name, body, code, status, type] of cases) {
@@ -217,7 +245,10 @@ describe('checkpoint upload and download', () => {
         assert.match(res.body.error.message, /\w/);
         const one = await request(gw.app).get(`/v1/runs/run-bad/checkpoints/${s}`);
         assert.equal(one.status, 404);
-        assert.deepEqual((await listAllBlobs(gw.context)).filter((k) => k.startsWith('runs/run-bad/')), []);
+        assert.deepEqual(
+          (await listAllBlobs(gw.context)).filter((k) => k.startsWith('runs/run-bad/')),
+          [],
+        );
       });
     }
 
@@ -255,7 +286,12 @@ describe('checkpoint upload and download', () => {
   });
 });
 
-function rawUpload(url: string, path: string, headers: http.OutgoingHttpHeaders, send: (req: http.ClientRequest) => void) {
+function rawUpload(
+  url: string,
+  path: string,
+  headers: http.OutgoingHttpHeaders,
+  send: (req: http.ClientRequest) => void,
+) {
   const { hostname, port } = new URL(url);
   return new Promise<{ status: number | null; body: string }>((resolve) => {
     const req = http.request({ host: hostname, port, method: 'PUT', path, headers }, (res) => {
@@ -319,7 +355,10 @@ describe('trajectory checks at upload', () => {
   after(() => gw.close());
 
   const upload = (run: string, step: number, tensors: TensorData[]) =>
-    request(gw.app).put(`/v1/runs/${run}/checkpoints/${step}`).set('content-type', SAFETENSORS).send(Buffer.from(encodeSafetensors(tensors)));
+    request(gw.app)
+      .put(`/v1/runs/${run}/checkpoints/${step}`)
+      .set('content-type', SAFETENSORS)
+      .send(Buffer.from(encodeSafetensors(tensors)));
 
   it('records exact per-tensor statistics', async () => {
     const res = await upload('stats', 0, [
@@ -344,7 +383,10 @@ describe('trajectory checks at upload', () => {
     assert.equal(res.status, 422);
     assert.equal(res.body.error.code, 'non_finite_weights');
     assert.match(res.body.error.message, /bad \(1 NaN, 1 Inf\)/);
-    assert.deepEqual((await listAllBlobs(gw.context)).filter((k) => k.startsWith('runs/nan/')), []);
+    assert.deepEqual(
+      (await listAllBlobs(gw.context)).filter((k) => k.startsWith('runs/nan/')),
+      [],
+    );
   });
 
   it("rejects tensors that differ from the run's first checkpoint unless the run allows it", async () => {

@@ -13,7 +13,9 @@ describe('runs', () => {
   after(() => gw.close());
 
   it('creates with PUT, updates only the given fields, and lists', async () => {
-    const created = await request(gw.app).put('/v1/runs/alpha').send({ plannedSteps: 1000, tags: { team: 'x' } });
+    const created = await request(gw.app)
+      .put('/v1/runs/alpha')
+      .send({ plannedSteps: 1000, tags: { team: 'x' } });
     assertMatchesSpec(created, 'PUT', '/v1/runs/{run}');
     assert.equal(created.status, 201);
     assert.equal(created.body.plannedSteps, 1000);
@@ -33,9 +35,15 @@ describe('runs', () => {
 
     const page1 = await request(gw.app).get('/v1/runs?limit=2');
     assertMatchesSpec(page1, 'GET', '/v1/runs');
-    assert.deepEqual(page1.body.items.map((r: { id: string }) => r.id), ['alpha', 'beta']);
+    assert.deepEqual(
+      page1.body.items.map((r: { id: string }) => r.id),
+      ['alpha', 'beta'],
+    );
     const page2 = await request(gw.app).get(`/v1/runs?limit=2&after=${page1.body.next}`);
-    assert.deepEqual(page2.body.items.map((r: { id: string }) => r.id), ['gamma']);
+    assert.deepEqual(
+      page2.body.items.map((r: { id: string }) => r.id),
+      ['gamma'],
+    );
     assert.equal(page2.body.next, null);
 
     const summary = await request(gw.app).get('/v1/runs/alpha');
@@ -75,12 +83,19 @@ describe('metrics', () => {
   it('appends JSON and msgpack batches and returns the series in step order', async () => {
     const json = await request(gw.app)
       .post('/v1/runs/m1/metrics')
-      .send({ points: [{ step: 2, trainLoss: 0.5, lr: 0.1 }, { step: 1, trainLoss: 0.9, extra: { acc: 0.7 } }] });
+      .send({
+        points: [
+          { step: 2, trainLoss: 0.5, lr: 0.1 },
+          { step: 1, trainLoss: 0.9, extra: { acc: 0.7 } },
+        ],
+      });
     assertMatchesSpec(json, 'POST', '/v1/runs/{run}/metrics');
     assert.equal(json.status, 200);
     assert.equal(json.body.accepted, 2);
 
-    const bare = await request(gw.app).post('/v1/runs/m1/metrics').send([{ step: 3, valLoss: 0.4 }]);
+    const bare = await request(gw.app)
+      .post('/v1/runs/m1/metrics')
+      .send([{ step: 3, valLoss: 0.4 }]);
     assert.equal(bare.body.accepted, 1);
 
     const packed = await request(gw.app)
@@ -99,7 +114,10 @@ describe('metrics', () => {
       { step: 4, gradNorm: 1.5, gradVariance: 2.5, updateNorm: 0.01, batchSize: 32 },
     ]);
     const window = await request(gw.app).get('/v1/runs/m1/metrics?fromStep=2&toStep=3');
-    assert.deepEqual(window.body.items.map((p: { step: number }) => p.step), [2, 3]);
+    assert.deepEqual(
+      window.body.items.map((p: { step: number }) => p.step),
+      [2, 3],
+    );
   });
 
   it('rejects bad points, NaN, bad msgpack and other media types', async () => {

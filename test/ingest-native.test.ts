@@ -30,7 +30,8 @@ import {
 const create = createNativeDecoder;
 const MiB = 2 ** 20;
 
-const header = (value: Record<string, unknown>): Buffer => pack({ format: 'trajgate-checkpoint', version: 1, ...value });
+const header = (value: Record<string, unknown>): Buffer =>
+  pack({ format: 'trajgate-checkpoint', version: 1, ...value });
 const spec = (name: string, dtype: string, shape: unknown) => ({ name, dtype, shape });
 /** A data record with any chunk length (the encoder refuses the invalid ones these tests need). */
 function rawRecord(indexBytes: number[], chunk: Uint8Array): Buffer {
@@ -39,7 +40,8 @@ function rawRecord(indexBytes: number[], chunk: Uint8Array): Buffer {
   len.writeUInt32BE(chunk.byteLength, 1);
   return Buffer.concat([Buffer.from([0x92, ...indexBytes]), len, chunk]);
 }
-const record = (index: number, chunk: Uint8Array) => Buffer.concat([encodeNativeDataRecordPrefix(index, chunk.byteLength), chunk]);
+const record = (index: number, chunk: Uint8Array) =>
+  Buffer.concat([encodeNativeDataRecordPrefix(index, chunk.byteLength), chunk]);
 
 describe('native format writer', () => {
   it('writes data record prefixes with the smallest msgpack encodings', () => {
@@ -91,7 +93,10 @@ describe('native format writer', () => {
       ],
       'no records for the zero-byte tensor; chunks split at chunkBytes',
     );
-    assert.deepEqual(encodeNativeHeader(tensors, { k: 'v' }), body.subarray(0, encodeNativeHeader(tensors, { k: 'v' }).length));
+    assert.deepEqual(
+      encodeNativeHeader(tensors, { k: 'v' }),
+      body.subarray(0, encodeNativeHeader(tensors, { k: 'v' }).length),
+    );
   });
 
   it('streams pieces without copying tensor data, concatenating to encodeNative', () => {
@@ -100,7 +105,10 @@ describe('native format writer', () => {
     const pieces = [...encodeNativeStream(tensors, { chunkBytes: 16 })];
     assert.deepEqual(Buffer.concat(pieces), encodeNative(tensors, { chunkBytes: 16 }));
     const buffers = new Set(tensors.map((t) => t.data.buffer));
-    assert.ok(pieces.filter((p) => buffers.has(p.buffer as ArrayBuffer)).length >= tensors.filter((t) => t.data.length > 0).length);
+    assert.ok(
+      pieces.filter((p) => buffers.has(p.buffer as ArrayBuffer)).length >=
+        tensors.filter((t) => t.data.length > 0).length,
+    );
   });
 
   it('refuses inconsistent tensors and chunk sizes', () => {
@@ -117,10 +125,16 @@ describe('native decoder: well-formed checkpoints', () => {
     for (let seed = 1; seed <= 20; seed++) {
       const rng = prng(seed);
       const tensors = randomCheckpoint(rng);
-      const metadata = seed % 3 === 0 ? undefined : { seed: String(seed), 'ключ': 'значение' };
+      const metadata = seed % 3 === 0 ? undefined : { seed: String(seed), ключ: 'значение' };
       for (const chunkBytes of [1, 3, 40, 1000, undefined]) {
         const body = encodeNative(tensors, { chunkBytes, metadata });
-        for (const chunking of [body.length, 1, 5, { random: prng(seed * 7), max: 64 }, { random: prng(seed * 11), max: 4096 }]) {
+        for (const chunking of [
+          body.length,
+          1,
+          5,
+          { random: prng(seed * 7), max: 64 },
+          { random: prng(seed * 11), max: 4096 },
+        ]) {
           const result = decode(create, body, chunking);
           assertDecodedAs(result, tensors, metadata ?? null);
           assert.equal(result.decoder.expectedLength, null);
@@ -138,7 +152,7 @@ describe('native decoder: well-formed checkpoints', () => {
     assertDecodedAs({ visitor, layout: decoder.end() }, tensors, null);
   });
 
-  it('does not keep the caller\'s chunks: one write buffer reused for every chunk is fine', () => {
+  it("does not keep the caller's chunks: one write buffer reused for every chunk is fine", () => {
     const tensors = randomCheckpoint(prng(13));
     const body = encodeNative(tensors, { chunkBytes: 7, metadata: { a: 'b' } });
     for (const size of [1, 6, 64]) assertDecodedAs(decodeThroughReusedBuffer(create, body, size), tensors, { a: 'b' });
@@ -154,12 +168,17 @@ describe('native decoder: well-formed checkpoints', () => {
     // The same map, re-encoded as map16 and map32.
     const asMap16 = Buffer.concat([Buffer.from([0xde, 0x00, 0x03]), fixmap.subarray(1)]);
     const asMap32 = Buffer.concat([Buffer.from([0xdf, 0x00, 0x00, 0x00, 0x03]), fixmap.subarray(1)]);
-    for (const h of [fixmap, asMap16, asMap32]) assertDecodedAs(decode(create, Buffer.concat([h, record(0, t.data)]), 2), [t], null);
+    for (const h of [fixmap, asMap16, asMap32])
+      assertDecodedAs(decode(create, Buffer.concat([h, record(0, t.data)]), 2), [t], null);
   });
 
   it('accepts index and length encodings wider than needed', () => {
     const t = tensor(prng(6), 'w', 'F64', [2]);
-    const body = Buffer.concat([encodeNativeHeader([t]), rawRecord([0xcd, 0x00, 0x00], t.data.subarray(0, 5)), rawRecord([0xce, 0, 0, 0, 0], t.data.subarray(5))]);
+    const body = Buffer.concat([
+      encodeNativeHeader([t]),
+      rawRecord([0xcd, 0x00, 0x00], t.data.subarray(0, 5)),
+      rawRecord([0xce, 0, 0, 0, 0], t.data.subarray(5)),
+    ]);
     assertDecodedAs(decode(create, body, 1), [t], null);
   });
 });
@@ -179,7 +198,8 @@ describe('native decoder: malformed checkpoints', () => {
 
   it('rejects a header over the cap once more than the cap is buffered', () => {
     const big = header({ tensors: [], metadata: { pad: 'x'.repeat(LIMITS.maxHeaderBytes) } });
-    for (const chunking of [1, 1000, big.length]) assertCode(feedAll(create, big, chunking), 'header_too_large', /exceeds the limit/);
+    for (const chunking of [1, 1000, big.length])
+      assertCode(feedAll(create, big, chunking), 'header_too_large', /exceeds the limit/);
     // A header that never ends: a map16 promising 65535 entries followed by endless small strings.
     const endless = Buffer.concat([Buffer.from([0xde, 0xff, 0xff]), Buffer.alloc(4 * LIMITS.maxHeaderBytes, 0xa0)]);
     const decoder = create(new RecordingVisitor(), LIMITS);
@@ -233,14 +253,34 @@ describe('native decoder: malformed checkpoints', () => {
       ['wrong marker', Buffer.from([0x93, 0x00, 0xc4, 0x01, 0x00]), /expected a data record.*0x93/],
       ['a map instead of a record', pack({ a: 1 }), /expected a data record/],
       ['int8 index', Buffer.from([0x92, 0xd0, 0x00, 0xc4, 0x01, 0x00]), /index must be a msgpack uint/],
-      ['uint64 index', Buffer.from([0x92, 0xcf, 0, 0, 0, 0, 0, 0, 0, 0, 0xc4, 0x01, 0x00]), /index must be a msgpack uint/],
+      [
+        'uint64 index',
+        Buffer.from([0x92, 0xcf, 0, 0, 0, 0, 0, 0, 0, 0, 0xc4, 0x01, 0x00]),
+        /index must be a msgpack uint/,
+      ],
       ['str chunk', Buffer.from([0x92, 0x00, 0xa4, 1, 2, 3, 4]), /must be msgpack bin/],
       ['index out of range', record(2, w), /index 2, but the header lists 2 tensors/],
       ['data for a later tensor first', record(1, u.data), /'u'.*before tensor 'w' is complete/],
-      ['next tensor before the previous finished', Buffer.concat([record(0, w.subarray(0, 8)), record(1, u.data)]), /'u'.*before tensor 'w' is complete \(8 bytes missing\)/],
-      ['going backwards', Buffer.concat([record(0, w), record(1, u.data.subarray(0, 2)), record(0, w.subarray(0, 4))]), /'w'.*after tensor 'u'/],
-      ['chunk longer than the tensor', record(0, Buffer.concat([w, Buffer.alloc(4)])), /20 bytes but only 16 of the tensor remain/],
-      ['chunk longer than what remains', Buffer.concat([record(0, w.subarray(0, 12)), record(0, w.subarray(0, 8))]), /8 bytes but only 4/],
+      [
+        'next tensor before the previous finished',
+        Buffer.concat([record(0, w.subarray(0, 8)), record(1, u.data)]),
+        /'u'.*before tensor 'w' is complete \(8 bytes missing\)/,
+      ],
+      [
+        'going backwards',
+        Buffer.concat([record(0, w), record(1, u.data.subarray(0, 2)), record(0, w.subarray(0, 4))]),
+        /'w'.*after tensor 'u'/,
+      ],
+      [
+        'chunk longer than the tensor',
+        record(0, Buffer.concat([w, Buffer.alloc(4)])),
+        /20 bytes but only 16 of the tensor remain/,
+      ],
+      [
+        'chunk longer than what remains',
+        Buffer.concat([record(0, w.subarray(0, 12)), record(0, w.subarray(0, 8))]),
+        /8 bytes but only 4/,
+      ],
       ['empty chunk', rawRecord([0x00], new Uint8Array(0)), /empty data record/],
       ['trailing byte', Buffer.concat([record(0, w), record(1, u.data), Buffer.from([0x92])]), /after the last tensor/],
       ['trailing record', Buffer.concat([record(0, w), record(1, u.data), record(1, u.data)]), /after the last tensor/],
@@ -263,7 +303,10 @@ describe('native decoder: malformed checkpoints', () => {
   });
 
   it('rejects data for a zero-byte tensor', () => {
-    const body = Buffer.concat([encodeNativeHeader([{ name: 'e', dtype: 'F32', shape: [0] }, t]), record(0, new Uint8Array(4))]);
+    const body = Buffer.concat([
+      encodeNativeHeader([{ name: 'e', dtype: 'F32', shape: [0] }, t]),
+      record(0, new Uint8Array(4)),
+    ]);
     assertCode(feedAll(create, body), 'malformed_checkpoint', /'e'.*only 0/);
   });
 
@@ -293,9 +336,16 @@ describe('native decoder: malformed checkpoints', () => {
 describe('native decoder: memory', () => {
   it('decodes a 64 MiB checkpoint fed in 64 KiB chunks without buffering the body', () => {
     const size = 64 * MiB;
-    const body = encodeNative([{ name: 'big', dtype: 'BF16', shape: [size / 2], data: Buffer.alloc(size, 0x3f) }], { chunkBytes: 1_000_003 });
+    const body = encodeNative([{ name: 'big', dtype: 'BF16', shape: [size / 2], data: Buffer.alloc(size, 0x3f) }], {
+      chunkBytes: 1_000_003,
+    });
     let seen = 0;
-    const visitor: TensorVisitor = { onHeader() {}, onData: (_i, _o, bytes) => void (seen += bytes.byteLength) };
+    const visitor: TensorVisitor = {
+      onHeader() {},
+      onData: (_i, _o, bytes) => {
+        seen += bytes.byteLength;
+      },
+    };
     const growth = measureDecodeGrowth(create, body, 64 * 1024, visitor);
     assert.equal(seen, size);
     assert.ok(growth < 8 * MiB, `memory grew by ${(growth / MiB).toFixed(1)} MiB while decoding 64 MiB`);

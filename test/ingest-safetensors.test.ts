@@ -99,7 +99,7 @@ describe('safetensors decoder: well-formed checkpoints', () => {
     ]);
   });
 
-  it('does not keep the caller\'s chunks: one write buffer reused for every chunk is fine', () => {
+  it("does not keep the caller's chunks: one write buffer reused for every chunk is fine", () => {
     const tensors = randomCheckpoint(prng(13));
     const body = encodeSafetensors(tensors, { a: 'b' });
     for (const size of [1, 6, 64]) assertDecodedAs(decodeThroughReusedBuffer(create, body, size), tensors, { a: 'b' });
@@ -133,7 +133,10 @@ describe('safetensors decoder: well-formed checkpoints', () => {
     const body = encodeSafetensors([t]);
     const headerEnd = body.length - 24;
     const slices: [number, number][] = [];
-    const visitor: TensorVisitor = { onHeader() {}, onData: (_i, offset, bytes) => slices.push([offset, bytes.byteLength]) };
+    const visitor: TensorVisitor = {
+      onHeader() {},
+      onData: (_i, offset, bytes) => slices.push([offset, bytes.byteLength]),
+    };
     const decoder = create(visitor, LIMITS);
     // Header plus 5 bytes, then 14 (completes element 0, whole element 1, 3 bytes of element 2), then 5.
     for (const chunk of chunks(body, [headerEnd + 5, 14, 5])) decoder.write(chunk);
@@ -155,7 +158,11 @@ describe('safetensors decoder: malformed checkpoints', () => {
       decoder.write(prefix.subarray(0, 7));
       assertCode(() => decoder.write(prefix.subarray(7)), 'header_too_large');
     }
-    assertCode(feedAll(create, withHeader({ pad: 'x'.repeat(LIMITS.maxHeaderBytes) })), 'header_too_large', /exceeds the limit/);
+    assertCode(
+      feedAll(create, withHeader({ pad: 'x'.repeat(LIMITS.maxHeaderBytes) })),
+      'header_too_large',
+      /exceeds the limit/,
+    );
   });
 
   it('rejects a zero header length, bad JSON, bad UTF-8 and a header that is not an object', () => {
@@ -177,17 +184,33 @@ describe('safetensors decoder: malformed checkpoints', () => {
 
   it('classifies dtypes: valid-but-unsupported → unsupported_dtype, missing or garbage → malformed', () => {
     for (const dtype of ['U16', 'U32', 'U64', 'F8_E4M3', 'F8_E5M2']) {
-      assertCode(feedAll(create, withHeader({ w: entry(dtype, [2], [0, 2]) }, new Uint8Array(2))), 'unsupported_dtype', /'w'.*F8|'w'.*U/);
+      assertCode(
+        feedAll(create, withHeader({ w: entry(dtype, [2], [0, 2]) }, new Uint8Array(2))),
+        'unsupported_dtype',
+        /'w'.*F8|'w'.*U/,
+      );
     }
     for (const dtype of ['F33', 'f32', '', 4, null]) {
-      assertCode(feedAll(create, withHeader({ w: entry(dtype, [1], [0, 4]) }, new Uint8Array(4))), 'malformed_checkpoint', /'w'.*dtype/);
+      assertCode(
+        feedAll(create, withHeader({ w: entry(dtype, [1], [0, 4]) }, new Uint8Array(4))),
+        'malformed_checkpoint',
+        /'w'.*dtype/,
+      );
     }
-    assertCode(feedAll(create, withHeader({ w: { shape: [1], data_offsets: [0, 4] } }, new Uint8Array(4))), 'malformed_checkpoint', /'w' has no dtype/);
+    assertCode(
+      feedAll(create, withHeader({ w: { shape: [1], data_offsets: [0, 4] } }, new Uint8Array(4))),
+      'malformed_checkpoint',
+      /'w' has no dtype/,
+    );
   });
 
   it('rejects bad shapes and entries', () => {
     for (const shape of [[-1], [1.5], ['2'], [null], 3, null, [2 ** 53], [2 ** 30, 2 ** 30]]) {
-      assertCode(feedAll(create, withHeader({ w: entry('F32', shape, [0, 4]) }, new Uint8Array(4))), 'malformed_checkpoint', /'w'.*shape/);
+      assertCode(
+        feedAll(create, withHeader({ w: entry('F32', shape, [0, 4]) }, new Uint8Array(4))),
+        'malformed_checkpoint',
+        /'w'.*shape/,
+      );
     }
     for (const value of [null, 'F32', [1], 7]) {
       assertCode(feedAll(create, withHeader({ w: value })), 'malformed_checkpoint', /'w' must be an object/);
@@ -196,7 +219,11 @@ describe('safetensors decoder: malformed checkpoints', () => {
 
   it('rejects bad data_offsets', () => {
     for (const offsets of [undefined, [0], [0, 4, 8], [-4, 0], [0, 4.5], [4, 0], ['0', '4'], { 0: 0, 1: 4 }]) {
-      assertCode(feedAll(create, withHeader({ w: entry('F32', [1], offsets) }, new Uint8Array(4))), 'malformed_checkpoint', /'w' has invalid data_offsets/);
+      assertCode(
+        feedAll(create, withHeader({ w: entry('F32', [1], offsets) }, new Uint8Array(4))),
+        'malformed_checkpoint',
+        /'w' has invalid data_offsets/,
+      );
     }
   });
 
@@ -206,14 +233,26 @@ describe('safetensors decoder: malformed checkpoints', () => {
       'malformed_checkpoint',
       /'w'.*span 16 bytes.*needs 8/,
     );
-    assertCode(feedAll(create, withHeader({ w: entry('F64', [2], [0, 8]) }, new Uint8Array(8))), 'malformed_checkpoint', /needs 16/);
+    assertCode(
+      feedAll(create, withHeader({ w: entry('F64', [2], [0, 8]) }, new Uint8Array(8))),
+      'malformed_checkpoint',
+      /needs 16/,
+    );
   });
 
   it('rejects overlaps, gaps and a data section not starting at 0', () => {
     const cases: [string, Record<string, unknown>, RegExp][] = [
-      ['overlap', { a: entry('F32', [2], [0, 8]), b: entry('F32', [2], [4, 12]) }, /'b' begins at 4, overlapping 'a' which ends at 8/],
+      [
+        'overlap',
+        { a: entry('F32', [2], [0, 8]), b: entry('F32', [2], [4, 12]) },
+        /'b' begins at 4, overlapping 'a' which ends at 8/,
+      ],
       ['duplicate', { a: entry('F32', [2], [0, 8]), b: entry('F32', [2], [0, 8]) }, /overlapping/],
-      ['gap', { a: entry('F32', [2], [0, 8]), b: entry('F32', [2], [12, 20]) }, /'b' begins at 12, leaving a gap after 'a'/],
+      [
+        'gap',
+        { a: entry('F32', [2], [0, 8]), b: entry('F32', [2], [12, 20]) },
+        /'b' begins at 12, leaving a gap after 'a'/,
+      ],
       ['late start', { a: entry('F32', [2], [4, 12]) }, /first tensor, 'a', begins at 4/],
     ];
     for (const [, header, message] of cases) {
@@ -223,7 +262,11 @@ describe('safetensors decoder: malformed checkpoints', () => {
 
   it('rejects more tensors than the limit and non-string metadata', () => {
     const three = { a: entry('U8', [1], [0, 1]), b: entry('U8', [1], [1, 2]), c: entry('U8', [1], [2, 3]) };
-    assertCode(feedAll(create, withHeader(three, new Uint8Array(3)), 1, { ...LIMITS, maxTensors: 2 }), 'malformed_checkpoint', /3 tensors/);
+    assertCode(
+      feedAll(create, withHeader(three, new Uint8Array(3)), 1, { ...LIMITS, maxTensors: 2 }),
+      'malformed_checkpoint',
+      /3 tensors/,
+    );
     decode(create, withHeader(three, new Uint8Array(3)), 1, { ...LIMITS, maxTensors: 3 });
     for (const metadata of [{ k: 1 }, { k: null }, { k: ['v'] }, ['v'], 'v']) {
       assertCode(feedAll(create, withHeader({ __metadata__: metadata })), 'malformed_checkpoint', /__metadata__/);
@@ -258,7 +301,8 @@ describe('safetensors decoder: malformed checkpoints', () => {
   it('rejects bytes past the declared end as length_mismatch, in the same chunk or a later one', () => {
     const body = encodeSafetensors([tensor(prng(12), 'w', 'I16', [5])]);
     const extra = Buffer.concat([body, Buffer.from([0])]);
-    for (const chunking of [1, 3, extra.length]) assertCode(feedAll(create, extra, chunking), 'length_mismatch', /past the \d+ bytes/);
+    for (const chunking of [1, 3, extra.length])
+      assertCode(feedAll(create, extra, chunking), 'length_mismatch', /past the \d+ bytes/);
     const decoder = create(new RecordingVisitor(), LIMITS);
     decoder.write(body);
     assertCode(() => decoder.write(new Uint8Array([1, 2, 3])), 'length_mismatch');
@@ -268,7 +312,8 @@ describe('safetensors decoder: malformed checkpoints', () => {
 
 describe('safetensors decoder: memory', () => {
   const size = 64 * 1024 * 1024;
-  const body = () => encodeSafetensors([{ name: 'big', dtype: 'F32', shape: [size / 4], data: Buffer.alloc(size, 0x3f) }]);
+  const body = () =>
+    encodeSafetensors([{ name: 'big', dtype: 'F32', shape: [size / 4], data: Buffer.alloc(size, 0x3f) }]);
   const MiB = 2 ** 20;
 
   it('decodes a 64 MiB checkpoint fed in 64 KiB chunks without buffering the body', () => {

@@ -146,10 +146,14 @@ describe('mnist harness', () => {
     // ~25k terms, so ~1e-5 relative at worst). tr Σ = m/(m−1)(mean||g_i||² − ||ḡ||²) subtracts two numbers
     // of size mean||g_i||², so its absolute error scales with mean||g_i||², not with tr Σ: bound it by
     // 1e-4 · mean||g_i||² (here ||ḡ||² is a few % of mean||g_i||², so this is also < 1e-3 relative to tr Σ).
-    perSample.forEach((g, i) => assert.ok(Math.abs(fastPerSample[i] - sqNorm(g)) <= 1e-4 * sqNorm(g), `sample ${i}`));
+    perSample.forEach((g, i) => {
+      assert.ok(Math.abs(fastPerSample[i] - sqNorm(g)) <= 1e-4 * sqNorm(g), `sample ${i}`);
+    });
     const fastFlat = Float64Array.from(fastMean.flatMap((g) => Array.from(g)));
     const maxMean = Math.max(...mean.map(Math.abs));
-    fastFlat.forEach((v, j) => assert.ok(Math.abs(v - mean[j]) <= 1e-4 * maxMean, `ḡ[${j}]`));
+    fastFlat.forEach((v, j) => {
+      assert.ok(Math.abs(v - mean[j]) <= 1e-4 * maxMean, `ḡ[${j}]`);
+    });
     const fastTrace = gradVarianceEstimate(fastPerSample, sqNorm(fastFlat));
     assert.ok(Math.abs(fastTrace - traceDirect) <= 1e-4 * meanSqNorm, `${fastTrace} vs ${traceDirect}`);
     assert.ok(traceDirect > 0.5 * meanSqNorm, 'the check is not dominated by cancellation');

@@ -19,7 +19,15 @@ function run(n: number): RetentionCandidate[] {
       available: true,
       trainLoss: (spike ? 4 : 1) * (2 / (1 + i / 20)),
       metric: { valLoss: 1 + (i - n * 0.7) ** 2 / n ** 2 },
-      indicators: { updateNorm: update, updateNormPerStep: update === null ? null : update / 10, relativeChange: null, distanceFromStart: path, pathLength: path, cosinePrev: 0.4, topTensors: [] },
+      indicators: {
+        updateNorm: update,
+        updateNormPerStep: update === null ? null : update / 10,
+        relativeChange: null,
+        distanceFromStart: path,
+        pathLength: path,
+        cosinePrev: 0.4,
+        topTensors: [],
+      },
     };
   });
 }
@@ -57,7 +65,8 @@ describe('retention decisions', () => {
     const change = d.checkpoints.filter((c) => c.classes.includes('change')).map((c) => c.step);
     assert.ok(change.includes(600), `spike kept: ${change}`);
     assert.ok(change.includes(1200) || change.includes(1210), `restart kept: ${change}`);
-    for (const c of d.checkpoints) assert.ok(c.reasons.length > 0 && c.reasons.every((r) => r.length > 15), `step ${c.step}: ${c.reasons}`);
+    for (const c of d.checkpoints)
+      assert.ok(c.reasons.length > 0 && c.reasons.every((r) => r.length > 15), `step ${c.step}: ${c.reasons}`);
   });
 
   it('never evict pinned or latest checkpoints, even past the budget', () => {

@@ -22,7 +22,15 @@ function run(n: number, jumpAt = Math.floor(n * 0.45)): RetentionCandidate[] {
       pinned: false,
       trainLoss: (2 / (1 + i / 20)) * (i === jumpAt ? 4 : 1) * (1 + 0.02 * Math.cos(i * 1.3)),
       metric: { valLoss: 1 + (i - n * 0.7) ** 2 / n ** 2 },
-      indicators: { updateNorm: update, updateNormPerStep: update === null ? null : update / 10, relativeChange: null, distanceFromStart: path, pathLength: path, cosinePrev: 0.4, topTensors: [] },
+      indicators: {
+        updateNorm: update,
+        updateNormPerStep: update === null ? null : update / 10,
+        relativeChange: null,
+        distanceFromStart: path,
+        pathLength: path,
+        cosinePrev: 0.4,
+        topTensors: [],
+      },
     };
   });
 }
@@ -60,17 +68,28 @@ function sketchedRun(n: number): RetentionCandidate[] {
 }
 
 const keptSteps = (d: RetentionDecision) => d.checkpoints.filter((c) => c.keep).map((c) => c.step);
-const budget = (maxCheckpoints: number | null, maxBytes: number | null = null): Policy => resolvePolicy({ budget: { maxCheckpoints, maxBytes } });
+const budget = (maxCheckpoints: number | null, maxBytes: number | null = null): Policy =>
+  resolvePolicy({ budget: { maxCheckpoints, maxBytes } });
 
 /** A sentence: starts with a letter, several words, no placeholder left. */
 function assertSentence(text: string, where: string): void {
-  assert.ok(/^[a-z#]/i.test(text) && text.split(' ').length >= 4 && !/undefined|NaN|null/.test(text), `${where}: '${text}'`);
+  assert.ok(
+    /^[a-z#]/i.test(text) && text.split(' ').length >= 4 && !/undefined|NaN|null/.test(text),
+    `${where}: '${text}'`,
+  );
 }
 
 describe('retention policy schema', () => {
   it('fills every key left out from the default, merging nested objects', () => {
     assert.deepEqual(resolvePolicy({}), DEFAULT_POLICY);
-    const p = resolvePolicy(PolicyInput.parse({ budget: { maxCheckpoints: 12 }, phase: { by: 'dynamics' }, change: { zThreshold: 4 }, best: { mode: 'max' } }));
+    const p = resolvePolicy(
+      PolicyInput.parse({
+        budget: { maxCheckpoints: 12 },
+        phase: { by: 'dynamics' },
+        change: { zThreshold: 4 },
+        best: { mode: 'max' },
+      }),
+    );
     assert.deepEqual(p.budget, { maxCheckpoints: 12, maxBytes: null });
     assert.deepEqual(p.phase, { ...DEFAULT_POLICY.phase, by: 'dynamics' });
     assert.deepEqual(p.change, { max: DEFAULT_POLICY.change.max, zThreshold: 4 });
@@ -129,7 +148,9 @@ describe('retention decisions', () => {
     const jump = d.checkpoints.find((c) => c.step === 900)!;
     assert.ok(jump.keep && jump.classes.includes('change'), JSON.stringify(jump));
     assert.match(jump.reasons.join(' '), /high-change score \d+\.\d ≥ 3/);
-    assert.ok(d.totals.coverage.mean > 0 && d.totals.coverage.mean <= d.totals.coverage.max && d.totals.coverage.max < 1);
+    assert.ok(
+      d.totals.coverage.mean > 0 && d.totals.coverage.mean <= d.totals.coverage.max && d.totals.coverage.max < 1,
+    );
   });
 
   it('never exceed the budget, at any size of run', () => {
@@ -150,8 +171,12 @@ describe('retention decisions', () => {
     const pinned = d.checkpoints.find((c) => c.step === 300)!;
     assert.deepEqual(pinned.classes, ['pinned']);
     assert.match(pinned.reasons.join(' '), /kept over the budget of 3 checkpoints/);
-    const within = decideRetention({ checkpoints, policy: resolvePolicy({ budget: { maxCheckpoints: 10 }, latest: 2 }) });
-    for (const step of [0, 100, 200, 300, 400, 500, 580, 590]) assert.ok(keptSteps(within).includes(step), `step ${step}`);
+    const within = decideRetention({
+      checkpoints,
+      policy: resolvePolicy({ budget: { maxCheckpoints: 10 }, latest: 2 }),
+    });
+    for (const step of [0, 100, 200, 300, 400, 500, 580, 590])
+      assert.ok(keptSteps(within).includes(step), `step ${step}`);
     assert.ok(within.totals.kept <= 10);
   });
 
@@ -159,9 +184,12 @@ describe('retention decisions', () => {
     const checkpoints = run(100).map((c, i) => ({ ...c, available: i % 3 !== 0 || i === 99 }));
     const d = decideRetention({ checkpoints, policy: budget(null, 8000) });
     assert.ok(d.totals.bytesKept <= 8000 && d.totals.bytesKept > 8000 - 2 * 1006, `${d.totals.bytesKept}`);
-    const sum = d.checkpoints.filter((c) => c.keep).reduce((s, c) => s + checkpoints.find((x) => x.step === c.step)!.bytes, 0);
+    const sum = d.checkpoints
+      .filter((c) => c.keep)
+      .reduce((s, c) => s + checkpoints.find((x) => x.step === c.step)!.bytes, 0);
     assert.equal(sum, d.totals.bytesKept);
-    for (const c of d.checkpoints) if (c.keep) assert.notEqual(checkpoints.find((x) => x.step === c.step)!.available, false, `${c.step}`);
+    for (const c of d.checkpoints)
+      if (c.keep) assert.notEqual(checkpoints.find((x) => x.step === c.step)!.available, false, `${c.step}`);
     const gone = d.checkpoints.find((c) => c.step === 30)!;
     assert.match(gone.reasons[0], /bytes are already deleted/);
     const both = decideRetention({ checkpoints, policy: budget(5, 8000) });
@@ -174,7 +202,10 @@ describe('retention decisions', () => {
     for (const policy of [budget(12), budget(40), budget(null, 20_000), resolvePolicy({ every: 300 })]) {
       const a = decideRetention({ checkpoints, policy });
       assert.deepEqual(decideRetention({ checkpoints, policy }), a);
-      const shuffled = checkpoints.map((c) => ({ c, key: random() })).sort((x, y) => x.key - y.key).map(({ c }) => ({ ...c }));
+      const shuffled = checkpoints
+        .map((c) => ({ c, key: random() }))
+        .sort((x, y) => x.key - y.key)
+        .map(({ c }) => ({ ...c }));
       assert.deepEqual(decideRetention({ checkpoints: shuffled.sort((x, y) => x.step - y.step), policy }), a);
     }
   });
@@ -191,16 +222,30 @@ describe('retention decisions', () => {
     }
     const d = decideRetention({ checkpoints: run(150), policy: budget(12) });
     const evicted = d.checkpoints.filter((c) => !c.keep);
-    assert.ok(evicted.every((c) => /^evicted under the budget of 12 checkpoints: keeping it as well would lower the mean coverage error by only [\d.e+-]+% of the run's path length; the kept checkpoint at step \d+ lies within [\d.e+-]+% of the run's path length$/.test(c.reasons[0])), evicted[0].reasons[0]);
+    assert.ok(
+      evicted.every((c) =>
+        /^evicted under the budget of 12 checkpoints: keeping it as well would lower the mean coverage error by only [\d.e+-]+% of the run's path length; the kept checkpoint at step \d+ lies within [\d.e+-]+% of the run's path length$/.test(
+          c.reasons[0],
+        ),
+      ),
+      evicted[0].reasons[0],
+    );
     const phase = d.checkpoints.find((c) => c.classes.includes('phase'))!;
-    assert.match(phase.reasons[phase.classes.indexOf('phase')], /^represents the (early|mid|late) phase \(steps \d+–\d+\)/);
-    assert.match(d.checkpoints.find((c) => c.classes.includes('best'))!.reasons.join(' '), /lowest valLoss of the run: \d/);
+    assert.match(
+      phase.reasons[phase.classes.indexOf('phase')],
+      /^represents the (early|mid|late) phase \(steps \d+–\d+\)/,
+    );
+    assert.match(
+      d.checkpoints.find((c) => c.classes.includes('best'))!.reasons.join(' '),
+      /lowest valLoss of the run: \d/,
+    );
   });
 
   it('without a budget keep the named classes and perPhase representatives of every phase', () => {
     const d = decideRetention({ checkpoints: run(120), policy: resolvePolicy({}) });
     const perPhase = new Map<string, number>();
-    for (const c of d.checkpoints) if (c.classes.includes('phase')) perPhase.set(c.phase, (perPhase.get(c.phase) ?? 0) + 1);
+    for (const c of d.checkpoints)
+      if (c.classes.includes('phase')) perPhase.set(c.phase, (perPhase.get(c.phase) ?? 0) + 1);
     assert.deepEqual([...perPhase.keys()].sort(), ['early', 'late', 'mid']);
     for (const [, count] of perPhase) assert.equal(count, DEFAULT_POLICY.phase.perPhase);
     assert.ok(d.totals.kept <= 1 + 4 + 1 + 3 * 2, `${d.totals.kept}`);
@@ -208,7 +253,8 @@ describe('retention decisions', () => {
 
   it('keep the every-N grid and the best checkpoints when asked', () => {
     const d = decideRetention({ checkpoints: run(100), policy: resolvePolicy({ every: 250, best: { count: 2 } }) });
-    for (const step of [0, 250, 500, 750]) assert.ok(d.checkpoints.find((c) => c.step === step)!.classes.includes('every'), `${step}`);
+    for (const step of [0, 250, 500, 750])
+      assert.ok(d.checkpoints.find((c) => c.step === step)!.classes.includes('every'), `${step}`);
     assert.equal(d.checkpoints.filter((c) => c.classes.includes('best')).length, 2);
   });
 
@@ -225,15 +271,37 @@ describe('retention decisions', () => {
     const checkpoints = sketchedRun(60);
     const d = decideRetention({ checkpoints, policy: budget(10) });
     assert.equal(d.totals.kept, 10);
-    assert.deepEqual([...new Set(d.checkpoints.filter((c) => c.keep).map((c) => c.phase))].sort(), ['early', 'late', 'mid']);
+    assert.deepEqual([...new Set(d.checkpoints.filter((c) => c.keep).map((c) => c.phase))].sort(), [
+      'early',
+      'late',
+      'mid',
+    ]);
     assert.ok(d.checkpoints[24].keep || d.checkpoints[25].keep, 'kick at index 24 kept within one checkpoint');
     // Uniform thinning as a policy: pins on evenly spaced indices, nothing else.
     const uniform = Array.from({ length: 10 }, (_, j) => Math.round((j * 59) / 9));
-    const pinnedOnly = resolvePolicy({ latest: 0, change: { max: 0 }, best: null, phase: { perPhase: 0 }, budget: { maxCheckpoints: 10 } });
-    const thin = decideRetention({ checkpoints: checkpoints.map((c, i) => ({ ...c, pinned: uniform.includes(i) })), policy: pinnedOnly });
-    assert.deepEqual(keptSteps(thin), uniform.map((i) => i * 10));
-    assert.ok(d.totals.coverage.mean < thin.totals.coverage.mean, `${d.totals.coverage.mean} vs uniform ${thin.totals.coverage.mean}`);
-    const withoutSketches = decideRetention({ checkpoints: checkpoints.map(({ summary: _summary, ...c }) => c), policy: budget(10) });
+    const pinnedOnly = resolvePolicy({
+      latest: 0,
+      change: { max: 0 },
+      best: null,
+      phase: { perPhase: 0 },
+      budget: { maxCheckpoints: 10 },
+    });
+    const thin = decideRetention({
+      checkpoints: checkpoints.map((c, i) => ({ ...c, pinned: uniform.includes(i) })),
+      policy: pinnedOnly,
+    });
+    assert.deepEqual(
+      keptSteps(thin),
+      uniform.map((i) => i * 10),
+    );
+    assert.ok(
+      d.totals.coverage.mean < thin.totals.coverage.mean,
+      `${d.totals.coverage.mean} vs uniform ${thin.totals.coverage.mean}`,
+    );
+    const withoutSketches = decideRetention({
+      checkpoints: checkpoints.map(({ summary: _summary, ...c }) => c),
+      policy: budget(10),
+    });
     assert.ok(withoutSketches.totals.kept <= 10);
   });
 });

@@ -53,14 +53,19 @@ describe('retention policies over REST', () => {
   after(() => gw.close());
 
   it('stores, lists and validates policies', async () => {
-    const put = await request(gw.app).put('/v1/policies/tight').send({ budget: { maxCheckpoints: 12 }, graceSeconds: 60 });
+    const put = await request(gw.app)
+      .put('/v1/policies/tight')
+      .send({ budget: { maxCheckpoints: 12 }, graceSeconds: 60 });
     assertMatchesSpec(put, 'PUT', '/v1/policies/{name}');
     assert.equal(put.status, 201);
     assert.equal(put.body.resolved.budget.maxCheckpoints, 12);
     assert.equal(typeof put.body.resolved.latest, 'number', 'defaults are filled in');
     const list = await request(gw.app).get('/v1/policies');
     assertMatchesSpec(list, 'GET', '/v1/policies');
-    assert.deepEqual(list.body.items.map((p: { name: string }) => p.name), ['default', 'tight']);
+    assert.deepEqual(
+      list.body.items.map((p: { name: string }) => p.name),
+      ['default', 'tight'],
+    );
     const bad = await request(gw.app).put('/v1/policies/bad').send({ latest: -1, bogus: true });
     assertMatchesSpec(bad, 'PUT', '/v1/policies/{name}');
     assert.equal(bad.status, 400);
@@ -90,14 +95,21 @@ describe('retention policies over REST', () => {
     const jump = list.find((c) => c.step === 1200)!;
     assert.equal(jump.status, 'kept', JSON.stringify(jump));
     assert.ok(jump.classes.includes('change'), `the jump is kept as change: ${jump.classes}`);
-    for (const c of list) assert.ok(c.reasons.length > 0 && c.reasons.every((r) => r.length > 10), `step ${c.step} explains itself`);
-    const trajectory = (await request(gw.app).get('/v1/runs/long/trajectory')).body.items as { step: number; phase: string }[];
+    for (const c of list)
+      assert.ok(c.reasons.length > 0 && c.reasons.every((r) => r.length > 10), `step ${c.step} explains itself`);
+    const trajectory = (await request(gw.app).get('/v1/runs/long/trajectory')).body.items as {
+      step: number;
+      phase: string;
+    }[];
     const keptPhases = new Set(trajectory.filter((t) => kept.includes(t.step)).map((t) => t.phase));
     assert.deepEqual([...keptPhases].sort(), ['early', 'late', 'mid']);
 
     const fresh = await createTestGateway();
     try {
-      await request(fresh.app).put('/v1/policies/tight').send({ budget: { maxCheckpoints: 12 }, graceSeconds: 60 }).expect(201);
+      await request(fresh.app)
+        .put('/v1/policies/tight')
+        .send({ budget: { maxCheckpoints: 12 }, graceSeconds: 60 })
+        .expect(201);
       await request(fresh.app).put('/v1/runs/long/policy').send({ name: 'tight' }).expect(200);
       for (const c of uploads) await upload(fresh, 'long', c).expect(201);
       assert.deepEqual(await keptSteps(fresh, 'long'), kept);
@@ -109,7 +121,9 @@ describe('retention policies over REST', () => {
   it('simulates other policies without touching storage', async () => {
     const before = (await request(gw.app).get('/v1/runs/long/checkpoints')).body.items;
     const blobs = await listAllBlobs(gw.context);
-    const sim = await request(gw.app).post('/v1/runs/long/retention/simulate').send({ policy: { budget: { maxCheckpoints: 4 } } });
+    const sim = await request(gw.app)
+      .post('/v1/runs/long/retention/simulate')
+      .send({ policy: { budget: { maxCheckpoints: 4 } } });
     assertMatchesSpec(sim, 'POST', '/v1/runs/{run}/retention/simulate');
     assert.equal(sim.status, 200);
     assert.ok(sim.body.checkpoints.filter((c: { keep: boolean }) => c.keep).length <= 4);
@@ -118,7 +132,10 @@ describe('retention policies over REST', () => {
   });
 
   it('never exceeds the budget nor loses the latest under concurrent uploads', async () => {
-    await request(gw.app).put('/v1/runs/busy/policy').send({ policy: { budget: { maxCheckpoints: 5 } } }).expect(200);
+    await request(gw.app)
+      .put('/v1/runs/busy/policy')
+      .send({ policy: { budget: { maxCheckpoints: 5 } } })
+      .expect(200);
     const uploads = syntheticRun(30, 15, 7);
     const queue = [...uploads];
     await Promise.all(
@@ -132,11 +149,16 @@ describe('retention policies over REST', () => {
   });
 
   it('pins, unpins, answers 410 for discarded content, restores within grace, and deletes after it', async () => {
-    await request(gw.app).put('/v1/runs/grace/policy').send({ policy: { budget: { maxCheckpoints: 3 }, graceSeconds: 3600 } }).expect(200);
+    await request(gw.app)
+      .put('/v1/runs/grace/policy')
+      .send({ policy: { budget: { maxCheckpoints: 3 }, graceSeconds: 3600 } })
+      .expect(200);
     const uploads = syntheticRun(12, 6, 3);
     await upload(gw, 'grace', uploads[1], '?pin=true').expect(201);
     for (const c of uploads) await upload(gw, 'grace', c);
-    const list = (await request(gw.app).get('/v1/runs/grace/checkpoints')).body.items as (Record & { pinned: boolean })[];
+    const list = (await request(gw.app).get('/v1/runs/grace/checkpoints')).body.items as (Record & {
+      pinned: boolean;
+    })[];
     assert.ok(list.find((c) => c.step === 10)!.classes.includes('pinned'), 'a pinned checkpoint is never evicted');
     const discarded = list.find((c) => c.status === 'discarded')!;
     const gone = await request(gw.app).get(`/v1/runs/grace/checkpoints/${discarded.step}/content`);
@@ -157,13 +179,18 @@ describe('retention policies over REST', () => {
     assert.equal(unpinned.body.pinned, false);
 
     // Past the grace period the collector deletes the bytes; the record, stats and sketch stay.
-    const victims = ((await request(gw.app).get('/v1/runs/grace/checkpoints?status=discarded')).body.items as (Record & { deleteAfter: string })[]);
+    const victims = (await request(gw.app).get('/v1/runs/grace/checkpoints?status=discarded')).body.items as (Record & {
+      deleteAfter: string;
+    })[];
     assert.ok(victims.length > 0);
     const later = new Date(Date.parse(victims[0].deleteAfter) + 1000);
     const deleted = await collectDiscarded(gw.context.catalog, gw.context.blobs, gw.context.logger, later);
     assert.ok(deleted >= 1);
     const keys = await listAllBlobs(gw.context);
-    assert.ok(!keys.some((k) => k.includes(`/${String(victims[0].step).padStart(10, '0')}-`)), 'bytes gone from the store');
+    assert.ok(
+      !keys.some((k) => k.includes(`/${String(victims[0].step).padStart(10, '0')}-`)),
+      'bytes gone from the store',
+    );
     const record = (await request(gw.app).get(`/v1/runs/grace/checkpoints/${victims[0].step}`)).body;
     assert.equal(record.contentAvailable, false);
     assert.ok(record.tensors[0].norm > 0, 'statistics stay in the catalog');

@@ -12,12 +12,19 @@ function setup(seed: number, rows: number) {
   const w1 = tf.variable(tf.randomNormal([6, 5], 0, 0.5, 'float32', seed), true, `w1_${seed}`);
   const w2 = tf.variable(tf.randomNormal([5, 3], 0, 0.5, 'float32', seed + 1), true, `w2_${seed}`);
   const variables = [w1, w2];
-  const loss: LossFn = (x, y) => tf.losses.softmaxCrossEntropy(y, tf.matMul(tf.relu(tf.matMul(x, w1)), w2)) as tf.Scalar;
+  const loss: LossFn = (x, y) =>
+    tf.losses.softmaxCrossEntropy(y, tf.matMul(tf.relu(tf.matMul(x, w1)), w2)) as tf.Scalar;
   const xs = Array.from({ length: rows * 6 }, () => random() * 2 - 1);
   const labels = Array.from({ length: rows }, () => Math.floor(random() * 3));
   const batch = (order: number[]) => ({
-    xs: tf.tensor2d(order.flatMap((i) => xs.slice(i * 6, i * 6 + 6)), [order.length, 6]),
-    ys: tf.oneHot(order.map((i) => labels[i]), 3),
+    xs: tf.tensor2d(
+      order.flatMap((i) => xs.slice(i * 6, i * 6 + 6)),
+      [order.length, 6],
+    ),
+    ys: tf.oneHot(
+      order.map((i) => labels[i]),
+      3,
+    ),
   });
   return { random, variables, loss, batch };
 }
@@ -105,16 +112,32 @@ describe('TrainingStats', () => {
       const g = flatGrad(loss, train, variables);
       const gv = flatGrad(loss, heldOut, variables);
       const gf = flatGrad(loss, fresh, variables);
-      const point = stats.step({ step, loss, xs: train.xs, ys: train.ys, variables, optimizer, lr: 0.2, heldOut, freshTrain: () => fresh });
+      const point = stats.step({
+        step,
+        loss,
+        xs: train.xs,
+        ys: train.ys,
+        variables,
+        optimizer,
+        lr: 0.2,
+        heldOut,
+        freshTrain: () => fresh,
+      });
       assert.equal(point.step, step);
       assert.equal(point.batchSize, 16);
       assert.equal(point.lr, 0.2);
       const gradNorm = Math.sqrt(dot(g, g));
       assert.ok(Math.abs(point.gradNorm! - gradNorm) < 1e-4 * gradNorm);
-      assert.ok(Math.abs(point.updateNorm! - 0.2 * gradNorm) < 1e-4 * gradNorm, `measured ${point.updateNorm} vs lr·||ḡ|| ${0.2 * gradNorm}`);
+      assert.ok(
+        Math.abs(point.updateNorm! - 0.2 * gradNorm) < 1e-4 * gradNorm,
+        `measured ${point.updateNorm} vs lr·||ḡ|| ${0.2 * gradNorm}`,
+      );
       if (step % 2 === 0) {
         const expected = -0.2 * (dot(gv, g) - dot(g, g));
-        assert.ok(Math.abs(point.gapIncrement! - expected) < 1e-3 * Math.abs(expected) + 1e-7, `gap ${point.gapIncrement} vs ${expected}`);
+        assert.ok(
+          Math.abs(point.gapIncrement! - expected) < 1e-3 * Math.abs(expected) + 1e-7,
+          `gap ${point.gapIncrement} vs ${expected}`,
+        );
         const expectedFresh = -0.2 * (dot(gv, g) - dot(gf, g));
         assert.ok(Math.abs(point.extra!.gapIncrementFresh - expectedFresh) < 1e-3 * Math.abs(expectedFresh) + 1e-7);
       } else {
@@ -158,7 +181,13 @@ describe('tfjs tensors through a real gateway', () => {
   it('uploads a LayersModel and logged TrainingStats points; the estimate finds every input it needs', async () => {
     const model = tf.sequential({ layers: [tf.layers.dense({ units: 3, inputShape: [6], name: 'd' })] });
     const exported = tensorsFromModel(model);
-    assert.deepEqual(exported.map((t) => [t.name, t.dtype, t.shape]), [['d/kernel', 'F32', [6, 3]], ['d/bias', 'F32', [3]]]);
+    assert.deepEqual(
+      exported.map((t) => [t.name, t.dtype, t.shape]),
+      [
+        ['d/kernel', 'F32', [6, 3]],
+        ['d/bias', 'F32', [3]],
+      ],
+    );
 
     const client = new TrajgateClient({ url: server.url });
     const run = client.run('tfjs', { plannedSteps: 6, trainSize: 64 });
@@ -176,9 +205,14 @@ describe('tfjs tensors through a real gateway', () => {
     await run.close();
 
     const checkpoints = await client.listCheckpoints('tfjs');
-    assert.deepEqual(checkpoints.map((c) => c.step), [0, 3, 6]);
+    assert.deepEqual(
+      checkpoints.map((c) => c.step),
+      [0, 3, 6],
+    );
     const last = tf.tidy(() => variables.map((v) => tf.norm(v).dataSync()[0]));
-    checkpoints[2].tensors.forEach((t, i) => assert.ok(Math.abs(t.norm - last[i]) < 1e-4 * last[i], `${t.name} norm`));
+    checkpoints[2].tensors.forEach((t, i) => {
+      assert.ok(Math.abs(t.norm - last[i]) < 1e-4 * last[i], `${t.name} norm`);
+    });
     const points = await client.getMetrics('tfjs');
     assert.equal(points.length, 6);
     assert.equal(points.filter((p) => p.gapIncrement !== undefined).length, 2);

@@ -6,7 +6,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
-import { BackgroundQueue, TrajgateClient, TrajgateConnectionError, TrajgateError, withRetry, type MetricPoint } from '../src/sdk/index.js';
+import {
+  BackgroundQueue,
+  TrajgateClient,
+  TrajgateConnectionError,
+  TrajgateError,
+  withRetry,
+  type MetricPoint,
+} from '../src/sdk/index.js';
 import { encodeNative } from '../src/wire/native-format.js';
 import { encodeSafetensors, type TensorData } from '../src/wire/safetensors.js';
 import { startTestServer } from './helpers/gateway.js';
@@ -33,7 +40,10 @@ interface Proxy {
  * A TCP proxy in front of the gateway that cuts each of its first `cuts` connections once `afterBytes`
  * bytes went one way: client → server (`request`, an upload cut mid-body) or back (`response`).
  */
-async function cuttingProxy(target: string, options: { direction: 'request' | 'response'; afterBytes: number; cuts: number }): Promise<Proxy> {
+async function cuttingProxy(
+  target: string,
+  options: { direction: 'request' | 'response'; afterBytes: number; cuts: number },
+): Promise<Proxy> {
   const { hostname, port } = new URL(target);
   let connections = 0;
   const sockets = new Set<net.Socket>();
@@ -76,9 +86,16 @@ async function cuttingProxy(target: string, options: { direction: 'request' | 'r
 }
 
 /** A fetch that records each request's method, path and headers before passing it on. */
-function recordingFetch(log: { method: string; path: string; headers: Headers }[], inner: typeof fetch = fetch): typeof fetch {
+function recordingFetch(
+  log: { method: string; path: string; headers: Headers }[],
+  inner: typeof fetch = fetch,
+): typeof fetch {
   return (input, init) => {
-    log.push({ method: init?.method ?? 'GET', path: new URL(String(input)).pathname, headers: new Headers(init?.headers) });
+    log.push({
+      method: init?.method ?? 'GET',
+      path: new URL(String(input)).pathname,
+      headers: new Headers(init?.headers),
+    });
     return inner(input, init);
   };
 }
@@ -110,20 +127,35 @@ describe('SDK against a real gateway', () => {
     const watched = new TrajgateClient({ url: server.url, fetch: recordingFetch(requests) });
 
     const progress: [number, number | null][] = [];
-    const fromTensors = await watched.uploadCheckpoint('rt', 0, tensors(1), { onProgress: (sent, total) => progress.push([sent, total]) });
+    const fromTensors = await watched.uploadCheckpoint('rt', 0, tensors(1), {
+      onProgress: (sent, total) => progress.push([sent, total]),
+    });
     const expected0 = encodeNative(tensors(1));
     assert.equal(fromTensors.format, 'native');
     assert.equal(fromTensors.sha256, sha(expected0));
     assert.deepEqual(progress.at(-1), [expected0.length, expected0.length], 'upload progress reaches the known total');
-    assert.equal(requests.at(-1)!.headers.get('x-trajgate-sha256'), sha(expected0), 'small tensor maps are hashed up front');
+    assert.equal(
+      requests.at(-1)!.headers.get('x-trajgate-sha256'),
+      sha(expected0),
+      'small tensor maps are hashed up front',
+    );
     assert.equal(requests.at(-1)!.headers.get('content-type'), 'application/vnd.trajgate.checkpoint+msgpack');
 
     // A tensor map with typed arrays, hashed as it streams instead (hashFirstBytes: 0).
     const kernel = Float32Array.from({ length: 64 }, (_, i) => i / 7);
-    const map = { 'dense.kernel': { dtype: 'F32' as const, shape: [8, 8], data: kernel }, step: { dtype: 'I32' as const, shape: [], data: Int32Array.of(5) } };
+    const map = {
+      'dense.kernel': { dtype: 'F32' as const, shape: [8, 8], data: kernel },
+      step: { dtype: 'I32' as const, shape: [], data: Int32Array.of(5) },
+    };
     const fromMap = await watched.uploadCheckpoint('rt-map', 0, map, { hashFirstBytes: 0 });
     assert.equal(requests.at(-1)!.headers.get('x-trajgate-sha256'), null);
-    assert.deepEqual(fromMap.tensors.map((t) => [t.name, t.dtype, t.shape]), [['dense.kernel', 'F32', [8, 8]], ['step', 'I32', []]]);
+    assert.deepEqual(
+      fromMap.tensors.map((t) => [t.name, t.dtype, t.shape]),
+      [
+        ['dense.kernel', 'F32', [8, 8]],
+        ['step', 'I32', []],
+      ],
+    );
 
     const file = path.join(dir, 'model.safetensors');
     await writeFile(file, encodeSafetensors(tensors(2)));
@@ -137,12 +169,22 @@ describe('SDK against a real gateway', () => {
     const chunks = async function* () {
       for (let i = 0; i < streamed.length; i += 1000) yield streamed.subarray(i, i + 1000);
     };
-    const fromFactory = await client.uploadCheckpoint('rt', 20, { stream: chunks, contentType: 'application/vnd.safetensors' });
+    const fromFactory = await client.uploadCheckpoint('rt', 20, {
+      stream: chunks,
+      contentType: 'application/vnd.safetensors',
+    });
     assert.equal(fromFactory.sha256, sha(streamed));
     const oneShot = await client.uploadCheckpoint('rt', 25, Readable.from(chunks()));
     assert.equal(oneShot.format, 'safetensors');
 
-    const mapBytes = encodeNative(Object.entries(map).map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape, data: new Uint8Array(t.data.buffer) })));
+    const mapBytes = encodeNative(
+      Object.entries(map).map(([name, t]) => ({
+        name,
+        dtype: t.dtype,
+        shape: t.shape,
+        data: new Uint8Array(t.data.buffer),
+      })),
+    );
     assert.equal(sha(await downloaded('rt-map', 0)), sha(mapBytes), 'the tensor map round-trips');
     for (const [step, bytes] of [
       [0, expected0],
@@ -165,13 +207,19 @@ describe('SDK against a real gateway', () => {
     const requests: { method: string; path: string; headers: Headers }[] = [];
     const watched = new TrajgateClient({ url: server.url, fetch: recordingFetch(requests) });
     const full = encodeSafetensors(tensors(4, 65536));
-    const uploaded = await client.uploadCheckpoint('big', 30, { stream: () => Readable.from([full]), contentType: 'application/vnd.safetensors' });
+    const uploaded = await client.uploadCheckpoint('big', 30, {
+      stream: () => Readable.from([full]),
+      contentType: 'application/vnd.safetensors',
+    });
     const content = () => requests.filter((r) => r.path.endsWith('/content'));
 
     const out = path.join(dir, 'resumed.safetensors');
     await writeFile(`${out}.partial`, full.subarray(0, 100_000));
     await watched.downloadCheckpoint('big', 30, out);
-    assert.deepEqual(content().map((r) => [r.headers.get('range'), r.headers.get('if-range')]), [['bytes=100000-', `"${uploaded.sha256}"`]]);
+    assert.deepEqual(
+      content().map((r) => [r.headers.get('range'), r.headers.get('if-range')]),
+      [['bytes=100000-', `"${uploaded.sha256}"`]],
+    );
     assert.equal(sha(await readFile(out)), sha(full));
 
     requests.length = 0;
@@ -179,7 +227,11 @@ describe('SDK against a real gateway', () => {
     corrupt[10_000] ^= 0xff;
     await writeFile(`${out}.partial`, corrupt);
     await watched.downloadCheckpoint('big', 30, out);
-    assert.deepEqual(content().map((r) => r.headers.get('range')), ['bytes=50000-', null], 'a resumed file that fails the hash is fetched again whole');
+    assert.deepEqual(
+      content().map((r) => r.headers.get('range')),
+      ['bytes=50000-', null],
+      'a resumed file that fails the hash is fetched again whole',
+    );
     assert.equal(sha(await readFile(out)), sha(full));
   });
 
@@ -200,7 +252,11 @@ describe('SDK against a real gateway', () => {
         const sink = new PassThrough();
         const received: Buffer[] = [];
         sink.on('data', (c: Buffer) => received.push(c));
-        await new TrajgateClient({ url: proxy2.url, retry: { baseDelayMs: 5 } }).downloadCheckpoint('cut-down', 1, sink);
+        await new TrajgateClient({ url: proxy2.url, retry: { baseDelayMs: 5 } }).downloadCheckpoint(
+          'cut-down',
+          1,
+          sink,
+        );
         assert.equal(sha(Buffer.concat(received)), sha(full));
       } finally {
         await proxy2.close();
@@ -218,7 +274,10 @@ describe('SDK against a real gateway', () => {
       assert.equal(result.step, 5);
       assert.ok(proxy.connections() >= 3, `retried: ${proxy.connections()} connections`);
       const items = await client.listCheckpoints('cut');
-      assert.deepEqual(items.map((c) => c.step), [5]);
+      assert.deepEqual(
+        items.map((c) => c.step),
+        [5],
+      );
       assert.equal(items[0].sha256, sha(encodeNative(tensors(5, 65536))));
       assert.equal((await client.getRun('cut')).checkpoints.count, 1);
     } finally {
@@ -231,9 +290,15 @@ describe('SDK against a real gateway', () => {
     try {
       const viaProxy = new TrajgateClient({ url: proxy.url, retry: { baseDelayMs: 10 } });
       const bytes = encodeNative(tensors(8, 65536));
-      await assert.rejects(viaProxy.uploadCheckpoint('cut', 6, Readable.from([bytes.subarray(0, 100_000), bytes.subarray(100_000)])), TrajgateConnectionError);
+      await assert.rejects(
+        viaProxy.uploadCheckpoint('cut', 6, Readable.from([bytes.subarray(0, 100_000), bytes.subarray(100_000)])),
+        TrajgateConnectionError,
+      );
       assert.equal(proxy.connections(), 1);
-      await assert.rejects(client.getCheckpoint('cut', 6), (err: unknown) => err instanceof TrajgateError && err.code === 'checkpoint_not_found');
+      await assert.rejects(
+        client.getCheckpoint('cut', 6),
+        (err: unknown) => err instanceof TrajgateError && err.code === 'checkpoint_not_found',
+      );
     } finally {
       await proxy.close();
     }
@@ -247,7 +312,11 @@ describe('SDK against a real gateway', () => {
     const send = logging.logMetrics.bind(logging);
     let slowestBatch = 0;
     let acknowledged = 0;
-    logging.logMetrics = async (run: string, points: readonly MetricPoint[], options?: { format?: 'msgpack' | 'json' }) => {
+    logging.logMetrics = async (
+      run: string,
+      points: readonly MetricPoint[],
+      options?: { format?: 'msgpack' | 'json' },
+    ) => {
       const t = performance.now();
       const accepted = await send(run, points, options);
       slowestBatch = Math.max(slowestBatch, performance.now() - t);
@@ -278,7 +347,9 @@ describe('SDK against a real gateway', () => {
     await run.close();
     const points = await client.getMetrics('metrics', { limit: 100_000 });
     assert.equal(points.length, 100_000);
-    points.forEach((p, i) => assert.equal(p.step, i + 1));
+    points.forEach((p, i) => {
+      assert.equal(p.step, i + 1);
+    });
     assert.equal((await client.getRun('metrics')).trainSize, 1000, 'the run was created with its fields first');
     const detail = `slowest log() ${slowestLog.toFixed(1)} ms (step ${slowestAt}), run creation ${runCreation.toFixed(1)} ms, slowest batch ${slowestBatch.toFixed(1)} ms, loop ${loopMs.toFixed(0)} ms`;
     // A full queue makes log() wait for the batch in flight to finish, never longer (plus event-loop slack).
@@ -290,14 +361,22 @@ describe('SDK against a real gateway', () => {
 
   it('sends checkpoints and metrics through a RunLogger, and reports background failures', async () => {
     const uploaded: number[] = [];
-    const run = client.run('logger', { plannedSteps: 100, trainSize: 500, batchSize: 10, onUploaded: (r) => uploaded.push(r.step) });
+    const run = client.run('logger', {
+      plannedSteps: 100,
+      trainSize: 500,
+      batchSize: 10,
+      onUploaded: (r) => uploaded.push(r.step),
+    });
     const file = path.join(dir, 'logger.safetensors');
     await writeFile(file, encodeSafetensors(tensors(9)));
     await run.checkpoint(0, tensors(10));
     for (let step = 1; step <= 25; step++) await run.log({ step, trainLoss: 1 });
     await run.checkpoint(25, file);
     await run.close();
-    assert.deepEqual(uploaded.sort((a, b) => a - b), [0, 25]);
+    assert.deepEqual(
+      uploaded.sort((a, b) => a - b),
+      [0, 25],
+    );
     const summary = await client.getRun('logger');
     assert.equal(summary.plannedSteps, 100);
     assert.equal(summary.checkpoints.count, 2);
@@ -307,14 +386,19 @@ describe('SDK against a real gateway', () => {
     const errors: unknown[] = [];
     const failing = client.run('logger', { onError: (err) => errors.push(err) });
     await failing.checkpoint(25, tensors(11)); // other bytes for a committed step
-    await assert.rejects(failing.close(), (err: unknown) => err instanceof TrajgateError && err.code === 'checkpoint_conflict' && err.status === 409);
+    await assert.rejects(
+      failing.close(),
+      (err: unknown) => err instanceof TrajgateError && err.code === 'checkpoint_conflict' && err.status === 409,
+    );
     assert.equal(errors.length, 1);
   });
 
   it('answers the policy, retention, trajectory and estimate endpoints', async () => {
     await client.putRun('thin', { plannedSteps: 30, trainSize: 100 });
     for (const step of [0, 10, 20, 30]) await client.uploadCheckpoint('thin', step, tensors(step + 20));
-    await client.logMetrics('thin', [{ step: 1, trainLoss: 2, lr: 0.1, gradVariance: 3, updateNorm: 0.1 }], { format: 'json' });
+    await client.logMetrics('thin', [{ step: 1, trainLoss: 2, lr: 0.1, gradVariance: 3, updateNorm: 0.1 }], {
+      format: 'json',
+    });
     const policy = await client.putPolicy('tight', { latest: 1, budget: { maxCheckpoints: 2 } });
     assert.equal(policy.name, 'tight');
     assert.ok((await client.listPolicies()).some((p) => p.name === 'tight'));
@@ -325,7 +409,10 @@ describe('SDK against a real gateway', () => {
     assert.deepEqual(attached.run.policy, { policy: { latest: 2 } });
     assert.equal((await client.pin('thin', 0)).pinned, true);
     assert.equal((await client.unpin('thin', 0)).pinned, false);
-    assert.deepEqual((await client.getTrajectory('thin', { phases: 2 })).items.map((i) => i.step), [0, 10, 20, 30]);
+    assert.deepEqual(
+      (await client.getTrajectory('thin', { phases: 2 })).items.map((i) => i.step),
+      [0, 10, 20, 30],
+    );
     const estimate = await client.getEstimate('thin');
     assert.equal(estimate.trainSize, 100);
     assert.ok(Array.isArray(estimate.missing));
@@ -342,8 +429,14 @@ describe('SDK against a real gateway', () => {
       assert.equal(err.status, 400);
       return true;
     });
-    await assert.rejects(counting.getCheckpoint('rt', 999), (err: unknown) => err instanceof TrajgateError && err.code === 'checkpoint_not_found');
-    await assert.rejects(counting.uploadCheckpoint('bad$run', 1, tensors(1)), (err: unknown) => err instanceof TrajgateError && err.code === 'invalid_run_id');
+    await assert.rejects(
+      counting.getCheckpoint('rt', 999),
+      (err: unknown) => err instanceof TrajgateError && err.code === 'checkpoint_not_found',
+    );
+    await assert.rejects(
+      counting.uploadCheckpoint('bad$run', 1, tensors(1)),
+      (err: unknown) => err instanceof TrajgateError && err.code === 'invalid_run_id',
+    );
     assert.equal(requests.length, 3, 'one request each');
   });
 
@@ -354,7 +447,8 @@ describe('SDK against a real gateway', () => {
       retry: { baseDelayMs: 1 },
       fetch: async (input, init) => {
         calls++;
-        if (calls === 1) return new Response('{"error":{"code":"storage_unavailable","message":"down"}}', { status: 503 });
+        if (calls === 1)
+          return new Response('{"error":{"code":"storage_unavailable","message":"down"}}', { status: 503 });
         if (calls === 2) return new Response('slow down', { status: 429, headers: { 'retry-after': '0' } });
         return fetch(input, init);
       },
@@ -367,7 +461,10 @@ describe('SDK against a real gateway', () => {
     const { port } = closed.address() as net.AddressInfo;
     await new Promise<void>((resolve) => closed.close(() => resolve()));
     const dead = new TrajgateClient({ url: `http://127.0.0.1:${port}`, retry: { retries: 2, baseDelayMs: 1 } });
-    await assert.rejects(dead.listRuns(), (err: unknown) => err instanceof TrajgateConnectionError && /ECONNREFUSED/.test(err.message));
+    await assert.rejects(
+      dead.listRuns(),
+      (err: unknown) => err instanceof TrajgateConnectionError && /ECONNREFUSED/.test(err.message),
+    );
   });
 });
 
@@ -383,7 +480,9 @@ describe('the SDK ships alone', () => {
       assert.match(file, /^src\/(sdk|wire)\//, `the SDK reaches ${file}`);
       const text = await readFile(path.join(root, file), 'utf8');
       for (const [, spec] of text.matchAll(/^(?:import|export)[^;]*?from '(\.[^']+)'/gms)) {
-        pending.push(path.relative(root, path.resolve(path.dirname(path.join(root, file)), spec)).replace(/\.js$/, '.ts'));
+        pending.push(
+          path.relative(root, path.resolve(path.dirname(path.join(root, file)), spec)).replace(/\.js$/, '.ts'),
+        );
       }
     }
     assert.ok(seen.has('src/wire/native-format.ts') && seen.has('src/sdk/download.ts'), [...seen].join(', '));
@@ -442,7 +541,10 @@ describe('BackgroundQueue', () => {
     assert.equal(seen.length, 2);
     await queue.flush(); // reported once
     await queue.close();
-    await assert.rejects(queue.enqueue(async () => undefined), /closed/);
+    await assert.rejects(
+      queue.enqueue(async () => undefined),
+      /closed/,
+    );
   });
 });
 
@@ -450,19 +552,25 @@ describe('withRetry', () => {
   it('retries retryable errors up to `retries` times and never a 4xx', async () => {
     let n = 0;
     await assert.rejects(
-      withRetry(async () => {
-        n++;
-        throw new TrajgateError(503, 'storage_unavailable', 'down');
-      }, { retries: 3, baseDelayMs: 1 }),
+      withRetry(
+        async () => {
+          n++;
+          throw new TrajgateError(503, 'storage_unavailable', 'down');
+        },
+        { retries: 3, baseDelayMs: 1 },
+      ),
       TrajgateError,
     );
     assert.equal(n, 4);
     n = 0;
     await assert.rejects(
-      withRetry(async () => {
-        n++;
-        throw new TrajgateError(409, 'checkpoint_conflict', 'no');
-      }, { baseDelayMs: 1 }),
+      withRetry(
+        async () => {
+          n++;
+          throw new TrajgateError(409, 'checkpoint_conflict', 'no');
+        },
+        { baseDelayMs: 1 },
+      ),
     );
     assert.equal(n, 1);
   });

@@ -117,7 +117,13 @@ describe('S3BlobStore', () => {
     try {
       store = createBlobStore({
         blobUrl: `s3://${own.bucket}`,
-        s3: { endpoint: own.endpoint, forcePathStyle: true, region: 'us-east-1', partSizeBytes: MIN_PART_SIZE, ...S3RVER_CREDENTIALS },
+        s3: {
+          endpoint: own.endpoint,
+          forcePathStyle: true,
+          region: 'us-east-1',
+          partSizeBytes: MIN_PART_SIZE,
+          ...S3RVER_CREDENTIALS,
+        },
       });
       assert.equal(store.description, `s3://${own.bucket}/`);
       await store.putSmall('runs/r/x.json', '{}');

@@ -15,24 +15,36 @@ function summarise(step: number, w: Weights): CheckpointSummary {
   const acc = new CheckpointAccumulator();
   const names = Object.keys(SIZES) as (keyof typeof SIZES)[];
   acc.begin(names.map((name) => ({ name, dtype: 'F64', shape: [SIZES[name]] })));
-  names.forEach((name, i) => acc.update(i, 0, new Uint8Array(w[name].buffer)));
+  names.forEach((name, i) => {
+    acc.update(i, 0, new Uint8Array(w[name].buffer));
+  });
   return acc.finish(step);
 }
 
 const norm = (w: Weights, v: Weights) =>
-  Math.sqrt((Object.keys(SIZES) as (keyof typeof SIZES)[]).reduce((s, k) => s + w[k].reduce((t, x, i) => t + (x - v[k][i]) ** 2, 0), 0));
+  Math.sqrt(
+    (Object.keys(SIZES) as (keyof typeof SIZES)[]).reduce(
+      (s, k) => s + w[k].reduce((t, x, i) => t + (x - v[k][i]) ** 2, 0),
+      0,
+    ),
+  );
 
 /** A random walk whose steps shrink, with one tensor moving most. */
 function trajectory(seed: number, checkpoints: number, relative: number): { steps: number[]; weights: Weights[] } {
   const random = rng(seed);
-  const start = Object.fromEntries(Object.entries(SIZES).map(([k, n]) => [k, Float64Array.from({ length: n }, () => random() - 0.5)])) as Weights;
+  const start = Object.fromEntries(
+    Object.entries(SIZES).map(([k, n]) => [k, Float64Array.from({ length: n }, () => random() - 0.5)]),
+  ) as Weights;
   const weights = [start];
   for (let c = 1; c < checkpoints; c++) {
     const prev = weights[c - 1];
     const scale = relative / c;
     weights.push(
       Object.fromEntries(
-        Object.entries(prev).map(([k, v]) => [k, v.map((x) => x + (random() - 0.5) * scale * (k === 'l2.weight' ? 3 : 1))]),
+        Object.entries(prev).map(([k, v]) => [
+          k,
+          v.map((x) => x + (random() - 0.5) * scale * (k === 'l2.weight' ? 3 : 1)),
+        ]),
       ) as Weights,
     );
   }
@@ -60,7 +72,12 @@ describe('indicators from sketches', () => {
         assert.ok(Math.abs(indicators[i].updateNormPerStep! - indicators[i].updateNorm! / 10) < 1e-15);
       }
       assert.deepEqual(
-        { u: indicators[0].updateNorm, d: indicators[0].distanceFromStart, p: indicators[0].pathLength, c: indicators[0].cosinePrev },
+        {
+          u: indicators[0].updateNorm,
+          d: indicators[0].distanceFromStart,
+          p: indicators[0].pathLength,
+          c: indicators[0].cosinePrev,
+        },
         { u: null, d: 0, p: 0, c: null },
       );
     }
@@ -71,7 +88,9 @@ describe('indicators from sketches', () => {
   it('cosinePrev sees a reversal, and exact per-tensor norms for small tensors', () => {
     const { weights } = trajectory(3, 2, 0.1);
     const [w0, w1] = weights;
-    const back = Object.fromEntries(Object.entries(w1).map(([k, v]) => [k, v.map((x, i) => x - 0.5 * (x - w0[k as keyof Weights][i]))])) as Weights;
+    const back = Object.fromEntries(
+      Object.entries(w1).map(([k, v]) => [k, v.map((x, i) => x - 0.5 * (x - w0[k as keyof Weights][i]))]),
+    ) as Weights;
     const s = [summarise(0, w0), summarise(10, w1), summarise(20, back)];
     const ind = computeIndicators(s);
     assert.ok(ind[2].cosinePrev! < -0.95, `cosine ${ind[2].cosinePrev}`);
@@ -86,7 +105,12 @@ describe('indicators from sketches', () => {
     const whole = computeIndicators(summaries);
     let pathLength = 0;
     summaries.forEach((s, i) => {
-      const one = indicatorsFor(s, { first: summaries[0], prev: summaries[i - 1] ?? null, prevPrev: summaries[i - 2] ?? null, prevPathLength: pathLength });
+      const one = indicatorsFor(s, {
+        first: summaries[0],
+        prev: summaries[i - 1] ?? null,
+        prevPrev: summaries[i - 2] ?? null,
+        prevPathLength: pathLength,
+      });
       pathLength = one.pathLength;
       assert.deepEqual(one, whole[i]);
     });
@@ -95,9 +119,16 @@ describe('indicators from sketches', () => {
 
 describe('phases', () => {
   it('by fraction of plannedSteps', () => {
-    const { phaseOf, names, method } = assignPhases({ steps: [0, 100, 333, 334, 700, 999], updateNormPerStep: [null, 1, 1, 1, 1, 1], plannedSteps: 1000 });
+    const { phaseOf, names, method } = assignPhases({
+      steps: [0, 100, 333, 334, 700, 999],
+      updateNormPerStep: [null, 1, 1, 1, 1, 1],
+      plannedSteps: 1000,
+    });
     assert.equal(method, 'fraction');
-    assert.deepEqual(phaseOf.map((p) => names[p]), ['early', 'early', 'early', 'mid', 'late', 'late']);
+    assert.deepEqual(
+      phaseOf.map((p) => names[p]),
+      ['early', 'early', 'early', 'mid', 'late', 'late'],
+    );
   });
 
   it('by dynamics finds planted level changes, ordered, and stays put with one more checkpoint', () => {
@@ -124,7 +155,10 @@ describe('phases', () => {
     assert.equal(loose.phaseOf.indexOf(2), 36, 'with single-checkpoint phases allowed, the spike is one');
     const { phaseOf } = assignPhases({ steps, updateNormPerStep: series });
     const sizes = [0, 1, 2].map((p) => phaseOf.filter((x) => x === p).length);
-    assert.ok(sizes.every((n) => n >= 3), `sizes ${sizes}`);
+    assert.ok(
+      sizes.every((n) => n >= 3),
+      `sizes ${sizes}`,
+    );
     assert.equal(phaseOf[36], phaseOf[35]);
   });
 
@@ -133,7 +167,10 @@ describe('phases', () => {
     const level = (i: number) => (i < 15 ? 1 : i < 35 ? 0.2 : 0.04);
     const series = Array.from({ length: 70 }, (_, i) => level(i) * Math.exp(0.15 * (random() - 0.5)));
     const boundaries = (n: number) => {
-      const { phaseOf } = assignPhases({ steps: series.slice(0, n).map((_, i) => i), updateNormPerStep: series.slice(0, n) });
+      const { phaseOf } = assignPhases({
+        steps: series.slice(0, n).map((_, i) => i),
+        updateNormPerStep: series.slice(0, n),
+      });
       return [phaseOf.indexOf(1), phaseOf.indexOf(2)];
     };
     for (let n = 45; n <= 70; n++) assert.deepEqual(boundaries(n), [15, 35], `after ${n} checkpoints`);
@@ -146,15 +183,26 @@ describe('phases', () => {
     const series = Array.from({ length: n }, (_, i) => level(i) * Math.exp(0.2 * (random() - 0.5)));
     const loss = series.map((_, i) => 2 * Math.exp(-i / 3000) + 0.1 * random());
     const started = performance.now();
-    const { phaseOf } = assignPhases({ steps: series.map((_, i) => i * 5), updateNormPerStep: series, trainLoss: loss });
+    const { phaseOf } = assignPhases({
+      steps: series.map((_, i) => i * 5),
+      updateNormPerStep: series,
+      trainLoss: loss,
+    });
     const ms = performance.now() - started;
     assert.ok(ms < 2000, `${ms} ms`);
     for (let i = 1; i < n; i++) assert.ok(phaseOf[i] >= phaseOf[i - 1]);
-    assert.ok(Math.abs(phaseOf.indexOf(1) - 2000) <= 20 && Math.abs(phaseOf.indexOf(2) - 7000) <= 20, `${phaseOf.indexOf(1)}, ${phaseOf.indexOf(2)}`);
+    assert.ok(
+      Math.abs(phaseOf.indexOf(1) - 2000) <= 20 && Math.abs(phaseOf.indexOf(2) - 7000) <= 20,
+      `${phaseOf.indexOf(1)}, ${phaseOf.indexOf(2)}`,
+    );
   });
 
   it('names phases phase-1..phase-k when count is not 3', () => {
-    const { names, phaseOf } = assignPhases({ steps: [0, 10, 20, 30, 40, 50, 60, 70], updateNormPerStep: [null, 1, 1, 0.5, 0.5, 0.1, 0.1, 0.1], count: 4 });
+    const { names, phaseOf } = assignPhases({
+      steps: [0, 10, 20, 30, 40, 50, 60, 70],
+      updateNormPerStep: [null, 1, 1, 0.5, 0.5, 0.1, 0.1, 0.1],
+      count: 4,
+    });
     assert.deepEqual(names, ['phase-1', 'phase-2', 'phase-3', 'phase-4']);
     assert.deepEqual([...new Set(phaseOf)], [0, 1, 2, 3]);
   });
@@ -165,12 +213,16 @@ describe('phases', () => {
 });
 
 describe('change scores', () => {
-  const decay = (n: number) => Array.from({ length: n }, (_, i) => (i === 0 ? null : 1 / Math.sqrt(i) * (1 + 0.05 * Math.sin(i * 7))));
+  const decay = (n: number) =>
+    Array.from({ length: n }, (_, i) => (i === 0 ? null : (1 / Math.sqrt(i)) * (1 + 0.05 * Math.sin(i * 7))));
 
   it('a smooth decaying run scores low everywhere', () => {
     const u = decay(60);
     const scores = changeScores({ updateNormPerStep: u, cosinePrev: u.map(() => 0.3) });
-    assert.ok(Math.max(...scores.map((s) => s.changeScore)) < 2, JSON.stringify(scores.map((s) => s.changeScore.toFixed(2))));
+    assert.ok(
+      Math.max(...scores.map((s) => s.changeScore)) < 2,
+      JSON.stringify(scores.map((s) => s.changeScore.toFixed(2))),
+    );
   });
 
   it('catches a learning-rate restart that a global z-score misses, and a loss spike', () => {
@@ -196,6 +248,9 @@ describe('run analysis', () => {
     const run = analyseRun({ checkpoints: indicators.map((ind, i) => ({ step: steps[i], indicators: ind })) });
     assert.equal(run.totals.checkpoints, 5);
     assert.equal(run.totals.pathLength, indicators[4].pathLength);
-    assert.deepEqual(run.phases.boundaries.map((b) => b.phase), ['early', 'mid', 'late']);
+    assert.deepEqual(
+      run.phases.boundaries.map((b) => b.phase),
+      ['early', 'mid', 'late'],
+    );
   });
 });

@@ -16,7 +16,7 @@ describe('half-precision decoding', () => {
       [0x3c00, 1],
       [0xc000, -2],
       [0x7bff, 65504],
-      [0x0001, 5.960464477539063e-8],
+      [0x0001, 2 ** -24],
       [0x03ff, 6.097555160522461e-5],
       [0x0400, 6.103515625e-5],
       [0x3555, 0.333251953125],
@@ -50,14 +50,21 @@ describe('half-precision decoding', () => {
       const sign = bits & 0x8000 ? -1 : 1;
       const e = (bits >>> 10) & 0x1f;
       const m = bits & 0x3ff;
-      const f16 = e === 0 ? sign * m * 2 ** -24 : e === 31 ? (m ? NaN : sign * Infinity) : sign * (1024 + m) * 2 ** (e - 25);
+      const f16 =
+        e === 0 ? sign * m * 2 ** -24 : e === 31 ? (m ? NaN : sign * Infinity) : sign * (1024 + m) * 2 ** (e - 25);
       view.setUint32(0, bits << 16);
       const bf16 = view.getFloat32(0);
-      assert.ok(Object.is(F16_TABLE[bits], f16) || (Number.isNaN(f16) && Number.isNaN(F16_TABLE[bits])), `F16 0x${bits.toString(16)}`);
-      assert.ok(Object.is(BF16_TABLE[bits], bf16) || (Number.isNaN(bf16) && Number.isNaN(BF16_TABLE[bits])), `BF16 0x${bits.toString(16)}`);
+      assert.ok(
+        Object.is(F16_TABLE[bits], f16) || (Number.isNaN(f16) && Number.isNaN(F16_TABLE[bits])),
+        `F16 0x${bits.toString(16)}`,
+      );
+      assert.ok(
+        Object.is(BF16_TABLE[bits], bf16) || (Number.isNaN(bf16) && Number.isNaN(BF16_TABLE[bits])),
+        `BF16 0x${bits.toString(16)}`,
+      );
     }
     assert.equal(toF16Bits(1), 0x3c00);
-    assert.equal(toF16Bits(5.960464477539063e-8), 0x0001);
+    assert.equal(toF16Bits(2 ** -24), 0x0001);
   });
 });
 
@@ -67,7 +74,11 @@ describe('per-tensor statistics', () => {
       const random = rng(DTYPE_SIZES[dtype] * 7 + dtype.length);
       const integer = dtype === 'I64' || dtype === 'I32' || dtype === 'U8';
       for (const n of [1, 37, DIRECT_MAX, 20_000 + Math.floor(random() * 5000)]) {
-        const t = tensor('w', dtype, Array.from({ length: n }, () => (random() - 0.3) * (integer ? 200 : 0.5)));
+        const t = tensor(
+          'w',
+          dtype,
+          Array.from({ length: n }, () => (random() - 0.3) * (integer ? 200 : 0.5)),
+        );
         const [stats] = summariseChunked(0, [t], random).tensors;
         const held = Array.from(t.held);
         const sumSq = held.reduce((s, v) => s + v * v, 0);
@@ -83,12 +94,16 @@ describe('per-tensor statistics', () => {
   it('count NaN and Inf and leave them out of norm, mean and maxAbs (small and large tensors)', () => {
     for (const dtype of ['F32', 'F64', 'F16', 'BF16'] as const) {
       for (const size of [7, 3 * DIRECT_MAX]) {
-        const values = Array.from({ length: size }, (_, i) => (i < 7 ? [1, Number.NaN, -3, Infinity, 2, -Infinity, Number.NaN][i] : 0));
+        const values = Array.from({ length: size }, (_, i) =>
+          i < 7 ? [1, Number.NaN, -3, Infinity, 2, -Infinity, Number.NaN][i] : 0,
+        );
         const t = tensor('w', dtype, values);
         if (dtype === 'F16') {
           // toF16Bits covers finite values only.
           const bits = new Uint16Array(t.bytes.buffer);
-          values.forEach((v, i) => (bits[i] = Number.isNaN(v) ? 0x7e00 : v === Infinity ? 0x7c00 : v === -Infinity ? 0xfc00 : toF16Bits(v)));
+          values.forEach((v, i) => {
+            bits[i] = Number.isNaN(v) ? 0x7e00 : v === Infinity ? 0x7c00 : v === -Infinity ? 0xfc00 : toF16Bits(v);
+          });
         }
         const [stats] = summariseChunked(0, [t], rng(1)).tensors;
         assert.deepEqual([stats.nanCount, stats.infCount, stats.maxAbs], [2, 2, 3], `${dtype} × ${size}`);
@@ -113,28 +128,51 @@ describe('CountSketch', () => {
     const dtypes: Dtype[] = ['F32', 'BF16', 'F16', 'F64'];
     const sizes = [3, 64, 65, DIRECT_MAX, DIRECT_MAX + 1, 9000, 70_000];
     const tensors = sizes.map((n, i) =>
-      tensor(`layers.${i}.weight`, dtypes[i % dtypes.length], Array.from({ length: n }, () => random() - 0.5)),
+      tensor(
+        `layers.${i}.weight`,
+        dtypes[i % dtypes.length],
+        Array.from({ length: n }, () => random() - 0.5),
+      ),
     );
     tensors.push(tensor('step', 'I64', [1234]));
-    const expected = bruteSketch(tensors.filter((t) => t.dtype !== 'I64'), K);
+    const expected = bruteSketch(
+      tensors.filter((t) => t.dtype !== 'I64'),
+      K,
+    );
     for (const interleave of [false, true]) {
       const summary = summariseChunked(0, tensors, random, { interleave, maxElements: 20_000 });
       for (let b = 0; b < K; b++) assert.ok(Math.abs(summary.sketch[b] - expected[b]) < 1e-9, `bucket ${b}`);
       tensors.forEach((t, i) => {
         const stored = summary.tensorSketches[i];
-        if (t.dtype === 'I64') return assert.equal(stored.length, 0);
-        if (t.held.length <= 64) return assert.deepEqual(Array.from(stored), Array.from(t.held), `${t.name} kept exactly`);
+        if (t.dtype === 'I64') {
+          assert.equal(stored.length, 0);
+          return;
+        }
+        if (t.held.length <= 64) {
+          assert.deepEqual(Array.from(stored), Array.from(t.held), `${t.name} kept exactly`);
+          return;
+        }
         const own = bruteSketch([t], 64);
         assert.equal(stored.length, 64);
         for (let b = 0; b < 64; b++) assert.ok(Math.abs(stored[b] - own[b]) < 1e-9, `${t.name} bucket ${b}`);
-        assert.deepEqual(Array.from(sketchValues(t.name, t.held, 64)).map((v) => v.toFixed(9)), Array.from(own).map((v) => v.toFixed(9)));
+        assert.deepEqual(
+          Array.from(sketchValues(t.name, t.held, 64)).map((v) => v.toFixed(9)),
+          Array.from(own).map((v) => v.toFixed(9)),
+        );
       });
     }
   });
 
   it('gives the same summary when two checkpoints are fed interleaved (concurrent uploads)', () => {
     const random = rng(14);
-    const make = (seed: number) => [30_000, 100, 5000].map((n, i) => tensor(`t${i}`, 'F32', Array.from({ length: n }, () => rng(seed + i)() - 0.5)));
+    const make = (seed: number) =>
+      [30_000, 100, 5000].map((n, i) =>
+        tensor(
+          `t${i}`,
+          'F32',
+          Array.from({ length: n }, () => rng(seed + i)() - 0.5),
+        ),
+      );
     const [x, y] = [make(1), make(2)];
     const [ax, ay] = [new CheckpointAccumulator(), new CheckpointAccumulator()];
     ax.begin(x);
@@ -146,9 +184,17 @@ describe('CountSketch', () => {
       }
     }
     const [sx, sy] = [ax.finish(0), ay.finish(0)];
-    for (const [interleaved, alone] of [[sx, summariseChunked(0, x, random)], [sy, summariseChunked(0, y, random)]] as const) {
+    for (const [interleaved, alone] of [
+      [sx, summariseChunked(0, x, random)],
+      [sy, summariseChunked(0, y, random)],
+    ] as const) {
       for (let b = 0; b < K; b++) assert.ok(Math.abs(interleaved.sketch[b] - alone.sketch[b]) < 1e-12);
-      interleaved.tensorSketches.forEach((s, i) => assert.deepEqual(Array.from(s).map((v) => v.toFixed(12)), Array.from(alone.tensorSketches[i]).map((v) => v.toFixed(12))));
+      interleaved.tensorSketches.forEach((s, i) => {
+        assert.deepEqual(
+          Array.from(s).map((v) => v.toFixed(12)),
+          Array.from(alone.tensorSketches[i]).map((v) => v.toFixed(12)),
+        );
+      });
     }
   });
 
@@ -160,7 +206,8 @@ describe('CountSketch', () => {
     const sk = (values: number[]) => summariseTensors(0, [tensor('w', 'F64', values)]);
     const [sa, sb, sd] = [sk(a), sk(b), sk(a.map((v, i) => v - b[i]))];
     for (let i = 0; i < K; i++) assert.ok(Math.abs(sa.sketch[i] - sb.sketch[i] - sd.sketch[i]) < 1e-12, `bucket ${i}`);
-    for (let i = 0; i < 64; i++) assert.ok(Math.abs(sa.tensorSketches[0][i] - sb.tensorSketches[0][i] - sd.tensorSketches[0][i]) < 1e-12);
+    for (let i = 0; i < 64; i++)
+      assert.ok(Math.abs(sa.tensorSketches[0][i] - sb.tensorSketches[0][i] - sd.tensorSketches[0][i]) < 1e-12);
   });
 
   it('keeps small tensors exactly, sketches integer tensors not at all, and counts only floats in weightNorm', () => {
@@ -174,7 +221,12 @@ describe('CountSketch', () => {
 });
 
 describe('per-tensor sketch budget', () => {
-  const table = (n: number, size: number) => Array.from({ length: n }, (_, i) => ({ name: `t${String(i).padStart(5, '0')}`, dtype: 'F32' as const, shape: [size + (i % 3)] }));
+  const table = (n: number, size: number) =>
+    Array.from({ length: n }, (_, i) => ({
+      name: `t${String(i).padStart(5, '0')}`,
+      dtype: 'F32' as const,
+      shape: [size + (i % 3)],
+    }));
   const total = (plans: { length: number }[]) => plans.reduce((s, p) => s + p.length, 0);
 
   it('keeps tensorK buckets per tensor while they fit, then fewer, then only the largest tensors', () => {
@@ -185,22 +237,55 @@ describe('per-tensor sketch budget', () => {
     assert.equal(many.filter((p) => p.kind === 'sketch').length, TENSOR_SKETCH_BUDGET / 8);
     assert.equal(many[6000].kind, 'sketch', 'the largest tensor keeps its sketch');
     assert.ok(total(many) <= TENSOR_SKETCH_BUDGET);
-    assert.deepEqual(planTensorSketches([{ name: 'n', dtype: 'I64', shape: [1] }, { name: 'b', dtype: 'F16', shape: [3] }], 64).map((p) => p.kind), ['none', 'exact']);
+    assert.deepEqual(
+      planTensorSketches(
+        [
+          { name: 'n', dtype: 'I64', shape: [1] },
+          { name: 'b', dtype: 'F16', shape: [3] },
+        ],
+        64,
+      ).map((p) => p.kind),
+      ['none', 'exact'],
+    );
   });
 
   it('stays within the budget in a real summary, and folded sketches of different sizes compare', () => {
     const random = rng(3);
-    const tensors = Array.from({ length: 1200 }, (_, i) => tensor(`p${i}`, 'F32', Array.from({ length: 40 + (i % 50) }, () => random() - 0.5)));
+    const tensors = Array.from({ length: 1200 }, (_, i) =>
+      tensor(
+        `p${i}`,
+        'F32',
+        Array.from({ length: 40 + (i % 50) }, () => random() - 0.5),
+      ),
+    );
     const summary = summariseTensors(0, tensors);
     assert.ok(summary.tensorSketches.reduce((s, t) => s + t.length, 0) <= TENSOR_SKETCH_BUDGET);
-    assert.ok(summary.tensorSketches.every((s) => s.length === 16), '1200 tensors get 16 buckets each');
-    const big = tensor('w', 'F32', Array.from({ length: 10_000 }, () => random()));
-    const moved = tensor('w', 'F32', Array.from(big.held, (v) => v + 0.01 * (random() - 0.5)));
+    assert.ok(
+      summary.tensorSketches.every((s) => s.length === 16),
+      '1200 tensors get 16 buckets each',
+    );
+    const big = tensor(
+      'w',
+      'F32',
+      Array.from({ length: 10_000 }, () => random()),
+    );
+    const moved = tensor(
+      'w',
+      'F32',
+      Array.from(big.held, (v) => v + 0.01 * (random() - 0.5)),
+    );
     const [a, b] = [summariseTensors(1, [moved]), summariseTensors(0, [big])];
     const wide = tensorDistances(a, b)[0].updateNorm;
     const narrowPrev = { ...b, tensorSketches: [fold(b.tensorSketches[0], 16)] };
     const narrow = tensorDistances(a, narrowPrev)[0].updateNorm;
-    assert.ok(Math.abs(narrow - Math.sqrt(fold(a.tensorSketches[0], 16).reduce((s, v, i) => s + (v - narrowPrev.tensorSketches[0][i]) ** 2, 0))) < 1e-12);
+    assert.ok(
+      Math.abs(
+        narrow -
+          Math.sqrt(
+            fold(a.tensorSketches[0], 16).reduce((s, v, i) => s + (v - narrowPrev.tensorSketches[0][i]) ** 2, 0),
+          ),
+      ) < 1e-12,
+    );
     assert.ok(narrow > 0 && wide > 0);
   });
 });

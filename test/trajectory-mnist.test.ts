@@ -7,7 +7,14 @@ import { createTestGateway, type TestGateway } from './helpers/gateway.js';
 import { assertMatchesSpec } from './helpers/openapi.js';
 
 interface TrajectoryBody {
-  items: { step: number; updateNorm: number | null; distanceFromStart: number; pathLength: number; phase: string; changeScore: number }[];
+  items: {
+    step: number;
+    updateNorm: number | null;
+    distanceFromStart: number;
+    pathLength: number;
+    phase: string;
+    changeScore: number;
+  }[];
   phases: { method: string; boundaries: { phase: string }[] };
 }
 
@@ -50,7 +57,11 @@ describe('trajectory of a real MNIST run', () => {
   after(() => gw.close());
 
   const upload = (run: string, c: { step: number; body: Buffer }) =>
-    request(gw.app).put(`/v1/runs/${run}/checkpoints/${c.step}`).set('content-type', 'application/vnd.safetensors').send(c.body).expect(201);
+    request(gw.app)
+      .put(`/v1/runs/${run}/checkpoints/${c.step}`)
+      .set('content-type', 'application/vnd.safetensors')
+      .send(c.body)
+      .expect(201);
 
   it('shows decaying updates, ordered phases and path length ≥ distance from start', async () => {
     assert.equal(checkpoints.length, 30);
@@ -63,8 +74,14 @@ describe('trajectory of a real MNIST run', () => {
     const norms = body.items.slice(1).map((i) => i.updateNorm!);
     const third = Math.floor(norms.length / 3);
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-    assert.ok(mean(norms.slice(-third)) < mean(norms.slice(0, third)) / 3, `update norms decay: ${norms.map((n) => n.toFixed(3)).join(' ')}`);
-    assert.deepEqual(body.phases.boundaries.map((b) => b.phase), ['early', 'mid', 'late']);
+    assert.ok(
+      mean(norms.slice(-third)) < mean(norms.slice(0, third)) / 3,
+      `update norms decay: ${norms.map((n) => n.toFixed(3)).join(' ')}`,
+    );
+    assert.deepEqual(
+      body.phases.boundaries.map((b) => b.phase),
+      ['early', 'mid', 'late'],
+    );
     for (const item of body.items) assert.ok(item.pathLength >= item.distanceFromStart * 0.99, `step ${item.step}`);
   });
 
@@ -72,9 +89,12 @@ describe('trajectory of a real MNIST run', () => {
     const order = [...checkpoints].sort((a, b) => ((a.step * 7919) % 31) - ((b.step * 7919) % 31));
     for (const c of order) await upload('mnist-shuffled', c);
     const [inOrder, shuffled] = await Promise.all(
-      ['mnist', 'mnist-shuffled'].map(async (run) => (await request(gw.app).get(`/v1/runs/${run}/checkpoints`)).body.items),
+      ['mnist', 'mnist-shuffled'].map(
+        async (run) => (await request(gw.app).get(`/v1/runs/${run}/checkpoints`)).body.items,
+      ),
     );
-    const round = (v: unknown) => JSON.parse(JSON.stringify(v, (_k, x) => (typeof x === 'number' ? Number(x.toPrecision(9)) : x)));
+    const round = (v: unknown) =>
+      JSON.parse(JSON.stringify(v, (_k, x) => (typeof x === 'number' ? Number(x.toPrecision(9)) : x)));
     assert.deepEqual(
       shuffled.map((c: { indicators: unknown }) => round(c.indicators)),
       inOrder.map((c: { indicators: unknown }) => round(c.indicators)),

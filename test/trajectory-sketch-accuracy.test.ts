@@ -3,7 +3,15 @@ import { describe, it } from 'node:test';
 import { computeIndicators } from '../src/trajectory/run-indicators.js';
 import { distance, tensorDistances } from '../src/trajectory/sketch-distance.js';
 import type { Dtype } from '../src/wire/dtypes.js';
-import { exactDistance, gaussian, quantile, rng, summariseChunked, tensor, type TestTensor } from './helpers/trajectory-fixtures.js';
+import {
+  exactDistance,
+  gaussian,
+  quantile,
+  rng,
+  summariseChunked,
+  tensor,
+  type TestTensor,
+} from './helpers/trajectory-fixtures.js';
 
 /**
  * Sketch-estimated distances against exact float64 distances over the materialised weights: relative
@@ -33,11 +41,23 @@ const count = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
  * A random walk of `checkpoints` weight vectors, each update `relative` × ||w_0|| in norm; with
  * `rankOne`, every update of a matrix is an outer product u vᵀ (the hash's hardest case).
  */
-function walk(seed: number, checkpoints: number, relative: number, options: { f64?: boolean; rankOne?: boolean } = {}): TestTensor[][] {
+function walk(
+  seed: number,
+  checkpoints: number,
+  relative: number,
+  options: { f64?: boolean; rankOne?: boolean } = {},
+): TestTensor[][] {
   const random = rng(seed);
   const normal = gaussian(random);
   const layers = LAYERS.map((l) => ({ ...l, dtype: options.f64 ? ('F64' as const) : l.dtype }));
-  let current = layers.map((l) => tensor(l.name, l.dtype, Array.from({ length: count(l.shape) }, () => 0.05 * normal()), l.shape));
+  let current = layers.map((l) =>
+    tensor(
+      l.name,
+      l.dtype,
+      Array.from({ length: count(l.shape) }, () => 0.05 * normal()),
+      l.shape,
+    ),
+  );
   const w0 = Math.sqrt(current.reduce((s, t) => s + t.held.reduce((a, v) => a + v * v, 0), 0));
   const out = [current];
   for (let c = 1; c < checkpoints; c++) {
@@ -52,7 +72,14 @@ function walk(seed: number, checkpoints: number, relative: number, options: { f6
     });
     const norm = Math.sqrt(deltas.reduce((s, d) => s + d.reduce((a, v) => a + v * v, 0), 0));
     const scale = (relative * w0) / norm;
-    current = current.map((t, i) => tensor(t.name, t.dtype, Float64Array.from(t.held, (v, j) => v + scale * deltas[i][j]), t.shape));
+    current = current.map((t, i) =>
+      tensor(
+        t.name,
+        t.dtype,
+        Float64Array.from(t.held, (v, j) => v + scale * deltas[i][j]),
+        t.shape,
+      ),
+    );
     out.push(current);
   }
   return out;
@@ -68,7 +95,10 @@ const flat = (w: TestTensor[]) => {
   return out;
 };
 
-function errors(trajectory: TestTensor[][], seed: number): { whole: number[]; perTensor: number[]; topIsFastest: boolean[] } {
+function errors(
+  trajectory: TestTensor[][],
+  seed: number,
+): { whole: number[]; perTensor: number[]; topIsFastest: boolean[] } {
   const random = rng(seed);
   const summaries = trajectory.map((w, step) => summariseChunked(step * 100, w, random, { maxElements: 16384 }));
   const indicators = computeIndicators(summaries);
@@ -79,13 +109,18 @@ function errors(trajectory: TestTensor[][], seed: number): { whole: number[]; pe
   for (let c = 1; c < trajectory.length; c++) {
     whole.push(indicators[c].updateNorm! / exactDistance(vectors[c], vectors[c - 1]) - 1);
     whole.push(indicators[c].distanceFromStart / exactDistance(vectors[c], vectors[0]) - 1);
-    whole.push(distance(summaries[c], summaries[Math.max(0, c - 2)]) / exactDistance(vectors[c], vectors[Math.max(0, c - 2)]) - 1);
+    whole.push(
+      distance(summaries[c], summaries[Math.max(0, c - 2)]) / exactDistance(vectors[c], vectors[Math.max(0, c - 2)]) -
+        1,
+    );
     for (const t of tensorDistances(summaries[c], summaries[c - 1])) {
       const i = trajectory[c].findIndex((x) => x.name === t.name);
       perTensor.push(t.updateNorm / exactDistance(trajectory[c][i].held, trajectory[c - 1][i].held) - 1);
     }
     // Where one tensor clearly moved most (1.5x the next, exactly), topTensors must name it first.
-    const exact = trajectory[c].map((t, i) => ({ name: t.name, norm: exactDistance(t.held, trajectory[c - 1][i].held) })).sort((a, b) => b.norm - a.norm);
+    const exact = trajectory[c]
+      .map((t, i) => ({ name: t.name, norm: exactDistance(t.held, trajectory[c - 1][i].held) }))
+      .sort((a, b) => b.norm - a.norm);
     if (exact[0].norm > 1.5 * exact[1].norm) topIsFastest.push(indicators[c].topTensors[0].name === exact[0].name);
   }
   return { whole: whole.filter(Number.isFinite).map(Math.abs), perTensor: perTensor.map(Math.abs), topIsFastest };
@@ -101,10 +136,15 @@ describe('sketch-estimated distances (k = 8192)', () => {
         const e = errors(walk(seed++, 6, relative), seed);
         whole.push(...e.whole);
         perTensor.push(...e.perTensor);
-        assert.ok(e.topIsFastest.length > 0 && e.topIsFastest.every(Boolean), 'the tensor that moved most ranks first in topTensors');
+        assert.ok(
+          e.topIsFastest.length > 0 && e.topIsFastest.every(Boolean),
+          'the tensor that moved most ranks first in topTensors',
+        );
       }
     }
-    t.diagnostic(`${whole.length} estimates: p50 ${quantile(whole, 0.5).toFixed(4)}, p99 ${quantile(whole, 0.99).toFixed(4)}; per-tensor p99 ${quantile(perTensor, 0.99).toFixed(3)}`);
+    t.diagnostic(
+      `${whole.length} estimates: p50 ${quantile(whole, 0.5).toFixed(4)}, p99 ${quantile(whole, 0.99).toFixed(4)}; per-tensor p99 ${quantile(perTensor, 0.99).toFixed(3)}`,
+    );
     assert.ok(whole.length >= 120, `${whole.length} estimates`);
     assert.ok(quantile(whole, 0.99) < 0.05, `p99 relative error ${quantile(whole, 0.99)}`);
     // Per-tensor sketches have 64 buckets (rms error ≈ 9%); tensors of ≤ 64 elements are exact.
@@ -113,7 +153,11 @@ describe('sketch-estimated distances (k = 8192)', () => {
 
   it('hold at 1e-6 and 1e-9 of ||w|| on float64 weights: no cancellation in the bucket differences', (t) => {
     const all: number[] = [];
-    for (const [seed, relative] of [[7, 1e-6], [8, 1e-9]] as const) all.push(...errors(walk(seed, 5, relative, { f64: true }), seed).whole);
+    for (const [seed, relative] of [
+      [7, 1e-6],
+      [8, 1e-9],
+    ] as const)
+      all.push(...errors(walk(seed, 5, relative, { f64: true }), seed).whole);
     t.diagnostic(`p99 ${quantile(all, 0.99).toFixed(4)}`);
     assert.ok(quantile(all, 0.99) < 0.05, `p99 ${quantile(all, 0.99)}`);
   });

@@ -14,7 +14,8 @@ function compare(kernels: TfjsKernels): void {
   const stats = kernels.stats(values);
   const ts = reference.tensors[0];
   // tfjs sums in float32 on most backends: agreement to float32 rounding, not to 1e-9.
-  for (const key of ['norm', 'mean', 'maxAbs'] as const) assert.ok(Math.abs(stats[key] - ts[key]) <= 1e-5 * Math.max(1, Math.abs(ts[key])), key);
+  for (const key of ['norm', 'mean', 'maxAbs'] as const)
+    assert.ok(Math.abs(stats[key] - ts[key]) <= 1e-5 * Math.max(1, Math.abs(ts[key])), key);
   assert.deepEqual([stats.count, stats.nanCount, stats.infCount], [ts.count, 0, 0]);
   const sketch = kernels.sketch('layer.weight', values, 8192);
   let diff = 0;
@@ -40,6 +41,13 @@ describe('tfjs compute backend', () => {
     await tf.setBackend('cpu');
     compare(tfjsKernels(tf));
     const withNaN = Float32Array.from([1, Number.NaN, -2, Infinity]);
-    assert.deepEqual(tfjsKernels(tf).stats(withNaN), { count: 4, norm: Math.sqrt(5), mean: -0.5, maxAbs: 2, nanCount: 1, infCount: 1 });
+    assert.deepEqual(tfjsKernels(tf).stats(withNaN), {
+      count: 4,
+      norm: Math.sqrt(5),
+      mean: -0.5,
+      maxAbs: 2,
+      nanCount: 1,
+      infCount: 1,
+    });
   });
 });

@@ -140,7 +140,10 @@ export function createMlp(hidden: number[], seed: number): Mlp {
   for (let l = 0; l + 1 < widths.length; l++) {
     const [inputs, units] = [widths[l], widths[l + 1]];
     const values = gaussian(inputs * units, Math.sqrt(2 / inputs), rand);
-    const [kernel, bias] = tf.tidy(() => [tf.variable(tf.tensor2d(values, [inputs, units])), tf.variable(tf.zeros([units]))]);
+    const [kernel, bias] = tf.tidy(() => [
+      tf.variable(tf.tensor2d(values, [inputs, units])),
+      tf.variable(tf.zeros([units])),
+    ]);
     layers.push({ kernel, bias, inputs, units });
   }
   return { layers };
@@ -366,7 +369,10 @@ function evaluate(mlp: Mlp, set: DeviceSet): EvalResult {
 export async function snapshotMlp(mlp: Mlp): Promise<TensorData[]> {
   const out: TensorData[] = [];
   for (const [l, layer] of mlp.layers.entries()) {
-    for (const [kind, v] of [['kernel', layer.kernel], ['bias', layer.bias]] as const) {
+    for (const [kind, v] of [
+      ['kernel', layer.kernel],
+      ['bias', layer.bias],
+    ] as const) {
       const values = (await v.data()) as Float32Array;
       out.push({
         name: `dense_${l}.${kind}`,
@@ -437,7 +443,9 @@ async function runLoop(options: TrainMnistOptions, hooks: TrainHooks, state: Loo
     const rows = nextTrainBatch();
     const [xs, ys] = tf.tidy(() => {
       const idx = tf.tensor1d(rows, 'int32');
-      const labels = spike ? tf.tensor2d(oneHotRows(randomLabels(m, spikeRand)), [m, NUM_CLASSES]) : tf.gather(train.y, idx);
+      const labels = spike
+        ? tf.tensor2d(oneHotRows(randomLabels(m, spikeRand)), [m, NUM_CLASSES])
+        : tf.gather(train.y, idx);
       return [tf.gather(train.x, idx), labels];
     });
     const bg = batchGradients(mlp, xs, ys);
@@ -527,7 +535,9 @@ function rowsGradients(mlp: Mlp, set: DeviceSet, rows: Int32Array): tf.Tensor[] 
 
 /** w ← w − lr·ḡ, so Δw_t = −lr·ḡ exactly (up to float32 rounding of the subtraction). */
 function applySgd(mlp: Mlp, grads: tf.Tensor[], lr: number): void {
-  mlpParams(mlp).forEach((p, i) => tf.tidy(() => p.assign(tf.sub(p, tf.mul(grads[i], lr)))));
+  mlpParams(mlp).forEach((p, i) => {
+    tf.tidy(() => p.assign(tf.sub(p, tf.mul(grads[i], lr))));
+  });
 }
 
 function randomLabels(count: number, rand: () => number): Uint8Array {
@@ -545,10 +555,14 @@ function validate(o: TrainMnistOptions): void {
   for (const [name, v] of positiveInts) {
     if (!Number.isInteger(v) || v < 1) throw new RangeError(`${name} must be a positive integer, got ${v}`);
   }
-  for (const [name, v] of [['evalEvery', o.evalEvery], ['gapEvery', o.gapEvery]] as const) {
+  for (const [name, v] of [
+    ['evalEvery', o.evalEvery],
+    ['gapEvery', o.gapEvery],
+  ] as const) {
     if (!Number.isInteger(v) || v < 0) throw new RangeError(`${name} must be a non-negative integer, got ${v}`);
   }
   if (o.batchSize < 2) throw new RangeError('batchSize must be at least 2 (gradVariance needs two samples)');
   if (!(o.baseLr > 0)) throw new RangeError(`baseLr must be positive, got ${o.baseLr}`);
-  if (o.hidden.some((h) => !Number.isInteger(h) || h < 1)) throw new RangeError(`hidden widths must be positive integers`);
+  if (o.hidden.some((h) => !Number.isInteger(h) || h < 1))
+    throw new RangeError(`hidden widths must be positive integers`);
 }

@@ -70,7 +70,11 @@ export interface Catalog {
    * (previous checkpoint's step, this checkpoint's step]; null where nothing was logged. Aggregated by the
    * database, so runs with millions of points are not read into memory.
    */
-  metricAtCheckpoints(run: string, field: MetricField, mode: 'mean' | 'last'): Promise<{ step: number; value: number | null }[]>;
+  metricAtCheckpoints(
+    run: string,
+    field: MetricField,
+    mode: 'mean' | 'last',
+  ): Promise<{ step: number; value: number | null }[]>;
 
   /** Throws `catalog_unavailable` when the database cannot be reached. Used by /readyz. */
   ping(): Promise<void>;

@@ -17,7 +17,14 @@ import {
   type RunRecord,
   type TensorEntry,
 } from './records.js';
-import type { CheckpointSummariesTable, CheckpointsTable, Database, MetricPointsTable, PoliciesTable, RunsTable } from './schema.js';
+import type {
+  CheckpointSummariesTable,
+  CheckpointsTable,
+  Database,
+  MetricPointsTable,
+  PoliciesTable,
+  RunsTable,
+} from './schema.js';
 import { decodeTensorSketches, encodeSketch, encodeTensorSketches, float64Copy } from './summary-codec.js';
 
 /**
@@ -114,7 +121,13 @@ export class KyselyCatalog implements Catalog {
 
   firstCheckpoint(run: string): Promise<CheckpointRecord | null> {
     return guard('firstCheckpoint', async () => {
-      const row = await this.db.selectFrom('checkpoints').selectAll().where('run_id', '=', run).orderBy('step').limit(1).executeTakeFirst();
+      const row = await this.db
+        .selectFrom('checkpoints')
+        .selectAll()
+        .where('run_id', '=', run)
+        .orderBy('step')
+        .limit(1)
+        .executeTakeFirst();
       return row ? toCheckpointRecord(row) : null;
     });
   }
@@ -196,7 +209,8 @@ export class KyselyCatalog implements Catalog {
           .onConflict((oc) => oc.column('name').doNothing())
           .executeTakeFirst();
         const created = inserted(res.numInsertedOrUpdatedRows);
-        if (!created) await trx.updateTable('policies').set({ policy: text, updated_at: now }).where('name', '=', name).execute();
+        if (!created)
+          await trx.updateTable('policies').set({ policy: text, updated_at: now }).where('name', '=', name).execute();
         const row = await trx.selectFrom('policies').selectAll().where('name', '=', name).executeTakeFirstOrThrow();
         return { created, record: toPolicyRecord(row) };
       }),
@@ -211,7 +225,9 @@ export class KyselyCatalog implements Catalog {
   }
 
   listPolicies(): Promise<PolicyRecord[]> {
-    return guard('listPolicies', async () => (await this.db.selectFrom('policies').selectAll().orderBy('name').execute()).map(toPolicyRecord));
+    return guard('listPolicies', async () =>
+      (await this.db.selectFrom('policies').selectAll().orderBy('name').execute()).map(toPolicyRecord),
+    );
   }
 
   setRunPolicy(run: string, ref: RunPolicyRef | null): Promise<void> {
@@ -248,7 +264,12 @@ export class KyselyCatalog implements Catalog {
 
   setPinned(run: string, step: number, pinned: boolean): Promise<void> {
     return guard('setPinned', async () => {
-      await this.db.updateTable('checkpoints').set({ pinned: pinned ? 1 : 0 }).where('run_id', '=', run).where('step', '=', step).execute();
+      await this.db
+        .updateTable('checkpoints')
+        .set({ pinned: pinned ? 1 : 0 })
+        .where('run_id', '=', run)
+        .where('step', '=', step)
+        .execute();
     });
   }
 
@@ -269,18 +290,29 @@ export class KyselyCatalog implements Catalog {
 
   markBlobDeleted(run: string, step: number): Promise<void> {
     return guard('markBlobDeleted', async () => {
-      await this.db.updateTable('checkpoints').set({ blob_deleted: 1 }).where('run_id', '=', run).where('step', '=', step).execute();
+      await this.db
+        .updateTable('checkpoints')
+        .set({ blob_deleted: 1 })
+        .where('run_id', '=', run)
+        .where('step', '=', step)
+        .execute();
     });
   }
 
-  metricAtCheckpoints(run: string, field: MetricField, mode: 'mean' | 'last'): Promise<{ step: number; value: number | null }[]> {
+  metricAtCheckpoints(
+    run: string,
+    field: MetricField,
+    mode: 'mean' | 'last',
+  ): Promise<{ step: number; value: number | null }[]> {
     const column = sql.ref(`m.${METRIC_COLUMNS[field]}`);
     const previous = sql`coalesce((select max(p.step) from checkpoints p where p.run_id = c.run_id and p.step < c.step), -1)`;
     const inInterval = sql`m.run_id = c.run_id and m.step > ${previous} and m.step <= c.step and ${column} is not null`;
     const value =
       mode === 'mean'
         ? sql<number | null>`(select avg(${column}) from metric_points m where ${inInterval})`
-        : sql<number | null>`(select ${column} from metric_points m where ${inInterval} order by m.step desc, m.id desc limit 1)`;
+        : sql<
+            number | null
+          >`(select ${column} from metric_points m where ${inInterval} order by m.step desc, m.id desc limit 1)`;
     return guard('metricAtCheckpoints', async () => {
       const rows = await this.db
         .selectFrom('checkpoints as c')
@@ -294,7 +326,11 @@ export class KyselyCatalog implements Catalog {
 
   getEstimateState(run: string): Promise<unknown> {
     return guard('getEstimateState', async () => {
-      const row = await this.db.selectFrom('estimate_states').select('state').where('run_id', '=', run).executeTakeFirst();
+      const row = await this.db
+        .selectFrom('estimate_states')
+        .select('state')
+        .where('run_id', '=', run)
+        .executeTakeFirst();
       return row ? (JSON.parse(row.state) as unknown) : null;
     });
   }
@@ -341,7 +377,12 @@ const numOrNull = (v: number | string | null): number | null => (v === null ? nu
 // ---- runs
 
 function toPolicyRecord(row: Selectable<PoliciesTable>): PolicyRecord {
-  return { name: row.name, policy: JSON.parse(row.policy) as Record<string, unknown>, createdAt: row.created_at, updatedAt: row.updated_at };
+  return {
+    name: row.name,
+    policy: JSON.parse(row.policy) as Record<string, unknown>,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+  };
 }
 
 function newRunRow(id: string, now: string): Insertable<RunsTable> {

@@ -113,11 +113,18 @@ function migrations(dialect: SqlDialect): Record<string, Migration> {
           ['pinned', 'integer', 0],
           ['blob_deleted', 'integer', 0],
         ] as const) {
-          await db.schema.alterTable('checkpoints').addColumn(column, type, (c) => c.notNull().defaultTo(fallback)).execute();
+          await db.schema
+            .alterTable('checkpoints')
+            .addColumn(column, type, (c) => c.notNull().defaultTo(fallback))
+            .execute();
         }
         await db.schema.alterTable('checkpoints').addColumn('discarded_at', 'text').execute();
         await db.schema.alterTable('checkpoints').addColumn('delete_after', 'text').execute();
-        await db.schema.createIndex('checkpoints_due_deletion').on('checkpoints').columns(['status', 'blob_deleted', 'delete_after']).execute();
+        await db.schema
+          .createIndex('checkpoints_due_deletion')
+          .on('checkpoints')
+          .columns(['status', 'blob_deleted', 'delete_after'])
+          .execute();
       },
     },
     '0004_estimate': {

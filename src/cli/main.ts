@@ -18,17 +18,28 @@ const program = new Command()
   .option('--json', 'print JSON for scripts instead of tables')
   .exitOverride();
 
-const client = () => new TrajgateClient({ url: program.opts<{ url?: string }>().url ?? process.env.TRAJGATE_URL ?? 'http://localhost:8080', retry: { retries: 2 } });
+const client = () =>
+  new TrajgateClient({
+    url: program.opts<{ url?: string }>().url ?? process.env.TRAJGATE_URL ?? 'http://localhost:8080',
+    retry: { retries: 2 },
+  });
 const json = () => program.opts<{ json?: boolean }>().json === true;
-const print = (value: unknown, table: () => string) => process.stdout.write(`${json() ? JSON.stringify(value, null, 2) : table()}\n`);
+const print = (value: unknown, table: () => string) =>
+  process.stdout.write(`${json() ? JSON.stringify(value, null, 2) : table()}\n`);
 const step = (value: string) => {
-  if (!/^\d+$/.test(value)) throw new CommanderError(EXIT.usage, 'trajgate.usage', `step must be a non-negative integer, got '${value}'`);
+  if (!/^\d+$/.test(value))
+    throw new CommanderError(EXIT.usage, 'trajgate.usage', `step must be a non-negative integer, got '${value}'`);
   return Number(value);
 };
 
 function progressBar(label: string): { onProgress: Progress; stop(): void } {
   const bar = new cliProgress.SingleBar(
-    { format: `${label} [{bar}] {percentage}% {value}/{total} bytes`, noTTYOutput: true, notTTYSchedule: 250, stream: process.stderr },
+    {
+      format: `${label} [{bar}] {percentage}% {value}/{total} bytes`,
+      noTTYOutput: true,
+      notTTYSchedule: 250,
+      stream: process.stderr,
+    },
     cliProgress.Presets.shades_classic,
   );
   let started = false;
@@ -57,19 +68,29 @@ program
 const runs = program.command('runs').description('training runs');
 runs.command('ls').action(async () => {
   const items = await client().listRuns();
-  print(items, () => formatTable(['run', 'plannedSteps', 'trainSize', 'created'], items.map((r) => [r.id, r.plannedSteps, r.trainSize, r.createdAt])));
+  print(items, () =>
+    formatTable(
+      ['run', 'plannedSteps', 'trainSize', 'created'],
+      items.map((r) => [r.id, r.plannedSteps, r.trainSize, r.createdAt]),
+    ),
+  );
 });
 runs.command('show <run>').action(async (run: string) => {
   const r = await client().getRun(run);
-  print(r, () => formatTable(['field', 'value'], [
-    ['run', r.id],
-    ['plannedSteps', r.plannedSteps],
-    ['trainSize', r.trainSize],
-    ['policy', r.policy ? JSON.stringify(r.policy) : 'default'],
-    ['checkpoints', `${r.checkpoints.kept} kept of ${r.checkpoints.count}`],
-    ['latest step', r.checkpoints.latestStep],
-    ['bytes kept / uploaded', `${r.checkpoints.bytesKept} / ${r.checkpoints.bytesUploaded}`],
-  ]));
+  print(r, () =>
+    formatTable(
+      ['field', 'value'],
+      [
+        ['run', r.id],
+        ['plannedSteps', r.plannedSteps],
+        ['trainSize', r.trainSize],
+        ['policy', r.policy ? JSON.stringify(r.policy) : 'default'],
+        ['checkpoints', `${r.checkpoints.kept} kept of ${r.checkpoints.count}`],
+        ['latest step', r.checkpoints.latestStep],
+        ['bytes kept / uploaded', `${r.checkpoints.bytesKept} / ${r.checkpoints.bytesUploaded}`],
+      ],
+    ),
+  );
 });
 
 const checkpoints = program.command('checkpoints').description('checkpoints of a run');
@@ -79,7 +100,10 @@ checkpoints
   .action(async (run: string, options: { status?: 'kept' | 'discarded' }) => {
     const items = await client().listCheckpoints(run, options.status);
     print(items, () =>
-      formatTable(['step', 'status', 'classes', 'bytes', 'sha256', 'why'], items.map((c) => [c.step, c.status, c.classes.join(','), c.bytes, c.sha256.slice(0, 12), c.reasons[0] ?? ''])),
+      formatTable(
+        ['step', 'status', 'classes', 'bytes', 'sha256', 'why'],
+        items.map((c) => [c.step, c.status, c.classes.join(','), c.bytes, c.sha256.slice(0, 12), c.reasons[0] ?? '']),
+      ),
     );
   });
 checkpoints
@@ -88,9 +112,18 @@ checkpoints
   .action(async (run: string, s: string, file: string, options: { pin?: boolean }) => {
     const bar = progressBar('upload');
     try {
-      const result = await client().uploadCheckpoint(run, step(s), { file }, { pin: options.pin, onProgress: bar.onProgress });
+      const result = await client().uploadCheckpoint(
+        run,
+        step(s),
+        { file },
+        { pin: options.pin, onProgress: bar.onProgress },
+      );
       bar.stop();
-      print(result, () => `step ${result.step}: ${result.status} (${result.classes.join(', ') || 'no class'}), sha256 ${result.sha256}${result.decision?.discarded.length ? `; discarded ${result.decision.discarded.map((d) => d.step).join(', ')}` : ''}`);
+      print(
+        result,
+        () =>
+          `step ${result.step}: ${result.status} (${result.classes.join(', ') || 'no class'}), sha256 ${result.sha256}${result.decision?.discarded.length ? `; discarded ${result.decision.discarded.map((d) => d.step).join(', ')}` : ''}`,
+      );
     } finally {
       bar.stop();
     }
@@ -115,7 +148,12 @@ for (const action of ['pin', 'unpin', 'restore'] as const) {
 const policy = program.command('policy').description('retention policies');
 policy.command('ls').action(async () => {
   const items = await client().listPolicies();
-  print(items, () => formatTable(['policy', 'built in', 'settings'], items.map((p) => [p.name, p.builtIn ? 'yes' : '', JSON.stringify(p.policy)])));
+  print(items, () =>
+    formatTable(
+      ['policy', 'built in', 'settings'],
+      items.map((p) => [p.name, p.builtIn ? 'yes' : '', JSON.stringify(p.policy)]),
+    ),
+  );
 });
 policy.command('show <name>').action(async (name: string) => {
   const p = await client().getPolicy(name);
@@ -135,7 +173,10 @@ policy
   .option('--policy <json>', 'an inline policy')
   .action(async (run: string, options: { name?: string; policy?: string }) => {
     const result = await client().setRunPolicy(run, policyRef(options));
-    print(result, () => `run ${run}: ${result.decision.totals.kept} of ${result.decision.totals.checkpoints} checkpoints kept`);
+    print(
+      result,
+      () => `run ${run}: ${result.decision.totals.kept} of ${result.decision.totals.checkpoints} checkpoints kept`,
+    );
   });
 policy
   .command('simulate <run>')
@@ -143,8 +184,13 @@ policy
   .option('--policy <json>', 'an inline policy')
   .action(async (run: string, options: { name?: string; policy?: string }) => {
     const d = await client().simulateRetention(run, options.name || options.policy ? policyRef(options) : undefined);
-    print(d, () =>
-      formatTable(['step', 'keep', 'classes', 'why'], d.checkpoints.map((c) => [c.step, c.keep ? 'keep' : '', c.classes.join(','), c.reasons[0] ?? ''])) +
+    print(
+      d,
+      () =>
+        formatTable(
+          ['step', 'keep', 'classes', 'why'],
+          d.checkpoints.map((c) => [c.step, c.keep ? 'keep' : '', c.classes.join(','), c.reasons[0] ?? '']),
+        ) +
         `\n${d.totals.kept} kept, ${d.totals.bytesKept} of ${d.totals.bytesUploaded} bytes, mean coverage error ${(d.totals.coverage.mean * 100).toFixed(2)}% of path length`,
     );
   });
@@ -154,14 +200,27 @@ program.command('trajectory <run>').action(async (run: string) => {
   print(t, () =>
     formatTable(
       ['step', 'phase', 'updateNorm', 'distanceFromStart', 'pathLength', 'cosinePrev', 'changeScore'],
-      t.items.map((i) => [i.step, i.phase, fmt(i.updateNorm), fmt(i.distanceFromStart), fmt(i.pathLength), fmt(i.cosinePrev), i.changeScore.toFixed(2)]),
+      t.items.map((i) => [
+        i.step,
+        i.phase,
+        fmt(i.updateNorm),
+        fmt(i.distanceFromStart),
+        fmt(i.pathLength),
+        fmt(i.cosinePrev),
+        i.changeScore.toFixed(2),
+      ]),
     ),
   );
 });
 
 program.command('estimate <run>').action(async (run: string) => {
   const e = await client().getEstimate(run);
-  print(e, () => formatTable(['field', 'value'], Object.entries(e).map(([k, v]) => [k, typeof v === 'object' ? JSON.stringify(v) : v])));
+  print(e, () =>
+    formatTable(
+      ['field', 'value'],
+      Object.entries(e).map(([k, v]) => [k, typeof v === 'object' ? JSON.stringify(v) : v]),
+    ),
+  );
 });
 
 function fmt(v: number | null): string {
@@ -176,7 +235,10 @@ function parseJson(text: string): Record<string, unknown> {
   }
 }
 
-function policyRef(options: { name?: string; policy?: string }): { name: string } | { policy: Record<string, unknown> } {
+function policyRef(options: {
+  name?: string;
+  policy?: string;
+}): { name: string } | { policy: Record<string, unknown> } {
   if (options.name) return { name: options.name };
   if (options.policy) return { policy: parseJson(options.policy) };
   throw new CommanderError(EXIT.usage, 'trajgate.usage', 'give --name or --policy');
@@ -187,16 +249,16 @@ program.parseAsync(process.argv).then(
   // Pooled keep-alive connections would hold a one-shot command open; `serve` runs until signalled.
   () => isServe || process.exit(EXIT.ok),
   (err: unknown) => {
-  if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? EXIT.ok : EXIT.usage);
-  if (err instanceof TrajgateConnectionError) {
-    process.stderr.write(`trajgate: ${err.message}\n`);
-    process.exit(EXIT.connection);
-  }
-  if (err instanceof TrajgateError) {
-    process.stderr.write(`trajgate: ${err.code}: ${err.message}\n`);
-    process.exit(EXIT.server);
-  }
-  process.stderr.write(`trajgate: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(EXIT.usage);
+    if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? EXIT.ok : EXIT.usage);
+    if (err instanceof TrajgateConnectionError) {
+      process.stderr.write(`trajgate: ${err.message}\n`);
+      process.exit(EXIT.connection);
+    }
+    if (err instanceof TrajgateError) {
+      process.stderr.write(`trajgate: ${err.code}: ${err.message}\n`);
+      process.exit(EXIT.server);
+    }
+    process.stderr.write(`trajgate: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(EXIT.usage);
   },
 );

@@ -128,7 +128,18 @@ export type Snapshot = z.infer<typeof Snapshot>;
 
 const CheckpointNorm = z.object({ step: num, perStep: num.nullable() });
 
-const INPUT_FIELDS = ['trainLoss', 'valLoss', 'lr', 'batchSize', 'gradNorm', 'gradVariance', 'updateNorm', 'gapIncrement', 'gapIncrementFresh', 'trainEvalLoss'] as const;
+const INPUT_FIELDS = [
+  'trainLoss',
+  'valLoss',
+  'lr',
+  'batchSize',
+  'gradNorm',
+  'gradVariance',
+  'updateNorm',
+  'gapIncrement',
+  'gapIncrementFresh',
+  'trainEvalLoss',
+] as const;
 const fieldCounts = z.object(Object.fromEntries(INPUT_FIELDS.map((k) => [k, num])) as Record<RecordField, typeof num>);
 export type FieldCounts = z.infer<typeof fieldCounts>;
 
@@ -205,7 +216,9 @@ export function packTotals(t: Totals): number[] {
 
 export function unpackTotals(values: readonly number[]): Totals {
   const t = zeroTotals();
-  TOTAL_KEYS.forEach((k, i) => (t[k] = values[i] ?? 0));
+  TOTAL_KEYS.forEach((k, i) => {
+    t[k] = values[i] ?? 0;
+  });
   return t;
 }
 
@@ -218,7 +231,18 @@ function initialState(options: AccumulatorOptions): AccumulatorState {
       maxSnapshots: Math.max(4, options.maxSnapshots ?? 1024),
       recentEvals: Math.max(2, options.recentEvals ?? 8),
     },
-    carry: { step: null, lr: null, gradVariance: null, batchSize: null, updateNorm: null, gradNorm: null, trainLoss: null, lastGapStep: null, calPrevX: null, calPrevY: null },
+    carry: {
+      step: null,
+      lr: null,
+      gradVariance: null,
+      batchSize: null,
+      updateNorm: null,
+      gradNorm: null,
+      trainLoss: null,
+      lastGapStep: null,
+      calPrevX: null,
+      calPrevY: null,
+    },
     totals: zeroTotals(),
     counters: {
       records: 0,
@@ -300,7 +324,10 @@ export class EstimateAccumulator {
       if (!Number.isInteger(u.step) || u.step < 0) continue;
       this.s.checkpointsSeen++;
       if (u.nonFiniteCount && u.nonFiniteCount > 0) this.s.checkpointNonFinite += u.nonFiniteCount;
-      const perStep = u.updateNormPerStep !== null && Number.isFinite(u.updateNormPerStep) && u.updateNormPerStep >= 0 ? u.updateNormPerStep : null;
+      const perStep =
+        u.updateNormPerStep !== null && Number.isFinite(u.updateNormPerStep) && u.updateNormPerStep >= 0
+          ? u.updateNormPerStep
+          : null;
       const list = this.s.checkpoints;
       const last = list[list.length - 1];
       if (last && u.step <= last.step) continue;
@@ -331,8 +358,10 @@ export class EstimateAccumulator {
       const norm = checkpointNorm(s.checkpoints, rec.step);
       if (norm.provisional && clientNorm(rec, fold.carry) === null) provisionalNorms++;
       const observed = foldRecord(fold, rec, norm.value);
-      if (withSnapshots === 'every') snapshots.push({ step: rec.step, totals: packTotals(fold.totals), observedGap: observed });
-      else if (withSnapshots === 'rule') snapshotRule(snapshots, rule, s.options.maxSnapshots, rec.step, fold.totals, observed);
+      if (withSnapshots === 'every')
+        snapshots.push({ step: rec.step, totals: packTotals(fold.totals), observedGap: observed });
+      else if (withSnapshots === 'rule')
+        snapshotRule(snapshots, rule, s.options.maxSnapshots, rec.step, fold.totals, observed);
     }
     return {
       totals: fold.totals,
@@ -355,7 +384,13 @@ export class EstimateAccumulator {
   /** Folds buffered records that can no longer be reordered and whose inputs are complete. */
   private commitReady(): void {
     const s = this.s;
-    const fold: FoldState = { carry: s.carry, totals: s.totals, counters: s.counters, recent: s.recent, recentLimit: s.options.recentEvals };
+    const fold: FoldState = {
+      carry: s.carry,
+      totals: s.totals,
+      counters: s.counters,
+      recent: s.recent,
+      recentLimit: s.options.recentEvals,
+    };
     const rule = { spacing: s.snapshotSpacing, last: s.lastSnapshotStep };
     // Folding waits until the buffer exceeds the window by a slack, then folds down to the window: the
     // same decisions per point whatever the batching, with one splice per slack's worth of points.
@@ -439,7 +474,10 @@ function clientNorm(rec: StepRecord, carry: Carry): { value: number; lrGrad: boo
  * The per-step norm of the checkpoint interval holding `step` (the first checkpoint at or after it);
  * provisional (the latest known norm, or null) when no checkpoint at or after the step is known yet.
  */
-function checkpointNorm(list: AccumulatorState['checkpoints'], step: number): { value: number | null; provisional: boolean } {
+function checkpointNorm(
+  list: AccumulatorState['checkpoints'],
+  step: number,
+): { value: number | null; provisional: boolean } {
   let lo = 0;
   let hi = list.length;
   while (lo < hi) {

@@ -202,8 +202,22 @@ function derive(t: Totals, n: number | null): Derived {
 
 /** Two-sided 95% Student-t quantiles by degrees of freedom (df above the table: normal). */
 const T95: [number, number][] = [
-  [1, 12.706], [2, 4.303], [3, 3.182], [4, 2.776], [5, 2.571], [6, 2.447], [7, 2.365], [8, 2.306], [9, 2.262],
-  [10, 2.228], [12, 2.179], [15, 2.131], [20, 2.086], [30, 2.042], [60, 2.0], [120, 1.98],
+  [1, 12.706],
+  [2, 4.303],
+  [3, 3.182],
+  [4, 2.776],
+  [5, 2.571],
+  [6, 2.447],
+  [7, 2.365],
+  [8, 2.306],
+  [9, 2.262],
+  [10, 2.228],
+  [12, 2.179],
+  [15, 2.131],
+  [20, 2.086],
+  [30, 2.042],
+  [60, 2.0],
+  [120, 1.98],
 ];
 
 function t95(df: number): number {
@@ -223,7 +237,11 @@ function t95(df: number): number {
  * inflated by the AR(1) factor c = (1 + ρ)/(1 − ρ), ρ the lag-1 autocorrelation of the residuals
  * (clamped to [0, 0.95]); still nominal, not a coverage guarantee.
  */
-function calibrate(cal: Totals, x0: number, minPoints: number): { interval: GapInterval; a: number; s: number; k: number } | null {
+function calibrate(
+  cal: Totals,
+  x0: number,
+  minPoints: number,
+): { interval: GapInterval; a: number; s: number; k: number } | null {
   const k = cal.calK;
   if (k < minPoints || cal.calXX <= 0) return null;
   const a = cal.calXY / cal.calXX;
@@ -297,11 +315,25 @@ function trendOf(view: AccumulatorView, n: number | null): Trend {
     const span = recent[recent.length - 1].step - recent[0].step;
     const rel = (observedGapPerStep * span) / Math.max(Math.abs(recent[recent.length - 1].gap), 0.01);
     const direction = rel > 0.02 ? 'widening' : rel < -0.02 ? 'narrowing' : 'flat';
-    return { basis: 'observedGap', direction, observedGapPerStep, valLossPerStep, indicatorPerStep, fromStep: recent[0].step };
+    return {
+      basis: 'observedGap',
+      direction,
+      observedGapPerStep,
+      valLossPerStep,
+      indicatorPerStep,
+      fromStep: recent[0].step,
+    };
   }
   if (indicatorPerStep !== null && indicatorNow !== null && last !== null && windowFrom !== null) {
     const rel = indicatorNow > 0 ? (indicatorPerStep * (last - windowFrom)) / indicatorNow : 0;
-    return { basis: 'indicator', direction: rel > 0.02 ? 'widening' : 'flat', observedGapPerStep, valLossPerStep, indicatorPerStep, fromStep: windowFrom };
+    return {
+      basis: 'indicator',
+      direction: rel > 0.02 ? 'widening' : 'flat',
+      observedGapPerStep,
+      valLossPerStep,
+      indicatorPerStep,
+      fromStep: windowFrom,
+    };
   }
   return { basis: null, direction: 'unknown', observedGapPerStep, valLossPerStep, indicatorPerStep, fromStep: null };
 }
@@ -317,7 +349,8 @@ export function currentEstimate(acc: EstimateAccumulator, options: EstimateOptio
   const c = view.counters;
   const d = derive(t, n);
 
-  const calTotals = options.calibrateUntilStep === undefined ? t : totalsAtOrBefore(view.snapshots, options.calibrateUntilStep);
+  const calTotals =
+    options.calibrateUntilStep === undefined ? t : totalsAtOrBefore(view.snapshots, options.calibrateUntilStep);
   const fit = t.bSteps > 0 ? calibrate(calTotals, t.bSum, th.minCalibrationPoints) : null;
   const calibration: Calibration | null = fit
     ? {
@@ -325,7 +358,10 @@ export function currentEstimate(acc: EstimateAccumulator, options: EstimateOptio
         scale: n ? fit.a * Math.sqrt(n) : null,
         points: fit.k,
         residualStd: fit.s,
-        untilStep: options.calibrateUntilStep === undefined ? (view.carry.step ?? 0) : Math.min(options.calibrateUntilStep, view.carry.step ?? 0),
+        untilStep:
+          options.calibrateUntilStep === undefined
+            ? (view.carry.step ?? 0)
+            : Math.min(options.calibrateUntilStep, view.carry.step ?? 0),
       }
     : null;
 
@@ -393,9 +429,12 @@ function totalsAtOrBefore(snapshots: readonly Snapshot[], step: number): Totals 
 }
 
 const MISSING_EFFECT: Record<MissingInput, string> = {
-  trainSize: 'the run has no trainSize, so the indicator and the expected increment (both scale with 1/n) cannot be computed',
-  gradVariance: 'no point logs gradVariance (tr Σ), so neither the indicator nor the expected increment can be computed',
-  updateNorm: 'no point logs updateNorm or lr with gradNorm and no checkpoint update norms are known, so ||Δw_t|| is unknown',
+  trainSize:
+    'the run has no trainSize, so the indicator and the expected increment (both scale with 1/n) cannot be computed',
+  gradVariance:
+    'no point logs gradVariance (tr Σ), so neither the indicator nor the expected increment can be computed',
+  updateNorm:
+    'no point logs updateNorm or lr with gradNorm and no checkpoint update norms are known, so ||Δw_t|| is unknown',
   lr: 'no point logs lr, so the expected increment cannot be computed',
   valLoss: 'no evaluation points (valLoss), so the estimate is not calibrated to observed gaps',
 };
@@ -422,7 +461,8 @@ function warningsFor(e: Estimate, view: AccumulatorView, th: Thresholds): Estima
   if (c.maxLr !== null && c.maxLr >= th.maxLr) lrIssues.push(`a learning rate of ${c.maxLr} (≥ ${th.maxLr})`);
   if (c.minLr !== null && c.minLr < th.minLr) lrIssues.push(`a learning rate of ${c.minLr} (< ${th.minLr})`);
   if (c.nonPositiveLr > 0) lrIssues.push(`${c.nonPositiveLr} steps with lr ≤ 0`);
-  if (lrIssues.length > 0) out.push({ code: 'extreme_learning_rate', message: `the run logs ${lrIssues.join(' and ')}` });
+  if (lrIssues.length > 0)
+    out.push({ code: 'extreme_learning_rate', message: `the run logs ${lrIssues.join(' and ')}` });
   const batchIssues: string[] = [];
   if (c.minBatchSize !== null && c.minBatchSize < th.minBatchSize) {
     batchIssues.push(`batch size ${c.minBatchSize} (< ${th.minBatchSize}: tr Σ from so few samples is noisy)`);
@@ -430,7 +470,8 @@ function warningsFor(e: Estimate, view: AccumulatorView, th: Thresholds): Estima
   if (c.maxBatchSize !== null && e.trainSize && c.maxBatchSize > th.maxBatchFraction * e.trainSize) {
     batchIssues.push(`batch size ${c.maxBatchSize} of n = ${e.trainSize} (near full-batch)`);
   }
-  if (batchIssues.length > 0) out.push({ code: 'extreme_batch_size', message: `the run logs ${batchIssues.join(' and ')}` });
+  if (batchIssues.length > 0)
+    out.push({ code: 'extreme_batch_size', message: `the run logs ${batchIssues.join(' and ')}` });
   const nonFinite = Object.entries(view.nonFinite).filter(([, k]) => k > 0);
   if (nonFinite.length > 0 || view.checkpointNonFinite > 0) {
     const parts = nonFinite.map(([f, k]) => `${k} ${f}`);
@@ -439,10 +480,16 @@ function warningsFor(e: Estimate, view: AccumulatorView, th: Thresholds): Estima
   }
   const invalid = Object.entries(view.invalid).filter(([, k]) => k > 0);
   if (invalid.length > 0) {
-    out.push({ code: 'invalid_values', message: `out-of-range values ignored: ${invalid.map(([f, k]) => `${k} ${f}`).join(', ')}` });
+    out.push({
+      code: 'invalid_values',
+      message: `out-of-range values ignored: ${invalid.map(([f, k]) => `${k} ${f}`).join(', ')}`,
+    });
   }
   if (view.latePoints > 0) {
-    out.push({ code: 'late_points', message: `${view.latePoints} points arrived after later steps were folded and were left out` });
+    out.push({
+      code: 'late_points',
+      message: `${view.latePoints} points arrived after later steps were folded and were left out`,
+    });
   }
   if (c.evaluationPoints > 0 && !e.calibrated) {
     out.push({
@@ -483,11 +530,18 @@ export interface HistoryOptions {
  * of steps, DESIGN §7, and the latest step), each as it stood at that step. From a maintained state it costs O(snapshots +
  * reorder buffer); from raw points it folds them first.
  */
-export function estimateHistory(source: EstimateAccumulator | readonly MetricPoint[], options: HistoryOptions): HistoryEntry[] {
+export function estimateHistory(
+  source: EstimateAccumulator | readonly MetricPoint[],
+  options: HistoryOptions,
+): HistoryEntry[] {
   const th = { ...DEFAULT_THRESHOLDS, ...options.thresholds };
   const n = options.trainSize && options.trainSize > 0 ? options.trainSize : null;
   const acc =
-    source instanceof EstimateAccumulator ? source : EstimateAccumulator.create().addCheckpoints(options.checkpointUpdates ?? []).add(source);
+    source instanceof EstimateAccumulator
+      ? source
+      : EstimateAccumulator.create()
+          .addCheckpoints(options.checkpointUpdates ?? [])
+          .add(source);
   const view = acc.view('rule');
   const snapshots = view.snapshots.slice();
   const lastStep = view.carry.step;

@@ -32,7 +32,9 @@ export class RunEstimates {
     if (!checkpoint?.indicators) return;
     const acc = await this.load(run);
     const nonFinite = checkpoint.tensors.reduce((n, t) => n + t.nanCount + t.infCount, 0);
-    acc.addCheckpoints([{ step, updateNormPerStep: checkpoint.indicators.updateNormPerStep, nonFiniteCount: nonFinite }]);
+    acc.addCheckpoints([
+      { step, updateNormPerStep: checkpoint.indicators.updateNormPerStep, nonFiniteCount: nonFinite },
+    ]);
     await this.catalog.putEstimateState(run, acc.toJSON());
   }
 
@@ -65,7 +67,10 @@ export class RunEstimates {
   }
 
   /** The run's phases as step spans (from checkpoint dynamics, or plannedSteps when set). */
-  private async phaseSpans(run: string, plannedSteps: number | null): Promise<{ name: string; fromStep: number; toStep: number }[]> {
+  private async phaseSpans(
+    run: string,
+    plannedSteps: number | null,
+  ): Promise<{ name: string; fromStep: number; toStep: number }[]> {
     const checkpoints = (await this.catalog.listCheckpoints(run)).filter((c) => c.indicators !== null);
     if (checkpoints.length === 0) return [];
     const { names, phaseOf } = assignPhases({
@@ -79,7 +84,11 @@ export class RunEstimates {
       const last = i === checkpoints.length - 1 || phaseOf[i + 1] !== phaseOf[i];
       if (last) {
         // The last phase also holds the steps logged after the newest checkpoint.
-        spans.push({ name: names[phaseOf[i]], fromStep: from, toStep: i === checkpoints.length - 1 ? Number.MAX_SAFE_INTEGER : c.step });
+        spans.push({
+          name: names[phaseOf[i]],
+          fromStep: from,
+          toStep: i === checkpoints.length - 1 ? Number.MAX_SAFE_INTEGER : c.step,
+        });
         from = c.step;
       }
     });

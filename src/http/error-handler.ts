@@ -27,7 +27,11 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
       res.removeHeader(header);
     }
     res.status(appError.status).json({
-      error: { code: appError.code, message: appError.message, ...(appError.details ? { details: appError.details } : {}) },
+      error: {
+        code: appError.code,
+        message: appError.message,
+        ...(appError.details ? { details: appError.details } : {}),
+      },
     });
   };
 }

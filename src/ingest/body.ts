@@ -19,9 +19,14 @@ export async function* readBody(body: AsyncIterable<Uint8Array>, maxBytes: numbe
     }
   } catch (err) {
     if (err instanceof AppError) throw err;
-    throw new AppError('truncated_body', `the request body was cut off after ${received} bytes`, { received }, {
-      cause: err,
-    });
+    throw new AppError(
+      'truncated_body',
+      `the request body was cut off after ${received} bytes`,
+      { received },
+      {
+        cause: err,
+      },
+    );
   }
 }
 

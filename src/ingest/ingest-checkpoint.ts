@@ -66,10 +66,14 @@ export class CheckpointIngest<D> {
 
   async ingest(req: IngestRequest): Promise<IngestOutcome<D>> {
     if (req.contentLength !== undefined && req.contentLength > this.limits.maxCheckpointBytes) {
-      throw new AppError('body_too_large', `checkpoint body of ${req.contentLength} bytes exceeds the limit of ${this.limits.maxCheckpointBytes}`, {
-        contentLength: req.contentLength,
-        limit: this.limits.maxCheckpointBytes,
-      });
+      throw new AppError(
+        'body_too_large',
+        `checkpoint body of ${req.contentLength} bytes exceeds the limit of ${this.limits.maxCheckpointBytes}`,
+        {
+          contentLength: req.contentLength,
+          limit: this.limits.maxCheckpointBytes,
+        },
+      );
     }
     const declared = formatFromContentType(req.contentType);
     if (declared === null) {
@@ -84,7 +88,10 @@ export class CheckpointIngest<D> {
     const { head, rest } = await peek(body, SNIFF_BYTES);
     const format = declared === 'sniff' ? sniffFormat(head) : declared;
     if (format === null) {
-      throw new AppError('unsupported_media_type', 'the body is neither safetensors nor a trajgate native checkpoint; send it with its own content type');
+      throw new AppError(
+        'unsupported_media_type',
+        'the body is neither safetensors nor a trajgate native checkpoint; send it with its own content type',
+      );
     }
     return this.store(req, format, rest);
   }
@@ -102,7 +109,11 @@ export class CheckpointIngest<D> {
     return resolveAgainst(existing, sha256);
   }
 
-  private async store(req: IngestRequest, format: CheckpointFormat, body: AsyncIterable<Uint8Array>): Promise<IngestOutcome<D>> {
+  private async store(
+    req: IngestRequest,
+    format: CheckpointFormat,
+    body: AsyncIterable<Uint8Array>,
+  ): Promise<IngestOutcome<D>> {
     const uploadId = newUploadId();
     const blobKey = checkpointDataKey(req.run, req.step, uploadId, format);
     const reference = await this.referenceTensors(req.run);
@@ -145,7 +156,11 @@ export class CheckpointIngest<D> {
       metadata: analysed.layout.metadata,
     };
     try {
-      await this.blobs.putSmall(manifestKey, JSON.stringify({ manifestVersion: 1, ...row, createdAt }), 'application/json');
+      await this.blobs.putSmall(
+        manifestKey,
+        JSON.stringify({ manifestVersion: 1, ...row, createdAt }),
+        'application/json',
+      );
       await this.catalog.ensureRun(req.run);
       const result = await this.catalog.insertCheckpoint({ ...row, summary: analysed.summary });
       if (!result.inserted) {
@@ -201,10 +216,14 @@ function checkDeclaredSha(declared: string | undefined, actual: string): void {
 
 function checkDeclaredLength(expected: number | null, contentLength: number | undefined): void {
   if (expected !== null && contentLength !== undefined && expected !== contentLength) {
-    throw new AppError('length_mismatch', `Content-Length is ${contentLength} but the checkpoint header declares ${expected} bytes`, {
-      contentLength,
-      declared: expected,
-    });
+    throw new AppError(
+      'length_mismatch',
+      `Content-Length is ${contentLength} but the checkpoint header declares ${expected} bytes`,
+      {
+        contentLength,
+        declared: expected,
+      },
+    );
   }
 }
 

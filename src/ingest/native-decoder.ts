@@ -2,7 +2,12 @@ import { Unpackr } from 'msgpackr';
 import { z } from 'zod';
 import { AppError, errors } from '../errors.js';
 import { DTYPE_SIZES } from '../wire/dtypes.js';
-import { NATIVE_FORMAT_NAME, NATIVE_FORMAT_VERSION, NATIVE_MAX_CHUNK_BYTES, NATIVE_RECORD_MARKER } from '../wire/native-format.js';
+import {
+  NATIVE_FORMAT_NAME,
+  NATIVE_FORMAT_VERSION,
+  NATIVE_MAX_CHUNK_BYTES,
+  NATIVE_RECORD_MARKER,
+} from '../wire/native-format.js';
 import type { CheckpointDecoder, CheckpointLayout, DecoderLimits, TensorMeta, TensorVisitor } from './decoder.js';
 import { ElementSlicer, checkDtype, checkMetadata, checkShape, describe } from './safetensors-decoder.js';
 
@@ -204,25 +209,34 @@ class NativeDecoder implements CheckpointDecoder {
     const recordAt = this.position - n;
     if (n === 1) {
       if (byte !== NATIVE_RECORD_MARKER) {
-        throw errors.malformed(`expected a data record (msgpack fixarray of 2, 0x92) at offset ${recordAt}, got 0x${hex(byte)}`, {
-          offset: recordAt,
-        });
+        throw errors.malformed(
+          `expected a data record (msgpack fixarray of 2, 0x92) at offset ${recordAt}, got 0x${hex(byte)}`,
+          {
+            offset: recordAt,
+          },
+        );
       }
       return 0;
     }
     const indexWidth = uintWidth(this.prefix[1]);
     if (indexWidth < 0) {
-      throw errors.malformed(`data record at offset ${recordAt}: the tensor index must be a msgpack uint up to uint32, got type byte 0x${hex(this.prefix[1])}`, {
-        offset: recordAt,
-      });
+      throw errors.malformed(
+        `data record at offset ${recordAt}: the tensor index must be a msgpack uint up to uint32, got type byte 0x${hex(this.prefix[1])}`,
+        {
+          offset: recordAt,
+        },
+      );
     }
     const binAt = 2 + indexWidth;
     if (n <= binAt) return 0;
     const lengthWidth = binWidth(this.prefix[binAt]);
     if (lengthWidth < 0) {
-      throw errors.malformed(`data record at offset ${recordAt}: the chunk must be msgpack bin, got type byte 0x${hex(this.prefix[binAt])}`, {
-        offset: recordAt,
-      });
+      throw errors.malformed(
+        `data record at offset ${recordAt}: the chunk must be msgpack bin, got type byte 0x${hex(this.prefix[binAt])}`,
+        {
+          offset: recordAt,
+        },
+      );
     }
     return binAt + 1 + lengthWidth;
   }
@@ -238,12 +252,19 @@ class NativeDecoder implements CheckpointDecoder {
     this.prefixNeed = 0;
     this.enterTensor(index, recordAt);
     const name = (this.layout as CheckpointLayout).tensors[index].name;
-    if (chunkLength === 0) throw errors.malformed(`empty data record for tensor '${name}' at offset ${recordAt}`, { tensor: name, offset: recordAt });
-    if (chunkLength > NATIVE_MAX_CHUNK_BYTES) {
-      throw errors.malformed(`data record for tensor '${name}' at offset ${recordAt} holds ${chunkLength} bytes, over the ${NATIVE_MAX_CHUNK_BYTES}-byte chunk limit`, {
+    if (chunkLength === 0)
+      throw errors.malformed(`empty data record for tensor '${name}' at offset ${recordAt}`, {
         tensor: name,
         offset: recordAt,
       });
+    if (chunkLength > NATIVE_MAX_CHUNK_BYTES) {
+      throw errors.malformed(
+        `data record for tensor '${name}' at offset ${recordAt} holds ${chunkLength} bytes, over the ${NATIVE_MAX_CHUNK_BYTES}-byte chunk limit`,
+        {
+          tensor: name,
+          offset: recordAt,
+        },
+      );
     }
     if (chunkLength > this.tensorLeft) {
       throw errors.malformed(
@@ -259,27 +280,36 @@ class NativeDecoder implements CheckpointDecoder {
   private enterTensor(index: number, recordAt: number): void {
     const tensors = (this.layout as CheckpointLayout).tensors;
     if (index >= tensors.length) {
-      throw errors.malformed(`data record at offset ${recordAt} names tensor index ${index}, but the header lists ${tensors.length} tensors`, {
-        offset: recordAt,
-        index,
-      });
+      throw errors.malformed(
+        `data record at offset ${recordAt} names tensor index ${index}, but the header lists ${tensors.length} tensors`,
+        {
+          offset: recordAt,
+          index,
+        },
+      );
     }
     if (index === this.tensor) return;
     const name = tensors[index].name;
     if (index < this.tensor) {
-      throw errors.malformed(`data record for tensor '${name}' at offset ${recordAt} comes after tensor '${tensors[this.tensor].name}': tensors must follow header order`, {
-        tensor: name,
-        offset: recordAt,
-      });
+      throw errors.malformed(
+        `data record for tensor '${name}' at offset ${recordAt} comes after tensor '${tensors[this.tensor].name}': tensors must follow header order`,
+        {
+          tensor: name,
+          offset: recordAt,
+        },
+      );
     }
     for (let i = Math.max(this.tensor, 0); i < index; i++) {
       const unfinished = i === this.tensor ? this.tensorLeft : tensors[i].byteLength;
       if (unfinished > 0) {
-        throw errors.malformed(`data record for tensor '${name}' at offset ${recordAt} starts before tensor '${tensors[i].name}' is complete (${unfinished} bytes missing)`, {
-          tensor: name,
-          offset: recordAt,
-          incomplete: tensors[i].name,
-        });
+        throw errors.malformed(
+          `data record for tensor '${name}' at offset ${recordAt} starts before tensor '${tensors[i].name}' is complete (${unfinished} bytes missing)`,
+          {
+            tensor: name,
+            offset: recordAt,
+            incomplete: tensors[i].name,
+          },
+        );
       }
     }
     this.tensor = index;
@@ -307,16 +337,23 @@ function parseHeader(value: unknown, limits: DecoderLimits): CheckpointLayout {
   }
   const record = value as Record<string, unknown>;
   if (record.format !== NATIVE_FORMAT_NAME) {
-    throw errors.malformed(`not a trajgate checkpoint: header format is ${describe(record.format)}, expected "${NATIVE_FORMAT_NAME}"`);
+    throw errors.malformed(
+      `not a trajgate checkpoint: header format is ${describe(record.format)}, expected "${NATIVE_FORMAT_NAME}"`,
+    );
   }
   if (record.version !== NATIVE_FORMAT_VERSION) {
-    throw errors.malformed(`native format version ${describe(record.version)} is not supported (this server reads version ${NATIVE_FORMAT_VERSION})`);
+    throw errors.malformed(
+      `native format version ${describe(record.version)} is not supported (this server reads version ${NATIVE_FORMAT_VERSION})`,
+    );
   }
   if (Array.isArray(record.tensors) && record.tensors.length > limits.maxTensors) {
-    throw errors.malformed(`checkpoint has ${record.tensors.length} tensors, more than the limit of ${limits.maxTensors}`, {
-      tensors: record.tensors.length,
-      limit: limits.maxTensors,
-    });
+    throw errors.malformed(
+      `checkpoint has ${record.tensors.length} tensors, more than the limit of ${limits.maxTensors}`,
+      {
+        tensors: record.tensors.length,
+        limit: limits.maxTensors,
+      },
+    );
   }
   const parsed = HeaderSchema.safeParse(value);
   if (!parsed.success) {
@@ -331,13 +368,15 @@ function parseHeader(value: unknown, limits: DecoderLimits): CheckpointLayout {
     const byteLength = checkShape(t.name, dtype, t.shape);
     return { name: t.name, dtype, shape: t.shape as number[], byteLength };
   });
-  const metadata = parsed.data.metadata === undefined ? null : checkMetadata('native header metadata', parsed.data.metadata);
+  const metadata =
+    parsed.data.metadata === undefined ? null : checkMetadata('native header metadata', parsed.data.metadata);
   return { format: 'native', tensors, metadata };
 }
 
 function checkHeaderStart(byte: number): void {
   const isMap = (byte >= MAP_FIXMAP_FIRST && byte <= MAP_FIXMAP_LAST) || byte === MAP16 || byte === MAP32;
-  if (!isMap) throw errors.malformed(`not a native checkpoint: it must start with a msgpack map, got byte 0x${hex(byte)}`);
+  if (!isMap)
+    throw errors.malformed(`not a native checkpoint: it must start with a msgpack map, got byte 0x${hex(byte)}`);
 }
 
 function headerTooLarge(max: number): AppError {

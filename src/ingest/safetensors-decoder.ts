@@ -52,16 +52,21 @@ export function checkDtype(tensor: string, dtype: unknown): Dtype {
  * Like the Rust reference, a running product that overflows is an error even if a later dimension is 0.
  */
 export function checkShape(tensor: string, dtype: Dtype, shape: unknown): number {
-  if (!Array.isArray(shape)) throw errors.malformed(`tensor '${tensor}' has a shape that is not an array: ${describe(shape)}`, { tensor });
+  if (!Array.isArray(shape))
+    throw errors.malformed(`tensor '${tensor}' has a shape that is not an array: ${describe(shape)}`, { tensor });
   let bytes = DTYPE_SIZES[dtype];
   for (const d of shape as unknown[]) {
     if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0) {
-      throw errors.malformed(`tensor '${tensor}' has an invalid shape ${describe(shape)}: dimensions must be non-negative integers`, {
-        tensor,
-      });
+      throw errors.malformed(
+        `tensor '${tensor}' has an invalid shape ${describe(shape)}: dimensions must be non-negative integers`,
+        {
+          tensor,
+        },
+      );
     }
     bytes *= d;
-    if (bytes > Number.MAX_SAFE_INTEGER) throw errors.malformed(`tensor '${tensor}' has a shape ${describe(shape)} too large to address`, { tensor });
+    if (bytes > Number.MAX_SAFE_INTEGER)
+      throw errors.malformed(`tensor '${tensor}' has a shape ${describe(shape)} too large to address`, { tensor });
   }
   return bytes;
 }
@@ -71,7 +76,8 @@ export function checkMetadata(what: string, value: unknown): Record<string, stri
   if (!isPlainObject(value)) throw errors.malformed(`${what} must be an object of strings, got ${describe(value)}`);
   const entries = Object.entries(value);
   for (const [k, v] of entries) {
-    if (typeof v !== 'string') throw errors.malformed(`${what} value for key '${k}' must be a string, got ${describe(v)}`, { key: k });
+    if (typeof v !== 'string')
+      throw errors.malformed(`${what} value for key '${k}' must be a string, got ${describe(v)}`, { key: k });
   }
   // fromEntries defines own properties, so a key named "__proto__" survives (assignment would drop it).
   return Object.fromEntries(entries) as Record<string, string>;
@@ -129,7 +135,7 @@ interface Entry extends TensorMeta {
   end: number;
 }
 
-const enum Phase {
+enum Phase {
   Prefix,
   Header,
   Data,
@@ -169,28 +175,39 @@ class SafetensorsDecoder implements CheckpointDecoder {
 
   end(): CheckpointLayout {
     if (this.phase === Phase.Prefix) {
-      throw new AppError('truncated_body', `body ended after ${this.received} bytes, inside the 8-byte safetensors header length`, {
-        received: this.received,
-        expected: PREFIX_BYTES,
-      });
+      throw new AppError(
+        'truncated_body',
+        `body ended after ${this.received} bytes, inside the 8-byte safetensors header length`,
+        {
+          received: this.received,
+          expected: PREFIX_BYTES,
+        },
+      );
     }
-    if (this.phase === Phase.Header) throw errors.truncated(this.received, PREFIX_BYTES + (this.header?.byteLength ?? 0));
-    if (this.dataPos < this.dataLength || this.layout === null) throw errors.truncated(this.received, this.expectedLength ?? 0);
+    if (this.phase === Phase.Header)
+      throw errors.truncated(this.received, PREFIX_BYTES + (this.header?.byteLength ?? 0));
+    if (this.dataPos < this.dataLength || this.layout === null)
+      throw errors.truncated(this.received, this.expectedLength ?? 0);
     return this.layout;
   }
 
   private fillPrefix(chunk: Uint8Array, pos: number): number {
-    while (this.received + pos < PREFIX_BYTES && pos < chunk.byteLength) this.prefix[this.received + pos] = chunk[pos++];
+    while (this.received + pos < PREFIX_BYTES && pos < chunk.byteLength)
+      this.prefix[this.received + pos] = chunk[pos++];
     if (this.received + pos < PREFIX_BYTES) return pos;
     const view = new DataView(this.prefix.buffer);
     const low = view.getUint32(0, true);
     const high = view.getUint32(4, true);
     const length = high * 2 ** 32 + low; // may round above 2^53; only compared with the cap
     if (length > this.limits.maxHeaderBytes) {
-      throw new AppError('header_too_large', `safetensors header of ${length} bytes exceeds the limit of ${this.limits.maxHeaderBytes}`, {
-        headerBytes: length,
-        limit: this.limits.maxHeaderBytes,
-      });
+      throw new AppError(
+        'header_too_large',
+        `safetensors header of ${length} bytes exceeds the limit of ${this.limits.maxHeaderBytes}`,
+        {
+          headerBytes: length,
+          limit: this.limits.maxHeaderBytes,
+        },
+      );
     }
     if (length === 0) throw errors.malformed('safetensors header length is 0');
     this.header = new Uint8Array(length);
@@ -215,7 +232,8 @@ class SafetensorsDecoder implements CheckpointDecoder {
     this.ends = entries.map((e) => e.end);
     this.dataLength = entries.length > 0 ? entries[entries.length - 1].end : 0;
     const total = PREFIX_BYTES + headerBytes + this.dataLength;
-    if (!Number.isSafeInteger(total)) throw errors.malformed(`safetensors data section of ${this.dataLength} bytes is too large`);
+    if (!Number.isSafeInteger(total))
+      throw errors.malformed(`safetensors data section of ${this.dataLength} bytes is too large`);
     this.expectedLength = total;
     this.layout = { format: 'safetensors', tensors, metadata };
     this.phase = Phase.Data;
@@ -237,10 +255,14 @@ class SafetensorsDecoder implements CheckpointDecoder {
     while (pos < length) {
       if (this.dataPos === this.dataLength) {
         const expected = this.expectedLength as number;
-        throw new AppError('length_mismatch', `body continues past the ${expected} bytes the safetensors header declares`, {
-          expected,
-          received: this.received + length,
-        });
+        throw new AppError(
+          'length_mismatch',
+          `body continues past the ${expected} bytes the safetensors header declares`,
+          {
+            expected,
+            received: this.received + length,
+          },
+        );
       }
       const tensorEnd = this.ends[this.tensor];
       const take = Math.min(length - pos, tensorEnd - this.dataPos);
@@ -260,7 +282,8 @@ interface ParsedHeader {
 
 /** Parses and validates the JSON header. */
 function parseHeader(bytes: Uint8Array, limits: DecoderLimits): ParsedHeader {
-  if (bytes[0] !== OPEN_BRACE) throw errors.malformed(`safetensors header must start with '{', got byte 0x${bytes[0].toString(16)}`);
+  if (bytes[0] !== OPEN_BRACE)
+    throw errors.malformed(`safetensors header must start with '{', got byte 0x${bytes[0].toString(16)}`);
   let json: unknown;
   try {
     json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
@@ -283,7 +306,8 @@ function parseHeader(bytes: Uint8Array, limits: DecoderLimits): ParsedHeader {
 }
 
 function parseEntry(name: string, value: unknown): Entry {
-  if (!isPlainObject(value)) throw errors.malformed(`tensor '${name}' must be an object, got ${describe(value)}`, { tensor: name });
+  if (!isPlainObject(value))
+    throw errors.malformed(`tensor '${name}' must be an object, got ${describe(value)}`, { tensor: name });
   if (!Object.hasOwn(value, 'dtype')) throw errors.malformed(`tensor '${name}' has no dtype`, { tensor: name });
   const dtype = checkDtype(name, value.dtype);
   const byteLength = checkShape(name, dtype, value.shape);
@@ -294,9 +318,12 @@ function parseEntry(name: string, value: unknown): Entry {
     !offsets.every((o: unknown) => typeof o === 'number' && Number.isSafeInteger(o) && o >= 0) ||
     offsets[0] > offsets[1]
   ) {
-    throw errors.malformed(`tensor '${name}' has invalid data_offsets ${describe(offsets)}: expected [begin, end] integers with begin <= end`, {
-      tensor: name,
-    });
+    throw errors.malformed(
+      `tensor '${name}' has invalid data_offsets ${describe(offsets)}: expected [begin, end] integers with begin <= end`,
+      {
+        tensor: name,
+      },
+    );
   }
   const [begin, end] = offsets as [number, number];
   if (end - begin !== byteLength) {

@@ -33,7 +33,11 @@ export function formatFromContentType(contentType: string | undefined): Checkpoi
   return CHECKPOINT_FORMATS.find((f) => MEDIA_TYPES[f] === essence) ?? null;
 }
 
-export function createDecoder(format: CheckpointFormat, visitor: TensorVisitor, limits: DecoderLimits): CheckpointDecoder {
+export function createDecoder(
+  format: CheckpointFormat,
+  visitor: TensorVisitor,
+  limits: DecoderLimits,
+): CheckpointDecoder {
   switch (format) {
     case 'safetensors':
       return createSafetensorsDecoder(visitor, limits);

@@ -17,12 +17,17 @@ export class TrajectoryRecorder {
     if (!appendable) {
       const summaries = await this.catalog.getSummaries(run);
       const all = computeIndicators(summaries);
-      await this.catalog.setIndicators(run, summaries.map((s, i) => ({ step: s.step, indicators: all[i] })));
+      await this.catalog.setIndicators(
+        run,
+        summaries.map((s, i) => ({ step: s.step, indicators: all[i] })),
+      );
       return;
     }
-    const wanted = [checkpoints[0], checkpoints[index - 2], prev, checkpoints[index]].filter((c) => c !== undefined).map((c) => c.step);
+    const wanted = [checkpoints[0], checkpoints[index - 2], prev, checkpoints[index]]
+      .filter((c) => c !== undefined)
+      .map((c) => c.step);
     const byStep = new Map((await this.catalog.getSummaries(run, [...new Set(wanted)])).map((s) => [s.step, s]));
-    const at = (i: number) => (i >= 0 ? byStep.get(checkpoints[i].step) ?? null : null);
+    const at = (i: number) => (i >= 0 ? (byStep.get(checkpoints[i].step) ?? null) : null);
     const indicators = indicatorsFor(at(index)!, {
       first: at(0)!,
       prev: at(index - 1),

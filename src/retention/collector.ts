@@ -10,7 +10,12 @@ const BATCH = 500;
  * keeps their statistics, sketches and indicators, so the trajectory still sees the whole run. A failed
  * delete is left for the next pass. Returns how many checkpoints' bytes were deleted.
  */
-export async function collectDiscarded(catalog: Catalog, blobs: BlobStore, logger: Logger, now = new Date()): Promise<number> {
+export async function collectDiscarded(
+  catalog: Catalog,
+  blobs: BlobStore,
+  logger: Logger,
+  now = new Date(),
+): Promise<number> {
   let deleted = 0;
   for (;;) {
     const due = await catalog.listDueDeletions(now.toISOString(), BATCH);
@@ -31,7 +36,12 @@ export async function collectDiscarded(catalog: Catalog, blobs: BlobStore, logge
 }
 
 /** Runs `collectDiscarded` now and then every `intervalMs`, until `stop()`. */
-export function startCollector(catalog: Catalog, blobs: BlobStore, logger: Logger, intervalMs: number): { stop(): Promise<void> } {
+export function startCollector(
+  catalog: Catalog,
+  blobs: BlobStore,
+  logger: Logger,
+  intervalMs: number,
+): { stop(): Promise<void> } {
   let running: Promise<unknown> = Promise.resolve();
   const tick = () => {
     running = collectDiscarded(catalog, blobs, logger).then(

@@ -54,7 +54,8 @@ export function keepOptimalCover(state: Selection, phases: PhaseAssignment): boo
   const budget = policy.budget.maxCheckpoints;
   if (budget === null || policy.budget.maxBytes !== null) return false;
   const allowed: number[] = [];
-  for (let i = 0; i < coverage.size && allowed.length <= MAX_DP_CANDIDATES; i++) if (coverage.isKept(i) || state.available(i)) allowed.push(i);
+  for (let i = 0; i < coverage.size && allowed.length <= MAX_DP_CANDIDATES; i++)
+    if (coverage.isKept(i) || state.available(i)) allowed.push(i);
   const m = allowed.length;
   if (m > MAX_DP_CANDIDATES) return false;
   const forced = Uint8Array.from(allowed, (i) => (coverage.isKept(i) ? 1 : 0));
@@ -65,7 +66,11 @@ export function keepOptimalCover(state: Selection, phases: PhaseAssignment): boo
 
   const phaseIds = [...new Set(allowed.map((i) => phases.phaseOf[i]))].sort((a, b) => a - b);
   const problem = tabulate(state, allowed, forced, forcedBefore);
-  const withPhases: CoverProblem = { ...problem, rank: Int32Array.from(allowed, (i) => phaseIds.indexOf(phases.phaseOf[i])), lastRank: phaseIds.length - 1 };
+  const withPhases: CoverProblem = {
+    ...problem,
+    rank: Int32Array.from(allowed, (i) => phaseIds.indexOf(phases.phaseOf[i])),
+    lastRank: phaseIds.length - 1,
+  };
   const p = phaseIds.length <= k && leastCount(withPhases, Infinity) <= k ? withPhases : problem;
 
   let chosen = coverDp(p, k, Infinity);
@@ -234,14 +239,20 @@ export function fillByCoverage(state: Selection): void {
   const { coverage } = state;
   const eligible = (i: number) => state.available(i) && state.fits(i);
   const gaps = new Map<number, { left: number; right: number; best: { index: number; gain: number } | null }>();
-  const addGap = (left: number, right: number) => gaps.set(left, { left, right, best: coverage.bestInGap(left, right, eligible) });
+  const addGap = (left: number, right: number) =>
+    gaps.set(left, { left, right, best: coverage.bestInGap(left, right, eligible) });
   const kept = coverage.keptIndices();
-  for (let g = 0; g <= kept.length; g++) addGap(g === 0 ? -1 : kept[g - 1], g === kept.length ? coverage.size : kept[g]);
+  for (let g = 0; g <= kept.length; g++)
+    addGap(g === 0 ? -1 : kept[g - 1], g === kept.length ? coverage.size : kept[g]);
   for (;;) {
     let top: { left: number; right: number; best: { index: number; gain: number } } | null = null;
     for (const gap of gaps.values()) {
       const b = gap.best;
-      if (b && b.gain > 0 && (!top || b.gain > top.best.gain || (b.gain === top.best.gain && b.index < top.best.index))) {
+      if (
+        b &&
+        b.gain > 0 &&
+        (!top || b.gain > top.best.gain || (b.gain === top.best.gain && b.index < top.best.index))
+      ) {
         top = { left: gap.left, right: gap.right, best: b };
       }
     }
@@ -268,7 +279,10 @@ export function refineCoverage(state: Selection, phaseOf: readonly number[]): vo
   const { coverage, checkpoints, policy } = state;
   const maxBytes = policy.budget.maxBytes;
   const canMove = (from: number, to: number) =>
-    !coverage.isKept(to) && state.available(to) && phaseOf[to] === phaseOf[from] && (maxBytes === null || state.bytesKept - checkpoints[from].bytes + checkpoints[to].bytes <= maxBytes);
+    !coverage.isKept(to) &&
+    state.available(to) &&
+    phaseOf[to] === phaseOf[from] &&
+    (maxBytes === null || state.bytesKept - checkpoints[from].bytes + checkpoints[to].bytes <= maxBytes);
   for (let round = 0; round < 20; round++) {
     let moved = false;
     const kept = coverage.keptIndices();

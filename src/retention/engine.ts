@@ -9,7 +9,13 @@ import { SKETCH_COVERAGE_MAX_CHECKPOINTS, SketchCoverage } from './sketch-covera
 import type { CheckpointDecision, RetentionDecision, RetentionInput } from './types.js';
 import { budgetText, percent, stepRange } from './wording.js';
 
-export type { CheckpointDecision, RetentionCandidate, RetentionClass, RetentionDecision, RetentionInput } from './types.js';
+export type {
+  CheckpointDecision,
+  RetentionCandidate,
+  RetentionClass,
+  RetentionDecision,
+  RetentionInput,
+} from './types.js';
 export { SKETCH_COVERAGE_MAX_CHECKPOINTS } from './sketch-coverage.js';
 
 /**
@@ -42,9 +48,14 @@ export function decideRetention(input: RetentionInput): RetentionDecision {
     count: policy.phase.count,
     by: policy.phase.by === 'fraction' && !input.plannedSteps ? 'dynamics' : policy.phase.by,
   });
-  const scores = changeScores({ updateNormPerStep, cosinePrev: checkpoints.map((c) => c.indicators.cosinePrev), trainLoss });
+  const scores = changeScores({
+    updateNormPerStep,
+    cosinePrev: checkpoints.map((c) => c.indicators.cosinePrev),
+    trainLoss,
+  });
   const coverage: CoverageModel =
-    (n <= SKETCH_COVERAGE_MAX_CHECKPOINTS ? SketchCoverage.fromSummaries(checkpoints.map((c) => c.summary)) : null) ?? new PathCoverage(clippedPathPositions(checkpoints.map((c) => c.indicators.updateNorm)));
+    (n <= SKETCH_COVERAGE_MAX_CHECKPOINTS ? SketchCoverage.fromSummaries(checkpoints.map((c) => c.summary)) : null) ??
+    new PathCoverage(clippedPathPositions(checkpoints.map((c) => c.indicators.updateNorm)));
   const state = new Selection(checkpoints, policy, coverage);
 
   admitNamedClasses(state, scores);

@@ -18,10 +18,18 @@ export function admitNamedClasses(state: Selection, scores: readonly ChangeScore
   for (let i = 0; i < checkpoints.length; i++) if (state.available(i)) available.push(i);
 
   const newest = available.slice(Math.max(0, available.length - policy.latest)).reverse();
-  newest.forEach((i, rank) =>
-    state.add(i, 'latest', rank === 0 ? 'newest checkpoint, kept for resuming' : `one of the ${policy.latest} newest checkpoints, kept for resuming`, true),
-  );
-  for (const i of available) if (checkpoints[i].pinned) state.add(i, 'pinned', 'pinned by a client or an operator; never evicted', true);
+  newest.forEach((i, rank) => {
+    state.add(
+      i,
+      'latest',
+      rank === 0
+        ? 'newest checkpoint, kept for resuming'
+        : `one of the ${policy.latest} newest checkpoints, kept for resuming`,
+      true,
+    );
+  });
+  for (const i of available)
+    if (checkpoints[i].pinned) state.add(i, 'pinned', 'pinned by a client or an operator; never evicted', true);
   if (state.overBudget()) {
     const note = `kept over the budget of ${budgetText(policy.budget)}: the latest and pinned checkpoints alone take ${state.count} checkpoints (${formatBytes(state.bytesKept)}), and neither class is ever evicted`;
     for (const i of available) if (state.coverage.isKept(i)) state.reasons[i]!.push(note);
@@ -29,7 +37,8 @@ export function admitNamedClasses(state: Selection, scores: readonly ChangeScore
 
   const budget = budgetText(policy.budget);
   const refuse = (i: number, why: string) => {
-    state.refusals[i] ??= `${why}, but the budget of ${budget} was taken by checkpoints of higher priority (latest, pinned, higher change scores)`;
+    state.refusals[i] ??=
+      `${why}, but the budget of ${budget} was taken by checkpoints of higher priority (latest, pinned, higher change scores)`;
   };
 
   const changed = available
@@ -97,15 +106,26 @@ function describeChange(checkpoints: readonly RetentionCandidate[], t: number, s
   const u = checkpoints[t].indicators.updateNormPerStep;
   const uPrev = t > 0 ? checkpoints[t - 1].indicators.updateNormPerStep : null;
   if (update > 0 && update >= loss) {
-    const ratio = u !== null && uPrev !== null && uPrev > 0 ? `${times(u / uPrev)} over the previous checkpoint's, ` : '';
-    parts.push(`per-step update norm jumped ${ratio}robust z ${update.toFixed(1)} against the previous ${CHANGE_WINDOW} checkpoints`);
+    const ratio =
+      u !== null && uPrev !== null && uPrev > 0 ? `${times(u / uPrev)} over the previous checkpoint's, ` : '';
+    parts.push(
+      `per-step update norm jumped ${ratio}robust z ${update.toFixed(1)} against the previous ${CHANGE_WINDOW} checkpoints`,
+    );
   }
   if (loss > 0 && loss > update) {
     const l = checkpoints[t].trainLoss;
     const lPrev = t > 0 ? checkpoints[t - 1].trainLoss : null;
-    const ratio = l !== null && lPrev !== null && lPrev > 0 ? ` from ${lPrev.toPrecision(3)} to ${l.toPrecision(3)} (${times(l / lPrev)})` : '';
-    parts.push(`training loss jumped${ratio}, robust z ${loss.toFixed(1)} against the previous ${CHANGE_WINDOW} checkpoints`);
+    const ratio =
+      l !== null && lPrev !== null && lPrev > 0
+        ? ` from ${lPrev.toPrecision(3)} to ${l.toPrecision(3)} (${times(l / lPrev)})`
+        : '';
+    parts.push(
+      `training loss jumped${ratio}, robust z ${loss.toFixed(1)} against the previous ${CHANGE_WINDOW} checkpoints`,
+    );
   }
-  if (reversal > 0) parts.push(`the update turned back on the previous one (cosine ${checkpoints[t].indicators.cosinePrev?.toFixed(2)})`);
+  if (reversal > 0)
+    parts.push(
+      `the update turned back on the previous one (cosine ${checkpoints[t].indicators.cosinePrev?.toFixed(2)})`,
+    );
   return parts.join('; ') || 'an unusual update';
 }

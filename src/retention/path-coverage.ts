@@ -32,7 +32,8 @@ export class PathCoverage extends CoverageModel {
   /** The points [a, b) that kept index `c` serves, given its kept neighbours `left` and `right` (−1 / size for none). */
   servedRange(c: number, left: number, right: number): [number, number] {
     const a = left < 0 ? 0 : this.upperBound((this.positions[left] + this.positions[c]) / 2, left + 1, c);
-    const b = right >= this.size ? this.size : this.upperBound((this.positions[c] + this.positions[right]) / 2, c, right);
+    const b =
+      right >= this.size ? this.size : this.upperBound((this.positions[c] + this.positions[right]) / 2, c, right);
     return [a, b];
   }
 

@@ -39,7 +39,10 @@ const PhaseClass = strict(
   'phase',
 );
 
-const ChangeClass = strict({ max: count, zThreshold: z.number().positive('must be > 0').max(1000, 'must be ≤ 1000') }, 'change');
+const ChangeClass = strict(
+  { max: count, zThreshold: z.number().positive('must be > 0').max(1000, 'must be ≤ 1000') },
+  'change',
+);
 
 const BestClass = strict(
   {
@@ -60,7 +63,11 @@ const shape = {
   /** Keep steps that are multiples of this; null: no `every` class. */
   every: positive.nullable(),
   /** Seconds between a checkpoint's eviction and the deletion of its bytes (restorable meanwhile). */
-  graceSeconds: z.number().int('must be a whole number').min(0, 'must be ≥ 0').max(365 * 86_400, 'must be ≤ one year'),
+  graceSeconds: z
+    .number()
+    .int('must be a whole number')
+    .min(0, 'must be ≥ 0')
+    .max(365 * 86_400, 'must be ≤ one year'),
 };
 
 export const Policy = strict(shape, 'policy');
@@ -105,7 +112,10 @@ export function resolvePolicy(input: PolicyInput): Policy {
       perPhase: pick(input.phase?.perPhase, d.phase.perPhase),
       by: pick(input.phase?.by, d.phase.by),
     },
-    change: { max: pick(input.change?.max, d.change.max), zThreshold: pick(input.change?.zThreshold, d.change.zThreshold) },
+    change: {
+      max: pick(input.change?.max, d.change.max),
+      zThreshold: pick(input.change?.zThreshold, d.change.zThreshold),
+    },
     best:
       input.best === null
         ? null

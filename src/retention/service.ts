@@ -26,13 +26,19 @@ export class RetentionService {
   }
 
   /** The decision `policy` would make for the run now, without writing anything. */
-  async decide(runId: string, policy?: Policy): Promise<{ decision: RetentionDecision; checkpoints: CheckpointRecord[] }> {
+  async decide(
+    runId: string,
+    policy?: Policy,
+  ): Promise<{ decision: RetentionDecision; checkpoints: CheckpointRecord[] }> {
     const run = await this.catalog.getRun(runId);
     if (!run) throw errors.runNotFound(runId);
     return this.decideFor(run, policy ?? (await this.policyFor(run)));
   }
 
-  private async decideFor(run: RunRecord, effective: Policy): Promise<{ decision: RetentionDecision; checkpoints: CheckpointRecord[] }> {
+  private async decideFor(
+    run: RunRecord,
+    effective: Policy,
+  ): Promise<{ decision: RetentionDecision; checkpoints: CheckpointRecord[] }> {
     const runId = run.id;
     const checkpoints = (await this.catalog.listCheckpoints(runId)).filter((c) => c.indicators !== null);
     const steps = checkpoints.map((c) => c.step);
@@ -40,7 +46,9 @@ export class RetentionService {
     const [trainLoss, metric, summaries] = await Promise.all([
       this.catalog.metricAtCheckpoints(runId, 'trainLoss', 'mean'),
       effective.best ? this.catalog.metricAtCheckpoints(runId, effective.best.metric, 'last') : Promise.resolve([]),
-      checkpoints.length <= SKETCH_COVERAGE_MAX_CHECKPOINTS ? this.catalog.getSummaries(runId, steps) : Promise.resolve([]),
+      checkpoints.length <= SKETCH_COVERAGE_MAX_CHECKPOINTS
+        ? this.catalog.getSummaries(runId, steps)
+        : Promise.resolve([]),
     ]);
     const summaryByStep = new Map(summaries.map((s) => [s.step, s]));
     const lossAt = valuesAt(steps, trainLoss);
@@ -72,7 +80,15 @@ export class RetentionService {
     const deleteAfter = new Date(now.getTime() + policy.graceSeconds * 1000).toISOString();
     const outcomes: RetentionOutcome[] = decision.checkpoints.map((d) => {
       const current = byStep.get(d.step)!;
-      if (d.keep) return { step: d.step, status: 'kept', classes: d.classes, reasons: d.reasons, discardedAt: null, deleteAfter: null };
+      if (d.keep)
+        return {
+          step: d.step,
+          status: 'kept',
+          classes: d.classes,
+          reasons: d.reasons,
+          discardedAt: null,
+          deleteAfter: null,
+        };
       const alreadyDiscarded = current.status === 'discarded';
       return {
         step: d.step,
@@ -89,7 +105,10 @@ export class RetentionService {
 }
 
 /** The values for `steps` (checkpoints with indicators) out of the per-checkpoint series. */
-function valuesAt(steps: readonly number[], series: readonly { step: number; value: number | null }[]): (number | null)[] {
+function valuesAt(
+  steps: readonly number[],
+  series: readonly { step: number; value: number | null }[],
+): (number | null)[] {
   const byStep = new Map(series.map((s) => [s.step, s.value]));
   return steps.map((step) => byStep.get(step) ?? null);
 }

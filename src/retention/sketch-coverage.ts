@@ -38,7 +38,13 @@ export class SketchCoverage extends CoverageModel {
     const first = summaries[0];
     if (!first) return null;
     for (const s of summaries) {
-      if (!s || s.spec.version !== first.spec.version || s.spec.k !== first.spec.k || s.spec.tensorK !== first.spec.tensorK) return null;
+      if (
+        !s ||
+        s.spec.version !== first.spec.version ||
+        s.spec.k !== first.spec.k ||
+        s.spec.tensorK !== first.spec.tensorK
+      )
+        return null;
       if (s.sketch.length !== first.sketch.length) return null;
     }
     const k = first.sketch.length;

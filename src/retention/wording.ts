@@ -23,7 +23,8 @@ export function formatBytes(bytes: number): string {
 /** "12 checkpoints", "1.86 GiB", "12 checkpoints and 1.86 GiB". */
 export function budgetText(budget: Policy['budget']): string {
   const parts: string[] = [];
-  if (budget.maxCheckpoints !== null) parts.push(`${budget.maxCheckpoints} checkpoint${budget.maxCheckpoints === 1 ? '' : 's'}`);
+  if (budget.maxCheckpoints !== null)
+    parts.push(`${budget.maxCheckpoints} checkpoint${budget.maxCheckpoints === 1 ? '' : 's'}`);
   if (budget.maxBytes !== null) parts.push(formatBytes(budget.maxBytes));
   return parts.join(' and ');
 }

@@ -65,11 +65,15 @@ export class RunCoordinator {
       const checkpoint = await this.requireCheckpoint(run, step);
       if (checkpoint.status === 'kept') return checkpoint;
       if (!checkpoint.contentAvailable) {
-        throw new AppError('checkpoint_not_restorable', `step ${step} of run '${run}' can no longer be restored: its bytes were deleted after the grace period`, {
-          run,
-          step,
-          discardedAt: checkpoint.discardedAt,
-        });
+        throw new AppError(
+          'checkpoint_not_restorable',
+          `step ${step} of run '${run}' can no longer be restored: its bytes were deleted after the grace period`,
+          {
+            run,
+            step,
+            discardedAt: checkpoint.discardedAt,
+          },
+        );
       }
       await this.catalog.setPinned(run, step, true);
       await this.retention.apply(run);

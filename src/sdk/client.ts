@@ -105,7 +105,10 @@ export class TrajgateClient {
   async listRuns(): Promise<Run[]> {
     const items: Run[] = [];
     for (let after: string | null = ''; after !== null; ) {
-      const page: { items: Run[]; next: string | null } = await this.transport.json('GET', `/v1/runs${query({ limit: 1000, after: after || undefined })}`);
+      const page: { items: Run[]; next: string | null } = await this.transport.json(
+        'GET',
+        `/v1/runs${query({ limit: 1000, after: after || undefined })}`,
+      );
       items.push(...page.items);
       after = page.next;
     }
@@ -119,32 +122,48 @@ export class TrajgateClient {
    * harmless); a one-shot stream is attempted once. Different bytes for a committed step are refused
    * with `checkpoint_conflict`.
    */
-  async uploadCheckpoint(run: string, step: number, source: CheckpointSource, options: UploadOptions = {}): Promise<UploadResult> {
+  async uploadCheckpoint(
+    run: string,
+    step: number,
+    source: CheckpointSource,
+    options: UploadOptions = {},
+  ): Promise<UploadResult> {
     const prepared = await prepareSource(source, options.hashFirstBytes ?? DEFAULT_HASH_FIRST_BYTES);
     const headers: Record<string, string> = { 'content-type': prepared.contentType };
     if (prepared.sha256) headers[SHA256_HEADER] = prepared.sha256;
     if (prepared.size !== null) headers['content-length'] = String(prepared.size);
     const attempts: Tap[] = [];
-    const result = await this.transport.json<UploadResult>('PUT', `/v1/runs/${enc(run)}/checkpoints/${step}${options.pin ? '?pin=true' : ''}`, {
-      headers,
-      body: () => {
-        const tap = hashing(prepared.open(), prepared.size, options.onProgress);
-        attempts.push(tap);
-        return tap.stream;
+    const result = await this.transport.json<UploadResult>(
+      'PUT',
+      `/v1/runs/${enc(run)}/checkpoints/${step}${options.pin ? '?pin=true' : ''}`,
+      {
+        headers,
+        body: () => {
+          const tap = hashing(prepared.open(), prepared.size, options.onProgress);
+          attempts.push(tap);
+          return tap.stream;
+        },
+        timed: false,
+        retry: prepared.replayable ? isRetryable : false,
       },
-      timed: false,
-      retry: prepared.replayable ? isRetryable : false,
-    });
+    );
     const last = attempts.at(-1);
     if (!prepared.sha256 && last?.complete && last.digest() !== result.sha256) {
-      throw new TrajgateError(0, 'checksum_mismatch', `the server stored bytes hashing to ${result.sha256}; the SDK sent ${last.digest()}`, { run, step });
+      throw new TrajgateError(
+        0,
+        'checksum_mismatch',
+        `the server stored bytes hashing to ${result.sha256}; the SDK sent ${last.digest()}`,
+        { run, step },
+      );
     }
     return result;
   }
 
   /** The run's checkpoints by step, with indicators, retention classes and reasons. */
   async listCheckpoints(run: string, status?: CheckpointStatus): Promise<Checkpoint[]> {
-    return (await this.transport.json<{ items: Checkpoint[] }>('GET', `/v1/runs/${enc(run)}/checkpoints${query({ status })}`)).items;
+    return (
+      await this.transport.json<{ items: Checkpoint[] }>('GET', `/v1/runs/${enc(run)}/checkpoints${query({ status })}`)
+    ).items;
   }
 
   getCheckpoint(run: string, step: number): Promise<Checkpoint> {
@@ -160,9 +179,18 @@ export class TrajgateClient {
    * is ended at the end, or destroyed if the bytes do not verify. A discarded checkpoint fails with
    * `checkpoint_discarded` (410).
    */
-  async downloadCheckpoint(run: string, step: number, target: string | Writable, options: { onProgress?: Progress } = {}): Promise<Checkpoint> {
+  async downloadCheckpoint(
+    run: string,
+    step: number,
+    target: string | Writable,
+    options: { onProgress?: Progress } = {},
+  ): Promise<Checkpoint> {
     const record = await this.getCheckpoint(run, step);
-    const ref = { path: `/v1/runs/${enc(run)}/checkpoints/${step}/content`, bytes: record.bytes, sha256: record.sha256 };
+    const ref = {
+      path: `/v1/runs/${enc(run)}/checkpoints/${step}/content`,
+      bytes: record.bytes,
+      sha256: record.sha256,
+    };
     if (typeof target === 'string') await downloadToFile(this.transport, ref, target, options.onProgress);
     else await downloadToStream(this.transport, ref, target, options.onProgress);
     return record;
@@ -187,21 +215,32 @@ export class TrajgateClient {
    * how many the server accepted. Most training code uses `run(id).log(point)` instead, which batches in
    * the background. A retried batch whose first answer was lost may be stored twice.
    */
-  async logMetrics(run: string, points: readonly MetricPoint[], options: { format?: 'msgpack' | 'json' } = {}): Promise<number> {
+  async logMetrics(
+    run: string,
+    points: readonly MetricPoint[],
+    options: { format?: 'msgpack' | 'json' } = {},
+  ): Promise<number> {
     let accepted = 0;
     for (let i = 0; i < points.length; i += MAX_POINTS_PER_REQUEST) {
-      accepted += (await this.postMetrics(run, points.slice(i, i + MAX_POINTS_PER_REQUEST), options.format ?? 'msgpack')).accepted;
+      accepted += (
+        await this.postMetrics(run, points.slice(i, i + MAX_POINTS_PER_REQUEST), options.format ?? 'msgpack')
+      ).accepted;
     }
     return accepted;
   }
 
   /** The run's metric series, ordered by step then arrival. */
   async getMetrics(run: string, q: MetricsQuery = {}): Promise<MetricPoint[]> {
-    return (await this.transport.json<{ items: MetricPoint[] }>('GET', `/v1/runs/${enc(run)}/metrics${query({ ...q })}`)).items;
+    return (
+      await this.transport.json<{ items: MetricPoint[] }>('GET', `/v1/runs/${enc(run)}/metrics${query({ ...q })}`)
+    ).items;
   }
 
   /** Per-checkpoint indicators, phases and change scores. */
-  getTrajectory(run: string, q: { phases?: number; by?: 'auto' | 'fraction' | 'dynamics'; window?: number } = {}): Promise<Trajectory> {
+  getTrajectory(
+    run: string,
+    q: { phases?: number; by?: 'auto' | 'fraction' | 'dynamics'; window?: number } = {},
+  ): Promise<Trajectory> {
     return this.transport.json('GET', `/v1/runs/${enc(run)}/trajectory${query({ ...q })}`);
   }
 
@@ -236,10 +275,16 @@ export class TrajgateClient {
 
   /** The estimate over steps, as it stood at each, for plots. */
   async getEstimateHistory(run: string): Promise<EstimateHistoryEntry[]> {
-    return (await this.transport.json<{ items: EstimateHistoryEntry[] }>('GET', `/v1/runs/${enc(run)}/estimate/history`)).items;
+    return (
+      await this.transport.json<{ items: EstimateHistoryEntry[] }>('GET', `/v1/runs/${enc(run)}/estimate/history`)
+    ).items;
   }
 
-  private async postMetrics(run: string, points: readonly MetricPoint[], format: 'msgpack' | 'json'): Promise<{ accepted: number }> {
+  private async postMetrics(
+    run: string,
+    points: readonly MetricPoint[],
+    format: 'msgpack' | 'json',
+  ): Promise<{ accepted: number }> {
     const path = `/v1/runs/${enc(run)}/metrics`;
     if (format === 'json') return this.transport.json('POST', path, { json: { points } });
     const bytes = pack({ points });

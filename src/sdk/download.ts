@@ -24,18 +24,30 @@ export interface ContentRef {
  * result is verified against the SHA-256 before it is renamed into place; a resumed file that fails the
  * check is downloaded once more from the start.
  */
-export async function downloadToFile(transport: Transport, ref: ContentRef, file: string, onProgress?: Progress): Promise<void> {
+export async function downloadToFile(
+  transport: Transport,
+  ref: ContentRef,
+  file: string,
+  onProgress?: Progress,
+): Promise<void> {
   const partial = `${file}.partial`;
   for (let pass = 0; ; pass++) {
     let resumedFrom = 0;
     await withRetry(async () => {
-      let have = await stat(partial).then((s) => s.size, () => 0);
+      let have = await stat(partial).then(
+        (s) => s.size,
+        () => 0,
+      );
       if (have > ref.bytes) have = 0; // longer than the checkpoint: not a prefix of it
       if (have === ref.bytes) return;
       resumedFrom ||= have;
       const res = await transport.send('GET', ref.path, { headers: rangeHeaders(ref, have), timed: false });
       const offset = res.status === 206 ? have : 0;
-      await pipeline(body(res), counting(offset, ref.bytes, onProgress), createWriteStream(partial, { flags: offset > 0 ? 'a' : 'w' })).catch(asConnectionError(transport));
+      await pipeline(
+        body(res),
+        counting(offset, ref.bytes, onProgress),
+        createWriteStream(partial, { flags: offset > 0 ? 'a' : 'w' }),
+      ).catch(asConnectionError(transport));
     }, transport.retry);
     const digest = await sha256Of(createReadStream(partial, { highWaterMark: 1 << 20 }));
     if (digest === ref.sha256) break;
@@ -50,7 +62,12 @@ export async function downloadToFile(transport: Transport, ref: ContentRef, file
  * part-way is resumed from the bytes already written (the stream cannot rewind, so if the server no
  * longer has the same bytes the download fails). On a checksum mismatch the stream is destroyed.
  */
-export async function downloadToStream(transport: Transport, ref: ContentRef, sink: Writable, onProgress?: Progress): Promise<void> {
+export async function downloadToStream(
+  transport: Transport,
+  ref: ContentRef,
+  sink: Writable,
+  onProgress?: Progress,
+): Promise<void> {
   const hash = createHash('sha256');
   let written = 0;
   await withRetry(async () => {
@@ -114,5 +131,9 @@ function asConnectionError(transport: Transport): (err: unknown) => never {
 }
 
 function mismatch(digest: string, ref: ContentRef): TrajgateError {
-  return new TrajgateError(0, 'checksum_mismatch', `downloaded bytes hash to ${digest}; the checkpoint's SHA-256 is ${ref.sha256}`);
+  return new TrajgateError(
+    0,
+    'checksum_mismatch',
+    `downloaded bytes hash to ${digest}; the checkpoint's SHA-256 is ${ref.sha256}`,
+  );
 }

@@ -67,7 +67,11 @@ export class TrajgateConnectionError extends Error {
 
 /** A failure of the local file system (a file to upload gone, a disk full), as opposed to the network. */
 export function isLocalIoError(err: unknown): err is NodeJS.ErrnoException {
-  return err instanceof Error && typeof (err as NodeJS.ErrnoException).syscall === 'string' && typeof (err as NodeJS.ErrnoException).path === 'string';
+  return (
+    err instanceof Error &&
+    typeof (err as NodeJS.ErrnoException).syscall === 'string' &&
+    typeof (err as NodeJS.ErrnoException).path === 'string'
+  );
 }
 
 /** undici wraps the useful part (ECONNREFUSED, "other side closed") in `cause`. */
@@ -81,15 +85,26 @@ export async function errorFromResponse(res: Response): Promise<TrajgateError> {
   const text = await res.text().catch(() => '');
   let error: TrajgateError | undefined;
   try {
-    const body = JSON.parse(text) as { error?: { code?: unknown; message?: unknown; details?: Record<string, unknown> } };
+    const body = JSON.parse(text) as {
+      error?: { code?: unknown; message?: unknown; details?: Record<string, unknown> };
+    };
     const e = body.error;
     if (e && typeof e.code === 'string') {
-      error = new TrajgateError(res.status, e.code, typeof e.message === 'string' ? e.message : res.statusText, e.details);
+      error = new TrajgateError(
+        res.status,
+        e.code,
+        typeof e.message === 'string' ? e.message : res.statusText,
+        e.details,
+      );
     }
   } catch {
     // not JSON: a proxy's error page, say
   }
-  error ??= new TrajgateError(res.status, `http_${res.status}`, `${res.status} ${res.statusText}${text ? `: ${text.slice(0, 200)}` : ''}`);
+  error ??= new TrajgateError(
+    res.status,
+    `http_${res.status}`,
+    `${res.status} ${res.statusText}${text ? `: ${text.slice(0, 200)}` : ''}`,
+  );
   const retryAfter = parseRetryAfter(res.headers.get('retry-after'));
   if (retryAfter !== undefined) error.retryAfterMs = retryAfter;
   return error;

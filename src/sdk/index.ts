@@ -13,6 +13,12 @@ export { TrajgateConnectionError, TrajgateError, type KnownErrorCode } from './e
 export { BackgroundQueue, type QueueOptions } from './queue.js';
 export { isRetryable, withRetry, type RetryOptions } from './retry.js';
 export { RunLogger, type RunLoggerOptions } from './run-logger.js';
-export { DEFAULT_HASH_FIRST_BYTES, type ByteStream, type CheckpointSource, type TensorInput, type TensorMap } from './source.js';
+export {
+  DEFAULT_HASH_FIRST_BYTES,
+  type ByteStream,
+  type CheckpointSource,
+  type TensorInput,
+  type TensorMap,
+} from './source.js';
 export type * from './types.js';
 export type { TensorData } from '../wire/safetensors.js';

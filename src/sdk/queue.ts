@@ -56,7 +56,8 @@ export class BackgroundQueue {
 
   /** Waits until every accepted task has finished; rejects with the failures since the last flush. */
   async flush(): Promise<void> {
-    while (this.size > 0 || this.blocked.length > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    while (this.size > 0 || this.blocked.length > 0)
+      await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     const failures = this.failures;
     this.failures = [];
     if (failures.length === 1) throw failures[0];

@@ -34,7 +34,8 @@ export async function withRetry<T>(
     } catch (err) {
       if (n >= retries || !canRetry(err)) throw err;
       const jitter = Math.random() * Math.min(max, base * 2 ** n);
-      const floor = err instanceof TrajgateError && err.retryAfterMs !== undefined ? Math.min(max, err.retryAfterMs) : 0;
+      const floor =
+        err instanceof TrajgateError && err.retryAfterMs !== undefined ? Math.min(max, err.retryAfterMs) : 0;
       await new Promise((resolve) => setTimeout(resolve, Math.max(jitter, floor)));
     }
   }

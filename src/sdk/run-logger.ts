@@ -51,8 +51,16 @@ export class RunLogger {
     readonly id: string,
     private readonly options: RunLoggerOptions = {},
   ) {
-    this.uploads = new BackgroundQueue({ concurrency: options.uploadConcurrency ?? 2, capacity: options.uploadCapacity ?? 4, onError: options.onError });
-    this.metrics = new BackgroundQueue({ concurrency: 1, capacity: options.metricCapacity ?? 32, onError: options.onError });
+    this.uploads = new BackgroundQueue({
+      concurrency: options.uploadConcurrency ?? 2,
+      capacity: options.uploadCapacity ?? 4,
+      onError: options.onError,
+    });
+    this.metrics = new BackgroundQueue({
+      concurrency: 1,
+      capacity: options.metricCapacity ?? 32,
+      onError: options.onError,
+    });
     const input: RunInput = { ...options.run };
     for (const key of RUN_FIELDS) if (options[key] !== undefined) Object.assign(input, { [key]: options[key] });
     this.runInput = Object.keys(input).length > 0 ? input : null;
@@ -66,7 +74,11 @@ export class RunLogger {
     this.assertOpen();
     this.buffer.push(point);
     if (this.buffer.length >= (this.options.batchSize ?? 1000)) await this.sendBuffer();
-    else this.timer ??= setTimeout(() => void this.sendBuffer().catch(() => undefined), this.options.flushIntervalMs ?? 1000).unref();
+    else
+      this.timer ??= setTimeout(
+        () => void this.sendBuffer().catch(() => undefined),
+        this.options.flushIntervalMs ?? 1000,
+      ).unref();
   }
 
   /**

@@ -65,7 +65,10 @@ const HASH_SLICE_BYTES = 8 * 1024 * 1024;
  * SHA-256 (tensors: the encoder yields views of the tensors' own memory, so this pass only hashes; it
  * yields to the event loop every 8 MiB so a training loop on the same thread keeps going).
  */
-export async function prepareSource(source: CheckpointSource, hashFirstBytes = DEFAULT_HASH_FIRST_BYTES): Promise<PreparedSource> {
+export async function prepareSource(
+  source: CheckpointSource,
+  hashFirstBytes = DEFAULT_HASH_FIRST_BYTES,
+): Promise<PreparedSource> {
   if (typeof source === 'string') return prepareFile(source, undefined, hashFirstBytes);
   if (Array.isArray(source)) return prepareTensors(source as readonly TensorData[], undefined, hashFirstBytes);
   if (isByteStream(source)) return prepareStream(source, undefined, undefined);
@@ -75,11 +78,22 @@ export async function prepareSource(source: CheckpointSource, hashFirstBytes = D
     return prepareFile(file, contentType, hashFirstBytes);
   }
   if ('tensors' in record && !isTensorInput(record.tensors)) {
-    const { tensors, metadata } = source as { tensors: readonly TensorData[] | TensorMap; metadata?: Record<string, string> };
-    return prepareTensors(Array.isArray(tensors) ? (tensors as readonly TensorData[]) : fromTensorMap(tensors as TensorMap), metadata, hashFirstBytes);
+    const { tensors, metadata } = source as {
+      tensors: readonly TensorData[] | TensorMap;
+      metadata?: Record<string, string>;
+    };
+    return prepareTensors(
+      Array.isArray(tensors) ? (tensors as readonly TensorData[]) : fromTensorMap(tensors as TensorMap),
+      metadata,
+      hashFirstBytes,
+    );
   }
   if (typeof record.stream === 'function' || isByteStream(record.stream)) {
-    const { stream, contentType, sha256 } = source as { stream: ByteStream | (() => ByteStream); contentType?: string; sha256?: string };
+    const { stream, contentType, sha256 } = source as {
+      stream: ByteStream | (() => ByteStream);
+      contentType?: string;
+      sha256?: string;
+    };
     return prepareStream(stream, contentType, sha256);
   }
   return prepareTensors(fromTensorMap(source as TensorMap), undefined, hashFirstBytes);
@@ -89,7 +103,12 @@ export async function prepareSource(source: CheckpointSource, hashFirstBytes = D
 export function fromTensorMap(map: TensorMap): TensorData[] {
   return Object.entries(map).map(([name, t]) => {
     if (!isTensorInput(t)) throw new TypeError(`tensor '${name}' needs dtype, shape and data`);
-    return { name, dtype: t.dtype, shape: [...t.shape], data: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength) };
+    return {
+      name,
+      dtype: t.dtype,
+      shape: [...t.shape],
+      data: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength),
+    };
   });
 }
 
@@ -103,7 +122,11 @@ function isByteStream(value: unknown): value is ByteStream {
   return typeof value === 'object' && value !== null && Symbol.asyncIterator in value;
 }
 
-async function prepareTensors(tensors: readonly TensorData[], metadata: Record<string, string> | undefined, hashFirstBytes: number): Promise<PreparedSource> {
+async function prepareTensors(
+  tensors: readonly TensorData[],
+  metadata: Record<string, string> | undefined,
+  hashFirstBytes: number,
+): Promise<PreparedSource> {
   const encode = () => encodeNativeStream(tensors, { metadata });
   let size = 0;
   for (const piece of encode()) size += piece.byteLength; // also validates names, shapes and lengths
@@ -124,7 +147,11 @@ async function prepareTensors(tensors: readonly TensorData[], metadata: Record<s
   return { contentType: MEDIA_TYPES.native, size, sha256, replayable: true, open: () => toAsync(encode()) };
 }
 
-async function prepareFile(path: string, contentType: string | undefined, hashFirstBytes: number): Promise<PreparedSource> {
+async function prepareFile(
+  path: string,
+  contentType: string | undefined,
+  hashFirstBytes: number,
+): Promise<PreparedSource> {
   const { size } = await stat(path);
   const open = () => createReadStream(path, { highWaterMark: 1 << 20 });
   return {
@@ -136,7 +163,11 @@ async function prepareFile(path: string, contentType: string | undefined, hashFi
   };
 }
 
-function prepareStream(stream: ByteStream | (() => ByteStream), contentType: string | undefined, sha256: string | undefined): PreparedSource {
+function prepareStream(
+  stream: ByteStream | (() => ByteStream),
+  contentType: string | undefined,
+  sha256: string | undefined,
+): PreparedSource {
   const base = { contentType: contentType ?? OCTET_STREAM, size: null, sha256 };
   if (typeof stream === 'function') return { ...base, replayable: true, open: stream };
   let opened = false;
@@ -144,7 +175,12 @@ function prepareStream(stream: ByteStream | (() => ByteStream), contentType: str
     ...base,
     replayable: false,
     open: () => {
-      if (opened) throw new TrajgateError(0, 'stream_not_replayable', 'a one-shot stream was read already; pass { stream: () => ... } to allow retries');
+      if (opened)
+        throw new TrajgateError(
+          0,
+          'stream_not_replayable',
+          'a one-shot stream was read already; pass { stream: () => ... } to allow retries',
+        );
       opened = true;
       return stream;
     },

@@ -46,14 +46,21 @@ export function tensorsFromModel(model: TF.LayersModel): TensorData[] {
  * BOOL, in the host's byte order (little-endian on every platform tfjs runs on). Copies the bytes
  * (synchronously: on a GPU backend this waits for the device).
  */
-export function tensorsFromVariables(variables: readonly (TF.Variable | { name: string; tensor: TF.Tensor })[]): TensorData[] {
+export function tensorsFromVariables(
+  variables: readonly (TF.Variable | { name: string; tensor: TF.Tensor })[],
+): TensorData[] {
   return variables.map((v) => {
     const [name, tensor] = 'tensor' in v ? [v.name, v.tensor] : [v.name, v];
     const dtype = DTYPES[tensor.dtype];
     if (!dtype) throw new TypeError(`tensor '${name}' has dtype ${tensor.dtype}, which trajgate does not store`);
     const values = tensor.dataSync() as Float32Array | Int32Array | Uint8Array;
     const copy = values.slice(); // the backend may hand out its own storage
-    return { name, dtype, shape: [...tensor.shape], data: new Uint8Array(copy.buffer, copy.byteOffset, copy.byteLength) };
+    return {
+      name,
+      dtype,
+      shape: [...tensor.shape],
+      data: new Uint8Array(copy.buffer, copy.byteOffset, copy.byteLength),
+    };
   });
 }
 
@@ -126,7 +133,8 @@ export class TrainingStats {
   ) {
     this.k = options.microBatches ?? 4;
     this.gapEvery = options.gapEvery ?? 10;
-    if (!Number.isInteger(this.k) || this.k < 2) throw new RangeError(`microBatches must be an integer ≥ 2, got ${this.k}`);
+    if (!Number.isInteger(this.k) || this.k < 2)
+      throw new RangeError(`microBatches must be an integer ≥ 2, got ${this.k}`);
   }
 
   /** One training step (gradients, optimizer update, statistics); returns the step's metric point. */
@@ -186,7 +194,9 @@ export class TrainingStats {
     let lossSum = 0;
     try {
       for (let i = 0; i < k; i++) {
-        const { value, grads } = tf.tidy(() => tf.variableGrads(() => loss(tf.slice(xs, i * b, b), tf.slice(ys, i * b, b)), [...variables]));
+        const { value, grads } = tf.tidy(() =>
+          tf.variableGrads(() => loss(tf.slice(xs, i * b, b), tf.slice(ys, i * b, b)), [...variables]),
+        );
         lossSum += value.dataSync()[0];
         value.dispose();
         perBatch.push(grads);
@@ -226,7 +236,13 @@ export class TrainingStats {
    * custom code) or as a learning rate for plain SGD (Δw = −lr·∇F_train). Both gradients must be taken at
    * the weights before the update: call it before the optimizer step.
    */
-  gapIncrement(loss: LossFn, heldOut: Batch, trainGrads: TF.NamedTensorMap, update: number | TF.NamedTensorMap, variables: readonly TF.Variable[]): number {
+  gapIncrement(
+    loss: LossFn,
+    heldOut: Batch,
+    trainGrads: TF.NamedTensorMap,
+    update: number | TF.NamedTensorMap,
+    variables: readonly TF.Variable[],
+  ): number {
     const valGrads = this.meanGradients(loss, heldOut, variables);
     const delta = typeof update === 'number' ? this.sgdUpdate(trainGrads, update) : update;
     try {
@@ -238,7 +254,11 @@ export class TrainingStats {
   }
 
   /** A metric point from gradient statistics, plus whatever else the caller measured. */
-  point(step: number, stats: GradientStats, extra: Omit<MetricPoint, 'step' | 'trainLoss' | 'gradNorm' | 'gradVariance'> = {}): MetricPoint {
+  point(
+    step: number,
+    stats: GradientStats,
+    extra: Omit<MetricPoint, 'step' | 'trainLoss' | 'gradNorm' | 'gradVariance'> = {},
+  ): MetricPoint {
     return { step, trainLoss: stats.loss, gradNorm: stats.gradNorm, gradVariance: stats.gradVariance, ...extra };
   }
 

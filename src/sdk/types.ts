@@ -98,7 +98,11 @@ export interface Checkpoint {
 
 export interface UploadResult extends Checkpoint {
   /** The retention decision the upload triggered; null when the same bytes were already stored. */
-  decision: { kept: number[]; discarded: { step: number; reasons: string[] }[]; totals: Record<string, unknown> } | null;
+  decision: {
+    kept: number[];
+    discarded: { step: number; reasons: string[] }[];
+    totals: Record<string, unknown>;
+  } | null;
 }
 
 /** One step's metrics; the estimate (DESIGN §7) uses the named fields. */
@@ -129,8 +133,18 @@ export interface TrajectoryItem extends Indicators {
 
 export interface Trajectory {
   items: TrajectoryItem[];
-  phases: { method: 'fraction' | 'dynamics'; names: string[]; boundaries: { phase: string; fromStep: number; toStep: number }[] };
-  totals: { checkpoints: number; firstStep: number | null; lastStep: number | null; pathLength: number; distanceFromStart: number };
+  phases: {
+    method: 'fraction' | 'dynamics';
+    names: string[];
+    boundaries: { phase: string; fromStep: number; toStep: number }[];
+  };
+  totals: {
+    checkpoints: number;
+    firstStep: number | null;
+    lastStep: number | null;
+    pathLength: number;
+    distanceFromStart: number;
+  };
 }
 
 export interface PolicyRecord {
@@ -145,7 +159,14 @@ export interface PolicyRecord {
 }
 
 export interface RetentionDecision {
-  checkpoints: { step: number; keep: boolean; classes: string[]; reasons: string[]; phase: string; changeScore: number }[];
+  checkpoints: {
+    step: number;
+    keep: boolean;
+    classes: string[];
+    reasons: string[];
+    phase: string;
+    changeScore: number;
+  }[];
   totals: {
     checkpoints: number;
     kept: number;

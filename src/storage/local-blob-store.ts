@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { createReadStream, type Stats } from 'node:fs';
+import { createReadStream, type Dirent, type Stats } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { errors, isAppError } from '../errors.js';
@@ -159,7 +159,7 @@ export class LocalBlobStore implements BlobStore {
    * with `prefix`, in lexicographic key order. Directories are entered only when they can hold a match.
    */
   private async *walk(rel: string, prefix: string): AsyncGenerator<BlobInfo> {
-    let entries;
+    let entries: Dirent[];
     try {
       entries = await readdir(path.join(this.root, rel), { withFileTypes: true });
     } catch (err) {

@@ -28,6 +28,7 @@ import {
   HeadBucketCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
+  type ListMultipartUploadsCommandOutput,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
@@ -108,7 +109,10 @@ export class S3BlobStore implements BlobStore {
     }
     const served = parseContentRange(out.ContentRange, out.ContentLength);
     if (!served || served.start !== range.start || served.end < range.end) {
-      throw failRead(body, `get ${key}: asked for bytes ${range.start}-${range.end}, got ${out.ContentRange ?? 'none'}`);
+      throw failRead(
+        body,
+        `get ${key}: asked for bytes ${range.start}-${range.end}, got ${out.ContentRange ?? 'none'}`,
+      );
     }
     // Some S3-compatible servers (s3rver: `bytes=0-0`) send more than asked; pass on exactly the range.
     const exact = served.end > range.end ? truncate(body, range.end - range.start + 1) : body;
@@ -163,7 +167,7 @@ export class S3BlobStore implements BlobStore {
     let keyMarker: string | undefined;
     let uploadIdMarker: string | undefined;
     do {
-      let page;
+      let page: ListMultipartUploadsCommandOutput;
       try {
         page = await this.client.send(
           new ListMultipartUploadsCommand({

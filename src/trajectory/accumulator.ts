@@ -63,10 +63,12 @@ export class CheckpointAccumulator {
 
   constructor(spec: SketchSpec = DEFAULT_SKETCH_SPEC) {
     for (const k of [spec.k, spec.tensorK]) {
-      if (!Number.isInteger(Math.log2(k)) || k < 2 || k > MAX_K) throw new RangeError(`sketch sizes must be powers of two in [2, ${MAX_K}], got ${k}`);
+      if (!Number.isInteger(Math.log2(k)) || k < 2 || k > MAX_K)
+        throw new RangeError(`sketch sizes must be powers of two in [2, ${MAX_K}], got ${k}`);
     }
     if (spec.tensorK > spec.k) throw new RangeError(`tensorK (${spec.tensorK}) must not exceed k (${spec.k})`);
-    if (spec.version !== SKETCH_VERSION) throw new RangeError(`this build computes sketch version ${SKETCH_VERSION}, not ${spec.version}`);
+    if (spec.version !== SKETCH_VERSION)
+      throw new RangeError(`this build computes sketch version ${SKETCH_VERSION}, not ${spec.version}`);
     this.spec = spec;
     this.sketch = new Float64Array(spec.k);
   }
@@ -89,7 +91,15 @@ export class CheckpointAccumulator {
           }
         : null;
       const exact = plan.kind === 'exact' ? new Float64Array(count) : null;
-      return { meta, count, byteLength: count * DTYPE_SIZES[meta.dtype], acc: new Float64Array(ACC_SIZE), target, plan, exact };
+      return {
+        meta,
+        count,
+        byteLength: count * DTYPE_SIZES[meta.dtype],
+        acc: new Float64Array(ACC_SIZE),
+        target,
+        plan,
+        exact,
+      };
     });
   }
 
@@ -98,14 +108,28 @@ export class CheckpointAccumulator {
     const state = this.tensors[index];
     if (!state) throw new RangeError(`no tensor ${index}`);
     const size = DTYPE_SIZES[state.meta.dtype];
-    if (byteOffset % size !== 0 || bytes.byteLength % size !== 0 || byteOffset < 0 || byteOffset + bytes.byteLength > state.byteLength) {
-      throw new RangeError(`bytes [${byteOffset}, ${byteOffset + bytes.byteLength}) are not whole ${state.meta.dtype} elements of '${state.meta.name}' (${state.byteLength} bytes)`);
+    if (
+      byteOffset % size !== 0 ||
+      bytes.byteLength % size !== 0 ||
+      byteOffset < 0 ||
+      byteOffset + bytes.byteLength > state.byteLength
+    ) {
+      throw new RangeError(
+        `bytes [${byteOffset}, ${byteOffset + bytes.byteLength}) are not whole ${state.meta.dtype} elements of '${state.meta.name}' (${state.byteLength} bytes)`,
+      );
     }
     const firstIndex = byteOffset / size;
     const { target, acc, exact } = state;
     const dtype = state.meta.dtype;
     if (target && (dtype === 'F32' || dtype === 'F64' || dtype === 'F16' || dtype === 'BF16')) {
-      feedFloat(dtype, bytes, firstIndex, target, acc, exact ? (values, first) => copyFinite(values, exact, first) : null);
+      feedFloat(
+        dtype,
+        bytes,
+        firstIndex,
+        target,
+        acc,
+        exact ? (values, first) => copyFinite(values, exact, first) : null,
+      );
       return;
     }
     for (let offset = 0; offset < bytes.byteLength; offset += INT_PIECE * size) {
@@ -168,7 +192,9 @@ export function summariseTensors(
 ): CheckpointSummary {
   const accumulator = new CheckpointAccumulator(spec);
   accumulator.begin(tensors);
-  tensors.forEach((t, i) => accumulator.update(i, 0, t.bytes));
+  tensors.forEach((t, i) => {
+    accumulator.update(i, 0, t.bytes);
+  });
   return accumulator.finish(step);
 }
 

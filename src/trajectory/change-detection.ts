@@ -35,7 +35,9 @@ export function changeScores(input: ChangeInput): ChangeScore[] {
   const window = input.window ?? 8;
   const n = input.updateNormPerStep.length;
   const logUpdate = input.updateNormPerStep.map((u) => (u !== null && u > 0 ? Math.log(u) : null));
-  const updateJump = logUpdate.map((u, t) => (u !== null && t > 0 && logUpdate[t - 1] != null ? u - logUpdate[t - 1]! : null));
+  const updateJump = logUpdate.map((u, t) =>
+    u !== null && t > 0 && logUpdate[t - 1] != null ? u - logUpdate[t - 1]! : null,
+  );
   const loss = input.trainLoss;
   const logLossJump = Array.from({ length: n }, (_, t) => {
     const [a, b] = [loss?.[t - 1], loss?.[t]];

@@ -161,7 +161,15 @@ function widenBF16(src: Uint16Array, dst: Int32Array, n: number): void {
 }
 
 /** x[0..n) are elements firstIndex.. of the open tensor; `bits` is x's memory as Int32Array. */
-function sketchF32(x: Float32Array, bits: Int32Array, n: number, firstIndex: number, mask: number, tensorHash: number, acc: Float64Array): void {
+function sketchF32(
+  x: Float32Array,
+  bits: Int32Array,
+  n: number,
+  firstIndex: number,
+  mask: number,
+  tensorHash: number,
+  acc: Float64Array,
+): void {
   let sumSq = 0;
   let sum = 0;
   let maxBits = 0;
@@ -194,7 +202,14 @@ function sketchF32(x: Float32Array, bits: Int32Array, n: number, firstIndex: num
 }
 
 /** As sketchF32 for float64 input (rare in checkpoints, so the simpler careful loop). */
-function sketchF64(x: Float64Array, n: number, firstIndex: number, mask: number, tensorHash: number, acc: Float64Array): void {
+function sketchF64(
+  x: Float64Array,
+  n: number,
+  firstIndex: number,
+  mask: number,
+  tensorHash: number,
+  acc: Float64Array,
+): void {
   let sumSq = 0;
   let sum = 0;
   let maxAbs = acc[ACC_MAX_ABS];
@@ -228,11 +243,18 @@ function sketchF64(x: Float64Array, n: number, firstIndex: number, mask: number,
 }
 
 /** Small tensors: statistics and both sketches, added straight into the target, non-finite skipped. */
-function sketchDirect(x: Float32Array | Float64Array, n: number, firstIndex: number, target: SketchTarget, acc: Float64Array): void {
+function sketchDirect(
+  x: Float32Array | Float64Array,
+  n: number,
+  firstIndex: number,
+  target: SketchTarget,
+  acc: Float64Array,
+): void {
   const { sketch, mask, tensorSketch, tensorMask, tensorHash } = target;
   for (let j = 0; j < n; j++) {
     const v = x[j];
     if (v - v !== 0) {
+      // biome-ignore lint/suspicious/noSelfCompare: the fastest NaN test in this hot loop
       if (v !== v) acc[ACC_NAN]++;
       else acc[ACC_INF]++;
       continue;
@@ -251,6 +273,7 @@ function sketchDirect(x: Float32Array | Float64Array, n: number, firstIndex: num
 function countNonFinite(x: ArrayLike<number>, acc: Float64Array): void {
   for (let j = 0; j < x.length; j++) {
     const v = x[j];
+    // biome-ignore lint/suspicious/noSelfCompare: the fastest NaN test in this hot loop
     if (v !== v) acc[ACC_NAN]++;
     else if (v - v !== 0) acc[ACC_INF]++;
   }
@@ -261,6 +284,7 @@ export function accumulateStatsOnly(x: ArrayLike<number>, acc: Float64Array): vo
   for (let j = 0; j < x.length; j++) {
     const v = x[j];
     if (v - v !== 0) {
+      // biome-ignore lint/suspicious/noSelfCompare: the fastest NaN test in this hot loop
       if (v !== v) acc[ACC_NAN]++;
       else acc[ACC_INF]++;
       continue;

@@ -69,7 +69,8 @@ function features(input: PhaseInput): number[][] {
   const firstKnown = logUpdate.find((u) => u !== null) ?? 0;
   columns.push(logUpdate.map((u) => u ?? firstKnown));
   const loss = input.trainLoss;
-  if (loss && loss.length === n && loss.every((l) => l !== null && l > 0)) columns.push(loss.map((l) => Math.log(l as number)));
+  if (loss && loss.length === n && loss.every((l) => l !== null && l > 0))
+    columns.push(loss.map((l) => Math.log(l as number)));
   const standardised = columns.map(standardise);
   return Array.from({ length: n }, (_, i) => standardised.map((c) => c[i]));
 }
@@ -83,10 +84,18 @@ function standardise(column: number[]): number[] {
 function segmentByDynamics(rows: number[][], count: number, minSegment: number): number[] {
   const n = rows.length;
   const groupSize = Math.ceil(n / MAX_POINTS);
-  const minGroups = Math.max(1, Math.min(Math.floor(Math.ceil(n / groupSize) / count), Math.ceil(minSegment / groupSize)));
+  const minGroups = Math.max(
+    1,
+    Math.min(Math.floor(Math.ceil(n / groupSize) / count), Math.ceil(minSegment / groupSize)),
+  );
   const groups: { rows: number[][]; members: number }[] = [];
-  for (let i = 0; i < n; i += groupSize) groups.push({ rows: rows.slice(i, i + groupSize), members: Math.min(groupSize, n - i) });
-  const groupPhase = optimalSegments(groups.map((g) => g.rows), count, minGroups);
+  for (let i = 0; i < n; i += groupSize)
+    groups.push({ rows: rows.slice(i, i + groupSize), members: Math.min(groupSize, n - i) });
+  const groupPhase = optimalSegments(
+    groups.map((g) => g.rows),
+    count,
+    minGroups,
+  );
   const phaseOf: number[] = [];
   groups.forEach((g, gi) => {
     for (let m = 0; m < g.members; m++) phaseOf.push(groupPhase[gi]);

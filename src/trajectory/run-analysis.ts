@@ -16,7 +16,13 @@ export interface TrajectoryItem extends CheckpointIndicators {
 export interface RunTrajectory {
   items: TrajectoryItem[];
   phases: { method: PhaseMethod; names: string[]; boundaries: { phase: string; fromStep: number; toStep: number }[] };
-  totals: { checkpoints: number; firstStep: number | null; lastStep: number | null; pathLength: number; distanceFromStart: number };
+  totals: {
+    checkpoints: number;
+    firstStep: number | null;
+    lastStep: number | null;
+    pathLength: number;
+    distanceFromStart: number;
+  };
 }
 
 export interface AnalysisInput {

@@ -22,23 +22,43 @@ const TOP_TENSORS = 5;
  */
 export function indicatorsFor(
   current: CheckpointSummary,
-  neighbours: { first: CheckpointSummary; prev: CheckpointSummary | null; prevPrev: CheckpointSummary | null; prevPathLength: number },
+  neighbours: {
+    first: CheckpointSummary;
+    prev: CheckpointSummary | null;
+    prevPrev: CheckpointSummary | null;
+    prevPathLength: number;
+  },
 ): CheckpointIndicators {
   const { first, prev, prevPrev, prevPathLength } = neighbours;
   if (!prev) {
-    return { updateNorm: null, updateNormPerStep: null, relativeChange: null, distanceFromStart: 0, pathLength: 0, cosinePrev: null, topTensors: [] };
+    return {
+      updateNorm: null,
+      updateNormPerStep: null,
+      relativeChange: null,
+      distanceFromStart: 0,
+      pathLength: 0,
+      cosinePrev: null,
+      topTensors: [],
+    };
   }
   const updateNorm = distance(current, prev);
   let cosinePrev: number | null = null;
   if (prevPrev) {
     const previousUpdate = distance(prev, prevPrev);
     const denominator = updateNorm * previousUpdate;
-    cosinePrev = denominator > 0 ? clamp(diffDot(current.sketch, prev.sketch, prev.sketch, prevPrev.sketch) / denominator, -1, 1) : null;
+    cosinePrev =
+      denominator > 0
+        ? clamp(diffDot(current.sketch, prev.sketch, prev.sketch, prevPrev.sketch) / denominator, -1, 1)
+        : null;
   }
   const topTensors = tensorDistances(current, prev)
     .sort((a, b) => b.updateNorm - a.updateNorm || (a.name < b.name ? -1 : 1))
     .slice(0, TOP_TENSORS)
-    .map(({ name, updateNorm: norm, prevNorm }) => ({ name, updateNorm: norm, relativeChange: prevNorm > 0 ? norm / prevNorm : null }));
+    .map(({ name, updateNorm: norm, prevNorm }) => ({
+      name,
+      updateNorm: norm,
+      relativeChange: prevNorm > 0 ? norm / prevNorm : null,
+    }));
   return {
     updateNorm,
     updateNormPerStep: updateNorm / Math.max(1, current.step - prev.step),
@@ -58,7 +78,10 @@ export function indicatorsFor(
  */
 export function computeIndicators(summaries: readonly CheckpointSummary[]): CheckpointIndicators[] {
   for (let i = 1; i < summaries.length; i++) {
-    if (!(summaries[i].step > summaries[i - 1].step)) throw new RangeError(`summaries must be in increasing step order: ${summaries[i - 1].step} then ${summaries[i].step}`);
+    if (!(summaries[i].step > summaries[i - 1].step))
+      throw new RangeError(
+        `summaries must be in increasing step order: ${summaries[i - 1].step} then ${summaries[i].step}`,
+      );
   }
   const out: CheckpointIndicators[] = [];
   summaries.forEach((current, i) => {

@@ -10,7 +10,9 @@ import type { CheckpointSummary, SketchSpec, TensorStats } from './types.js';
  */
 export function assertComparable(a: SketchSpec, b: SketchSpec): void {
   if (a.version !== b.version || a.k !== b.k || a.tensorK !== b.tensorK) {
-    throw new Error(`sketches are not comparable: v${a.version}/k=${a.k}/${a.tensorK} vs v${b.version}/k=${b.k}/${b.tensorK}`);
+    throw new Error(
+      `sketches are not comparable: v${a.version}/k=${a.k}/${a.tensorK} vs v${b.version}/k=${b.k}/${b.tensorK}`,
+    );
   }
 }
 

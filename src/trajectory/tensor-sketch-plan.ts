@@ -34,7 +34,9 @@ export function planTensorSketches(
   tensorK: number,
   budget = TENSOR_SKETCH_BUDGET,
 ): TensorSketchPlan[] {
-  const floats = tensors.map((t, i) => ({ i, name: t.name, count: elementCount(t.shape) })).filter((t) => FLOAT_DTYPES.has(tensors[t.i].dtype));
+  const floats = tensors
+    .map((t, i) => ({ i, name: t.name, count: elementCount(t.shape) }))
+    .filter((t) => FLOAT_DTYPES.has(tensors[t.i].dtype));
   let buckets = tensorK;
   while (buckets > MIN_TENSOR_K && floats.length * buckets > budget) buckets /= 2;
   const room = Math.floor(budget / buckets);

@@ -8,7 +8,14 @@ import { elementHash, nameHash } from './sketch-hash.js';
  */
 export interface TfjsKernels {
   /** count, norm, mean, maxAbs, nanCount, infCount of `values`, as in TensorStats. */
-  stats(values: Float32Array): { count: number; norm: number; mean: number; maxAbs: number; nanCount: number; infCount: number };
+  stats(values: Float32Array): {
+    count: number;
+    norm: number;
+    mean: number;
+    maxAbs: number;
+    nanCount: number;
+    infCount: number;
+  };
   /** Adds tensor `name`'s contribution to a k-bucket whole-vector sketch (k a power of two). */
   sketch(name: string, values: Float32Array, k: number): Float64Array;
 }
@@ -22,7 +29,10 @@ export async function loadTfjsKernels(moduleName = '@tensorflow/tfjs-node-gpu'):
   try {
     tf = (await import(moduleName)) as Tf;
   } catch (err) {
-    return { available: false, reason: `${moduleName} cannot be loaded: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}` };
+    return {
+      available: false,
+      reason: `${moduleName} cannot be loaded: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`,
+    };
   }
   return { available: true, kernels: tfjsKernels(tf) };
 }
@@ -59,7 +69,11 @@ export function tfjsKernels(tf: Tf): TfjsKernels {
         signs[i] = h < 0 ? -1 : 1;
       }
       const summed = tf.tidy(() =>
-        tf.unsortedSegmentSum(tf.mul(tf.tensor1d(values, 'float32'), tf.tensor1d(signs, 'float32')), tf.tensor1d(buckets, 'int32'), k),
+        tf.unsortedSegmentSum(
+          tf.mul(tf.tensor1d(values, 'float32'), tf.tensor1d(signs, 'float32')),
+          tf.tensor1d(buckets, 'int32'),
+          k,
+        ),
       );
       const out = Float64Array.from(summed.dataSync());
       summed.dispose();

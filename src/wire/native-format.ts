@@ -75,7 +75,8 @@ export function encodeNativeHeader(tensors: readonly TensorSpec[], metadata?: Re
 
 /** The bytes preceding a data record's chunk: fixarray(2), the tensor index, the bin header. */
 export function encodeNativeDataRecordPrefix(index: number, chunkLength: number): Uint8Array {
-  if (!Number.isInteger(index) || index < 0 || index > 0xffffffff) throw new RangeError(`tensor index ${index} is not a uint32`);
+  if (!Number.isInteger(index) || index < 0 || index > 0xffffffff)
+    throw new RangeError(`tensor index ${index} is not a uint32`);
   if (!Number.isInteger(chunkLength) || chunkLength < 1 || chunkLength > NATIVE_MAX_CHUNK_BYTES) {
     throw new RangeError(`chunk of ${chunkLength} bytes is outside 1..${NATIVE_MAX_CHUNK_BYTES}`);
   }
@@ -108,7 +109,10 @@ function writeUintBE(view: DataView, at: number, value: number, width: number): 
  * The checkpoint as a sequence of pieces (header, then record prefixes alternating with subarrays of the
  * tensors' data), never copying tensor data; write them in order.
  */
-export function* encodeNativeStream(tensors: readonly TensorData[], opts: NativeEncodeOptions = {}): Generator<Uint8Array> {
+export function* encodeNativeStream(
+  tensors: readonly TensorData[],
+  opts: NativeEncodeOptions = {},
+): Generator<Uint8Array> {
   const chunkBytes = opts.chunkBytes ?? NATIVE_DEFAULT_CHUNK_BYTES;
   if (!Number.isInteger(chunkBytes) || chunkBytes < 1 || chunkBytes > NATIVE_MAX_CHUNK_BYTES) {
     throw new RangeError(`chunkBytes ${chunkBytes} is outside 1..${NATIVE_MAX_CHUNK_BYTES}`);

@@ -62,14 +62,26 @@ export function describeCatalogContract(name: string, open: () => Promise<Opened
       const run = runId('summary');
       for (const step of [30, 10, 20]) await catalog.insertCheckpoint(checkpoint(run, step));
       const all = await catalog.getSummaries(run);
-      assert.deepEqual(all.map((s) => s.step), [10, 20, 30]);
+      assert.deepEqual(
+        all.map((s) => s.step),
+        [10, 20, 30],
+      );
       const expected = summaryFor(20);
       const [got] = await catalog.getSummaries(run, [20]);
       assert.deepEqual(Array.from(got.sketch), Array.from(expected.sketch));
-      assert.deepEqual(got.tensorSketches.map((t) => Array.from(t)), expected.tensorSketches.map((t) => Array.from(t)));
+      assert.deepEqual(
+        got.tensorSketches.map((t) => Array.from(t)),
+        expected.tensorSketches.map((t) => Array.from(t)),
+      );
       assert.deepEqual(got.spec, expected.spec);
       assert.equal(got.weightNorm, expected.weightNorm);
-      assert.deepEqual(got.tensors.map((t) => [t.name, t.count, t.norm]), [['w', 12, 2], ['b', 4, 1]]);
+      assert.deepEqual(
+        got.tensors.map((t) => [t.name, t.count, t.norm]),
+        [
+          ['w', 12, 2],
+          ['b', 4, 1],
+        ],
+      );
       assert.deepEqual(await catalog.getSummaries(run, []), []);
     });
 
@@ -115,18 +127,38 @@ export function describeCatalogContract(name: string, open: () => Promise<Opened
       const fresh = await catalog.getCheckpoint(run, 1);
       assert.deepEqual([fresh?.classes, fresh?.reasons, fresh?.pinned, fresh?.contentAvailable], [[], [], false, true]);
       await catalog.applyRetention(run, [
-        { step: 1, status: 'discarded', classes: [], reasons: ['evicted'], discardedAt: '2026-01-01T00:00:00.000Z', deleteAfter: '2026-01-01T01:00:00.000Z' },
-        { step: 2, status: 'discarded', classes: [], reasons: ['evicted'], discardedAt: '2026-01-01T00:00:00.000Z', deleteAfter: '2099-01-01T00:00:00.000Z' },
+        {
+          step: 1,
+          status: 'discarded',
+          classes: [],
+          reasons: ['evicted'],
+          discardedAt: '2026-01-01T00:00:00.000Z',
+          deleteAfter: '2026-01-01T01:00:00.000Z',
+        },
+        {
+          step: 2,
+          status: 'discarded',
+          classes: [],
+          reasons: ['evicted'],
+          discardedAt: '2026-01-01T00:00:00.000Z',
+          deleteAfter: '2099-01-01T00:00:00.000Z',
+        },
         { step: 3, status: 'kept', classes: ['latest'], reasons: ['newest'], discardedAt: null, deleteAfter: null },
       ]);
       const [c1, , c3] = await catalog.listCheckpoints(run);
       assert.deepEqual([c1.status, c1.reasons, c1.deleteAfter], ['discarded', ['evicted'], '2026-01-01T01:00:00.000Z']);
       assert.deepEqual([c3.status, c3.classes], ['kept', ['latest']]);
       const due = (await catalog.listDueDeletions('2026-06-01T00:00:00.000Z', 100)).filter((d) => d.run === run);
-      assert.deepEqual(due.map((d) => d.step), [1]);
+      assert.deepEqual(
+        due.map((d) => d.step),
+        [1],
+      );
       await catalog.markBlobDeleted(run, 1);
       assert.equal((await catalog.getCheckpoint(run, 1))?.contentAvailable, false);
-      assert.deepEqual((await catalog.listDueDeletions('2026-06-01T00:00:00.000Z', 100)).filter((d) => d.run === run), []);
+      assert.deepEqual(
+        (await catalog.listDueDeletions('2026-06-01T00:00:00.000Z', 100)).filter((d) => d.run === run),
+        [],
+      );
       await catalog.setPinned(run, 3, true);
       assert.equal((await catalog.getCheckpoint(run, 3))?.pinned, true);
     });
@@ -171,7 +203,16 @@ export function describeCatalogContract(name: string, open: () => Promise<Opened
       assert.equal(first.created, true);
       assert.deepEqual(
         { ...first.run, createdAt: undefined, updatedAt: undefined },
-        { id, plannedSteps: 1000, trainSize: 60000, allowShapeChange: false, tags: { a: '1' }, policy: null, createdAt: undefined, updatedAt: undefined },
+        {
+          id,
+          plannedSteps: 1000,
+          trainSize: 60000,
+          allowShapeChange: false,
+          tags: { a: '1' },
+          policy: null,
+          createdAt: undefined,
+          updatedAt: undefined,
+        },
       );
       RunRecord.parse(first.run);
 
@@ -276,7 +317,8 @@ export function describeCatalogContract(name: string, open: () => Promise<Opened
     it('listCheckpoints orders by step and filters by status', async () => {
       const run = runId('list');
       await catalog.ensureRun(run);
-      for (const step of [30, 10, 20]) await catalog.insertCheckpoint(checkpoint(run, step, { metadata: null, format: 'native' }));
+      for (const step of [30, 10, 20])
+        await catalog.insertCheckpoint(checkpoint(run, step, { metadata: null, format: 'native' }));
       await catalog.insertCheckpoint(checkpoint(runId('other'), 15));
       const all = await catalog.listCheckpoints(run);
       assert.deepEqual(
@@ -360,8 +402,14 @@ export function describeCatalogContract(name: string, open: () => Promise<Opened
       const doomed = await open();
       await doomed.catalog.close();
       try {
-        await assert.rejects(doomed.catalog.getRun('x'), (err: unknown) => isAppError(err) && err.code === 'catalog_unavailable');
-        await assert.rejects(doomed.catalog.ping(), (err: unknown) => isAppError(err) && err.code === 'catalog_unavailable');
+        await assert.rejects(
+          doomed.catalog.getRun('x'),
+          (err: unknown) => isAppError(err) && err.code === 'catalog_unavailable',
+        );
+        await assert.rejects(
+          doomed.catalog.ping(),
+          (err: unknown) => isAppError(err) && err.code === 'catalog_unavailable',
+        );
       } finally {
         await doomed.cleanup();
       }

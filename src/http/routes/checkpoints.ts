@@ -32,14 +32,19 @@ export function checkpointRoutes(ctx: AppContext): Router {
       contentLength: contentLengthOf(req.headers['content-length']),
       sha256: declaredSha(req.get(SHA256_HEADER)),
     });
-    res.status(outcome.status === 'created' ? 201 : 200).json({ ...outcome.checkpoint, decision: outcome.decision && summariseDecision(outcome.decision) });
+    res
+      .status(outcome.status === 'created' ? 201 : 200)
+      .json({ ...outcome.checkpoint, decision: outcome.decision && summariseDecision(outcome.decision) });
   });
 
   for (const action of ['pin', 'unpin', 'restore'] as const) {
     router.post(`/v1/runs/:run/checkpoints/:step/${action}`, async (req, res) => {
       const run = parseRunId(req.params.run);
       const step = parseStep(req.params.step);
-      const checkpoint = action === 'restore' ? await ctx.runs.restore(run, step) : await ctx.runs.setPinned(run, step, action === 'pin');
+      const checkpoint =
+        action === 'restore'
+          ? await ctx.runs.restore(run, step)
+          : await ctx.runs.setPinned(run, step, action === 'pin');
       res.json(checkpoint);
     });
   }
@@ -60,12 +65,19 @@ export function checkpointRoutes(ctx: AppContext): Router {
       throw new AppError(
         'checkpoint_discarded',
         `step ${checkpoint.step} of run '${checkpoint.run}' was discarded: ${checkpoint.reasons.join(' ') || 'no reason recorded'}`,
-        { run: checkpoint.run, step: checkpoint.step, reasons: checkpoint.reasons, discardedAt: checkpoint.discardedAt, deleteAfter: checkpoint.deleteAfter },
+        {
+          run: checkpoint.run,
+          step: checkpoint.step,
+          reasons: checkpoint.reasons,
+          discardedAt: checkpoint.discardedAt,
+          deleteAfter: checkpoint.deleteAfter,
+        },
       );
     }
     const etag = `"${checkpoint.sha256}"`;
     const ifRange = req.get('if-range');
-    const range = ifRange === undefined || ifRange === etag ? requestedRange(req.get('range'), checkpoint.bytes, res) : null;
+    const range =
+      ifRange === undefined || ifRange === etag ? requestedRange(req.get('range'), checkpoint.bytes, res) : null;
     setContentHeaders(res, checkpoint, etag);
     if (req.get('if-none-match') === etag) {
       res.status(304).end();
@@ -73,7 +85,9 @@ export function checkpointRoutes(ctx: AppContext): Router {
     }
     const blob = await ctx.blobs.get(checkpoint.blobKey, range ?? undefined);
     if (!blob) {
-      throw errors.storageUnavailable(`the blob of step ${checkpoint.step} of run '${checkpoint.run}' is missing from storage`);
+      throw errors.storageUnavailable(
+        `the blob of step ${checkpoint.step} of run '${checkpoint.run}' is missing from storage`,
+      );
     }
     if (range) {
       res.status(206);
@@ -131,7 +145,10 @@ function setContentHeaders(res: Response, checkpoint: CheckpointRecord, etag: st
   res.setHeader('Content-Type', MEDIA_TYPES[checkpoint.format]);
   res.setHeader('ETag', etag);
   res.setHeader('Accept-Ranges', 'bytes');
-  res.setHeader('Content-Disposition', `attachment; filename="${checkpoint.run}-${checkpoint.step}.${FILE_EXTENSIONS[checkpoint.format]}"`);
+  res.setHeader(
+    'Content-Disposition',
+    `attachment; filename="${checkpoint.run}-${checkpoint.step}.${FILE_EXTENSIONS[checkpoint.format]}"`,
+  );
 }
 
 function contentLengthOf(header: string | undefined): number | undefined {

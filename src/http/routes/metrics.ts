@@ -12,7 +12,10 @@ export const MAX_POINTS_PER_BATCH = 100_000;
 /** A batch is `{points: [...]}` or a bare array of points, as JSON or msgpack. */
 const MetricBatch = z.union([
   z.object({ points: z.array(MetricPoint).max(MAX_POINTS_PER_BATCH) }).strict(),
-  z.array(MetricPoint).max(MAX_POINTS_PER_BATCH).transform((points) => ({ points })),
+  z
+    .array(MetricPoint)
+    .max(MAX_POINTS_PER_BATCH)
+    .transform((points) => ({ points })),
 ]);
 
 const SeriesQuery = z
@@ -33,7 +36,11 @@ export function metricRoutes(ctx: AppContext): Router {
 
   router.post('/v1/runs/:run/metrics', json, raw, async (req, res) => {
     const run = parseRunId(req.params.run);
-    const { points } = parseInput(MetricBatch, decodeBatch(req.is(['json', ...MSGPACK_TYPES]), req.body), 'metric batch');
+    const { points } = parseInput(
+      MetricBatch,
+      decodeBatch(req.is(['json', ...MSGPACK_TYPES]), req.body),
+      'metric batch',
+    );
     res.json({ accepted: await ctx.runs.appendMetrics(run, points) });
   });
 

@@ -33,7 +33,9 @@ export function policyRoutes(ctx: AppContext): Router {
   router.put('/v1/policies/:name', json, async (req, res) => {
     const name = parsePolicyName(req.params.name);
     if (name === DEFAULT_POLICY_NAME) {
-      throw errors.invalidRequest(`'${DEFAULT_POLICY_NAME}' is the built-in policy and cannot be replaced; store yours under another name`);
+      throw errors.invalidRequest(
+        `'${DEFAULT_POLICY_NAME}' is the built-in policy and cannot be replaced; store yours under another name`,
+      );
     }
     const input = parseInput(PolicyInput, req.body ?? {}, 'policy');
     const { created, record } = await ctx.catalog.putPolicy(name, input);
@@ -43,7 +45,8 @@ export function policyRoutes(ctx: AppContext): Router {
   router.put('/v1/runs/:run/policy', json, async (req, res) => {
     const runId = parseRunId(req.params.run);
     const ref = parseInput(RunPolicyRef, req.body ?? {}, 'run policy (send {"name": ...} or {"policy": {...}})');
-    if ('name' in ref && ref.name !== DEFAULT_POLICY_NAME && !(await ctx.catalog.getPolicy(ref.name))) throw policyNotFound(ref.name);
+    if ('name' in ref && ref.name !== DEFAULT_POLICY_NAME && !(await ctx.catalog.getPolicy(ref.name)))
+      throw policyNotFound(ref.name);
     if ('policy' in ref) parseInput(PolicyInput, ref.policy, 'policy');
     await ctx.catalog.ensureRun(runId);
     await ctx.catalog.setRunPolicy(runId, 'name' in ref && ref.name === DEFAULT_POLICY_NAME ? null : ref);
@@ -53,7 +56,11 @@ export function policyRoutes(ctx: AppContext): Router {
 
   router.post('/v1/runs/:run/retention/simulate', json, async (req, res) => {
     const runId = parseRunId(req.params.run);
-    const body = parseInput(RunPolicyRef.optional(), req.body && Object.keys(req.body).length ? req.body : undefined, 'simulation request');
+    const body = parseInput(
+      RunPolicyRef.optional(),
+      req.body && Object.keys(req.body).length ? req.body : undefined,
+      'simulation request',
+    );
     let policy: Policy | undefined;
     if (body && 'policy' in body) policy = resolvePolicy(parseInput(PolicyInput, body.policy, 'policy'));
     else if (body && body.name !== DEFAULT_POLICY_NAME) {
@@ -70,7 +77,10 @@ export function policyRoutes(ctx: AppContext): Router {
 
 function parsePolicyName(value: string): string {
   if (!RUN_ID_PATTERN.test(value)) {
-    throw new AppError('invalid_request', `policy name '${value.slice(0, 140)}' is invalid: use 1-128 characters from [A-Za-z0-9._-]`);
+    throw new AppError(
+      'invalid_request',
+      `policy name '${value.slice(0, 140)}' is invalid: use 1-128 characters from [A-Za-z0-9._-]`,
+    );
   }
   return value;
 }
@@ -80,9 +90,23 @@ function policyNotFound(name: string): AppError {
 }
 
 function builtIn() {
-  return { name: DEFAULT_POLICY_NAME, builtIn: true, policy: DEFAULT_POLICY, resolved: DEFAULT_POLICY, createdAt: null, updatedAt: null };
+  return {
+    name: DEFAULT_POLICY_NAME,
+    builtIn: true,
+    policy: DEFAULT_POLICY,
+    resolved: DEFAULT_POLICY,
+    createdAt: null,
+    updatedAt: null,
+  };
 }
 
 function describe(record: PolicyRecord) {
-  return { name: record.name, builtIn: false, policy: record.policy, resolved: resolvePolicy(PolicyInput.parse(record.policy)), createdAt: record.createdAt, updatedAt: record.updatedAt };
+  return {
+    name: record.name,
+    builtIn: false,
+    policy: record.policy,
+    resolved: resolvePolicy(PolicyInput.parse(record.policy)),
+    createdAt: record.createdAt,
+    updatedAt: record.updatedAt,
+  };
 }

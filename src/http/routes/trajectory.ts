@@ -25,7 +25,10 @@ export function trajectoryRoutes(ctx: AppContext): Router {
     if (query.by === 'fraction' && !run.plannedSteps) {
       throw errors.invalidRequest(`phases by fraction need the run's plannedSteps; set it with PUT /v1/runs/${id}`);
     }
-    const [records, losses] = await Promise.all([ctx.catalog.listCheckpoints(id), ctx.catalog.metricAtCheckpoints(id, 'trainLoss', 'mean')]);
+    const [records, losses] = await Promise.all([
+      ctx.catalog.listCheckpoints(id),
+      ctx.catalog.metricAtCheckpoints(id, 'trainLoss', 'mean'),
+    ]);
     const lossByStep = new Map(losses.map((l) => [l.step, l.value]));
     const checkpoints = records.flatMap((c) => (c.indicators ? [{ step: c.step, indicators: c.indicators }] : []));
     const trainLoss = checkpoints.map((c) => lossByStep.get(c.step) ?? null);
