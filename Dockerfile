@@ -1,13 +1,15 @@
 # syntax=docker/dockerfile:1
-# Build: compile TypeScript with every dependency installed.
+# Build: compile the SDK package and the gateway with every dependency installed.
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
 RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json ./
+COPY packages/sdk/package.json ./packages/sdk/
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
+COPY packages/sdk/tsconfig.build.json ./packages/sdk/
+COPY packages/sdk/src ./packages/sdk/src
 COPY src ./src
-COPY openapi ./openapi
 RUN npm run build && npm prune --omit=dev
 
 # Run: compiled code and production dependencies only, as an unprivileged user.
@@ -18,7 +20,10 @@ ENV NODE_ENV=production \
 WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
-COPY --from=build /app/openapi ./openapi
+COPY --from=build /app/packages/sdk/package.json ./packages/sdk/package.json
+COPY --from=build /app/packages/sdk/dist ./packages/sdk/dist
+COPY openapi ./openapi
+COPY bin ./bin
 COPY package.json ./
 RUN mkdir -p /var/lib/trajgate && chown node:node /var/lib/trajgate
 USER node

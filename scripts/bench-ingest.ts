@@ -14,7 +14,7 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { LocalBlobStore } from '../src/storage/local-blob-store.js';
-import { encodeSafetensorsHeader, type TensorSpec } from '../src/wire/safetensors.js';
+import { encodeSafetensorsHeader, type TensorSpec } from '@trajgate/sdk/wire/safetensors';
 
 const MiB = 1024 * 1024;
 const { values } = parseArgs({

@@ -15,7 +15,7 @@ import cliProgress from 'cli-progress';
 import { pino } from 'pino';
 import { formatTable } from '../src/cli/table.js';
 import { loadConfig } from '../src/config.js';
-import { TrajgateClient } from '../src/sdk/index.js';
+import { TrajgateClient } from '@trajgate/sdk';
 import { startServer } from '../src/server.js';
 import { trainMnist, type TrainMnistOptions } from './lib/mnist-train.js';
 

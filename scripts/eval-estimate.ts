@@ -28,9 +28,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import { loadConfig } from '../src/config.js';
-import { TrajgateClient } from '../src/sdk/index.js';
+import { TrajgateClient } from '@trajgate/sdk';
 import { startServer } from '../src/server.js';
-import type { TensorData } from '../src/wire/safetensors.js';
+import type { TensorData } from '@trajgate/sdk/wire/safetensors';
 
 const quick = process.argv.includes('--quick');
 const config = quick

@@ -8,7 +8,7 @@
 import { appendFileSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { encodeSafetensors } from '../src/wire/safetensors.js';
+import { encodeSafetensors } from '@trajgate/sdk/wire/safetensors';
 import { trainMnist, type LossSpikeEvent, type LrSchedule, type TrainMnistOptions } from './lib/mnist-train.js';
 
 interface CliOptions {

@@ -1,39 +1,11 @@
-/**
- * The error catalogue: every failure a client can see has a stable `code` and an HTTP status here, and
- * nowhere else. Modules throw `AppError`s made by the `errors` factories; `http/error-handler.ts` renders
- * them as `{error: {code, message, details?}}`. Codes are part of the public API (the SDK switches on
- * them): add codes, never rename one.
- */
-export const ERROR_STATUS = {
-  invalid_request: 400,
-  invalid_run_id: 400,
-  invalid_step: 400,
-  malformed_checkpoint: 400,
-  truncated_body: 400,
-  length_mismatch: 400,
-  checksum_mismatch: 400,
-  invalid_checksum_header: 400,
-  not_found: 404,
-  run_not_found: 404,
-  checkpoint_not_found: 404,
-  policy_not_found: 404,
-  checkpoint_conflict: 409,
-  checkpoint_discarded: 410,
-  checkpoint_not_restorable: 409,
-  header_too_large: 413,
-  body_too_large: 413,
-  unsupported_media_type: 415,
-  range_not_satisfiable: 416,
-  unsupported_dtype: 422,
-  shape_mismatch: 422,
-  non_finite_weights: 422,
-  storage_unavailable: 503,
-  catalog_unavailable: 503,
-  internal: 500,
-} as const;
+import { ERROR_STATUS, type ErrorCode } from '@trajgate/sdk/contract';
 
-export type ErrorCode = keyof typeof ERROR_STATUS;
-export const ERROR_CODES = Object.keys(ERROR_STATUS) as ErrorCode[];
+/**
+ * Errors as the server raises them. The catalogue of codes and statuses is the wire contract's
+ * (`@trajgate/sdk/contract`), shared with the SDK. Modules throw `AppError`s made by the `errors` factories;
+ * `http/error-handler.ts` renders them as `{error: {code, message, details?}}`.
+ */
+export { ERROR_CODES, ERROR_STATUS, type ErrorCode } from '@trajgate/sdk/contract';
 
 export type ErrorDetails = Record<string, unknown>;
 

@@ -6,7 +6,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { encodeSafetensors } from '../src/wire/safetensors.js';
+import { encodeSafetensors } from '@trajgate/sdk/wire/safetensors';
 import { startTestServer } from './helpers/gateway.js';
 
 const root = path.resolve(import.meta.dirname, '..');
@@ -46,10 +46,11 @@ describe('trajgate CLI (built binary)', () => {
   let server: Awaited<ReturnType<typeof startTestServer>>;
   let dir: string;
   before(async () => {
-    const build = spawnSync(process.execPath, [tsc, '-p', path.join(root, 'tsconfig.build.json')], {
-      encoding: 'utf8',
-    });
-    assert.equal(build.status, 0, `build failed:\n${build.stdout}${build.stderr}`);
+    // The gateway's build resolves @trajgate/sdk through its compiled package, so the SDK builds first.
+    for (const project of ['packages/sdk/tsconfig.build.json', 'tsconfig.build.json']) {
+      const build = spawnSync(process.execPath, [tsc, '-p', path.join(root, project)], { encoding: 'utf8' });
+      assert.equal(build.status, 0, `build of ${project} failed:\n${build.stdout}${build.stderr}`);
+    }
     server = await startTestServer();
     dir = await mkdtemp(path.join(os.tmpdir(), 'trajgate-cli-'));
   });
@@ -100,5 +101,18 @@ describe('trajgate CLI (built binary)', () => {
 
     const usage = await trajgate(['--url', server.url, 'checkpoints', 'pin', 'cli-run', 'abc']);
     assert.equal(usage.code, 2);
+  });
+});
+
+describe('trajgate CLI from a checkout (bin/trajgate.js, nothing built)', () => {
+  it('runs from the TypeScript sources, as `npx trajgate` does after `npm ci`', async () => {
+    const result = await new Promise<{ code: number; stdout: string }>((resolve) => {
+      execFile(process.execPath, [path.join(root, 'bin/trajgate.js'), '--help'], { cwd: os.tmpdir() }, (err, stdout) =>
+        resolve({ code: err ? -1 : 0, stdout }),
+      );
+    });
+    assert.equal(result.code, 0);
+    assert.match(result.stdout, /Usage: trajgate/);
+    assert.match(result.stdout, /checkpoints/);
   });
 });

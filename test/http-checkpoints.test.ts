@@ -3,8 +3,8 @@ import { createHash } from 'node:crypto';
 import http from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import request from 'supertest';
-import { encodeNative } from '../src/wire/native-format.js';
-import { encodeSafetensors, type TensorData } from '../src/wire/safetensors.js';
+import { encodeNative } from '@trajgate/sdk/wire/native-format';
+import { encodeSafetensors, type TensorData } from '@trajgate/sdk/wire/safetensors';
 import { createTestGateway, listAllBlobs, startTestServer, type TestGateway } from './helpers/gateway.js';
 import { assertMatchesSpec } from './helpers/openapi.js';
 

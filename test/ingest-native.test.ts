@@ -10,8 +10,8 @@ import {
   encodeNativeDataRecordPrefix,
   encodeNativeHeader,
   encodeNativeStream,
-} from '../src/wire/native-format.js';
-import type { TensorData } from '../src/wire/safetensors.js';
+} from '@trajgate/sdk/wire/native-format';
+import type { TensorData } from '@trajgate/sdk/wire/safetensors';
 import {
   LIMITS,
   RecordingVisitor,

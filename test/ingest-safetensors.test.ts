@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { isAppError } from '../src/errors.js';
 import type { TensorVisitor } from '../src/ingest/decoder.js';
 import { createSafetensorsDecoder } from '../src/ingest/safetensors-decoder.js';
-import { encodeSafetensors } from '../src/wire/safetensors.js';
+import { encodeSafetensors } from '@trajgate/sdk/wire/safetensors';
 import {
   LIMITS,
   RecordingVisitor,

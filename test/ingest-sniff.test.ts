@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { SNIFF_BYTES, createDecoder, formatFromContentType, sniffFormat } from '../src/ingest/sniff.js';
-import { encodeNative, encodeNativeHeader } from '../src/wire/native-format.js';
-import { encodeSafetensors } from '../src/wire/safetensors.js';
+import { encodeNative, encodeNativeHeader } from '@trajgate/sdk/wire/native-format';
+import { encodeSafetensors } from '@trajgate/sdk/wire/safetensors';
 import { LIMITS, assertDecodedAs, decode, prng, randomCheckpoint } from './helpers/checkpoints.js';
 
 describe('format sniffing', () => {

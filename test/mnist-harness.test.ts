@@ -14,7 +14,7 @@ import {
   type MnistMetricPoint,
   type TrainMnistOptions,
 } from '../scripts/lib/mnist-train.js';
-import { encodeSafetensors } from '../src/wire/safetensors.js';
+import { encodeSafetensors } from '@trajgate/sdk/wire/safetensors';
 
 const tiny: TrainMnistOptions = {
   hidden: [16],

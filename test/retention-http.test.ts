@@ -3,7 +3,7 @@ import { prng as rng } from './helpers/checkpoints.js';
 import { after, before, describe, it } from 'node:test';
 import request from 'supertest';
 import { collectDiscarded } from '../src/retention/collector.js';
-import { encodeSafetensors, type TensorData } from '../src/wire/safetensors.js';
+import { encodeSafetensors, type TensorData } from '@trajgate/sdk/wire/safetensors';
 import { createTestGateway, listAllBlobs, type TestGateway } from './helpers/gateway.js';
 import { assertMatchesSpec } from './helpers/openapi.js';
 

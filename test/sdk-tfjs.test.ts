@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
-import { TrajgateClient } from '../src/sdk/index.js';
-import { TrainingStats, tensorsFromModel, tensorsFromVariables, type LossFn } from '../src/sdk/tfjs.js';
+import { TrajgateClient } from '@trajgate/sdk';
+import { TrainingStats, tensorsFromModel, tensorsFromVariables, type LossFn } from '@trajgate/sdk/tfjs';
 import { prng } from './helpers/checkpoints.js';
 import { startTestServer } from './helpers/gateway.js';
 

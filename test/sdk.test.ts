@@ -13,9 +13,9 @@ import {
   TrajgateError,
   withRetry,
   type MetricPoint,
-} from '../src/sdk/index.js';
-import { encodeNative } from '../src/wire/native-format.js';
-import { encodeSafetensors, type TensorData } from '../src/wire/safetensors.js';
+} from '@trajgate/sdk';
+import { encodeNative } from '@trajgate/sdk/wire/native-format';
+import { encodeSafetensors, type TensorData } from '@trajgate/sdk/wire/safetensors';
 import { startTestServer } from './helpers/gateway.js';
 
 type Server = Awaited<ReturnType<typeof startTestServer>>;
@@ -469,15 +469,15 @@ describe('SDK against a real gateway', () => {
 });
 
 describe('the SDK ships alone', () => {
-  it('imports only its own modules, src/wire and packages', async () => {
+  it('imports only its own modules and packages', async () => {
     const root = path.resolve(import.meta.dirname, '..');
-    const pending = ['src/sdk/index.ts', 'src/sdk/tfjs.ts'];
+    const pending = ['packages/sdk/src/index.ts', 'packages/sdk/src/tfjs.ts'];
     const seen = new Set<string>();
     while (pending.length > 0) {
       const file = pending.pop()!;
       if (seen.has(file)) continue;
       seen.add(file);
-      assert.match(file, /^src\/(sdk|wire)\//, `the SDK reaches ${file}`);
+      assert.match(file, /^packages\/sdk\/src\//, `the SDK reaches ${file}`);
       const text = await readFile(path.join(root, file), 'utf8');
       for (const [, spec] of text.matchAll(/^(?:import|export)[^;]*?from '(\.[^']+)'/gms)) {
         pending.push(
@@ -485,7 +485,10 @@ describe('the SDK ships alone', () => {
         );
       }
     }
-    assert.ok(seen.has('src/wire/native-format.ts') && seen.has('src/sdk/download.ts'), [...seen].join(', '));
+    assert.ok(
+      seen.has('packages/sdk/src/wire/native-format.ts') && seen.has('packages/sdk/src/download.ts'),
+      [...seen].join(', '),
+    );
   });
 });
 

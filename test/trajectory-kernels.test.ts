@@ -5,7 +5,7 @@ import { BF16_TABLE, F16_TABLE, decodeBF16, decodeF16 } from '../src/trajectory/
 import { DIRECT_MAX } from '../src/trajectory/kernels.js';
 import { fold, sketchValues, tensorDistances } from '../src/trajectory/sketch-distance.js';
 import { TENSOR_SKETCH_BUDGET, planTensorSketches } from '../src/trajectory/tensor-sketch-plan.js';
-import { DTYPE_SIZES, type Dtype } from '../src/wire/dtypes.js';
+import { DTYPE_SIZES, type Dtype } from '@trajgate/sdk/wire/dtypes';
 import { bruteSketch, relClose, rng, summariseChunked, tensor, toF16Bits } from './helpers/trajectory-fixtures.js';
 
 const K = 8192;

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import request from 'supertest';
 import { trainMnist, type MnistMetricPoint } from '../scripts/lib/mnist-train.js';
-import { encodeSafetensors } from '../src/wire/safetensors.js';
+import { encodeSafetensors } from '@trajgate/sdk/wire/safetensors';
 import { createTestGateway, type TestGateway } from './helpers/gateway.js';
 import { assertMatchesSpec } from './helpers/openapi.js';
 

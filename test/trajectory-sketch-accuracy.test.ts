@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { computeIndicators } from '../src/trajectory/run-indicators.js';
 import { distance, tensorDistances } from '../src/trajectory/sketch-distance.js';
-import type { Dtype } from '../src/wire/dtypes.js';
+import type { Dtype } from '@trajgate/sdk/wire/dtypes';
 import {
   exactDistance,
   gaussian,

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
-import type { TensorData } from '../../src/wire/safetensors.js';
+import type { TensorData } from '@trajgate/sdk/wire/safetensors';
 import { IMAGE_SIZE, NUM_CLASSES, deriveSeed, loadMnistSplit, mulberry32, type MnistSet } from './mnist-data.js';
 
 /**

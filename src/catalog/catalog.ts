@@ -1,5 +1,5 @@
 import type { CheckpointSummary } from '../trajectory/types.js';
-import type { CheckpointFormat } from '../wire/formats.js';
+import type { CheckpointFormat } from '@trajgate/sdk/wire/formats';
 import type {
   CheckpointIndicators,
   CheckpointRecord,

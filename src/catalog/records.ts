@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { DTYPES } from '../wire/dtypes.js';
-import { CHECKPOINT_FORMATS } from '../wire/formats.js';
+import { DTYPES } from '@trajgate/sdk/wire/dtypes';
+import { CHECKPOINT_FORMATS } from '@trajgate/sdk/wire/formats';
 
 /**
  * Records as the catalog stores them and the API returns them. Names here are public API: extend, never

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import cliProgress from 'cli-progress';
-import { TrajgateClient, TrajgateConnectionError, TrajgateError } from '../sdk/index.js';
-import type { Progress } from '../sdk/types.js';
+import { TrajgateClient, TrajgateConnectionError, TrajgateError } from '@trajgate/sdk';
+import type { Progress } from '@trajgate/sdk';
 import { formatTable } from './table.js';
 
 /**

@@ -1,5 +1,5 @@
-import type { Dtype } from '../wire/dtypes.js';
-import type { CheckpointFormat } from '../wire/formats.js';
+import type { Dtype } from '@trajgate/sdk/wire/dtypes';
+import type { CheckpointFormat } from '@trajgate/sdk/wire/formats';
 
 /**
  * Streaming checkpoint decoders (safetensors, native msgpack) share this contract. A decoder is fed the

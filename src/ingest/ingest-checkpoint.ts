@@ -5,7 +5,7 @@ import type { CheckpointRecord } from '../catalog/records.js';
 import { AppError } from '../errors.js';
 import type { BlobStore, BlobWriter } from '../storage/blob-store.js';
 import { checkpointDataKey, manifestKeyFor } from '../storage/keys.js';
-import { MEDIA_TYPES, OCTET_STREAM, SHA256_HEADER, type CheckpointFormat } from '../wire/formats.js';
+import { MEDIA_TYPES, OCTET_STREAM, SHA256_HEADER, type CheckpointFormat } from '@trajgate/sdk/wire/formats';
 import { peek, readBody } from './body.js';
 import { CheckpointAnalysis, type AnalysedCheckpoint } from './checkpoint-analysis.js';
 import type { DecoderLimits } from './decoder.js';

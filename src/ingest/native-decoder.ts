@@ -1,13 +1,13 @@
 import { Unpackr } from 'msgpackr';
 import { z } from 'zod';
 import { AppError, errors } from '../errors.js';
-import { DTYPE_SIZES } from '../wire/dtypes.js';
+import { DTYPE_SIZES } from '@trajgate/sdk/wire/dtypes';
 import {
   NATIVE_FORMAT_NAME,
   NATIVE_FORMAT_VERSION,
   NATIVE_MAX_CHUNK_BYTES,
   NATIVE_RECORD_MARKER,
-} from '../wire/native-format.js';
+} from '@trajgate/sdk/wire/native-format';
 import type { CheckpointDecoder, CheckpointLayout, DecoderLimits, TensorMeta, TensorVisitor } from './decoder.js';
 import { ElementSlicer, checkDtype, checkMetadata, checkShape, describe } from './safetensors-decoder.js';
 

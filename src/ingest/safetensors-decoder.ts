@@ -1,5 +1,5 @@
 import { AppError, errors } from '../errors.js';
-import { DTYPE_SIZES, isDtype, type Dtype } from '../wire/dtypes.js';
+import { DTYPE_SIZES, isDtype, type Dtype } from '@trajgate/sdk/wire/dtypes';
 import type { CheckpointDecoder, CheckpointLayout, DecoderLimits, TensorMeta, TensorVisitor } from './decoder.js';
 
 /**

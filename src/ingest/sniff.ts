@@ -1,4 +1,4 @@
-import { CHECKPOINT_FORMATS, MEDIA_TYPES, OCTET_STREAM, type CheckpointFormat } from '../wire/formats.js';
+import { CHECKPOINT_FORMATS, MEDIA_TYPES, OCTET_STREAM, type CheckpointFormat } from '@trajgate/sdk/wire/formats';
 import type { CheckpointDecoder, DecoderLimits, TensorVisitor } from './decoder.js';
 import { createNativeDecoder } from './native-decoder.js';
 import { createSafetensorsDecoder } from './safetensors-decoder.js';

@@ -4,7 +4,7 @@
  *   runs/{run}/checkpoints/{step:010d}-{uploadId}.json    manifest, written after the data (commit marker)
  * Run ids are validated (`http/ids.ts`) before they reach here, so no key can leave its prefix.
  */
-import { FILE_EXTENSIONS, type CheckpointFormat } from '../wire/formats.js';
+import { FILE_EXTENSIONS, type CheckpointFormat } from '@trajgate/sdk/wire/formats';
 
 export const RUNS_PREFIX = 'runs/';
 

@@ -1,4 +1,4 @@
-import { DTYPE_SIZES, elementCount, type Dtype } from '../wire/dtypes.js';
+import { DTYPE_SIZES, elementCount, type Dtype } from '@trajgate/sdk/wire/dtypes';
 import { Scratch } from './float-decode.js';
 import {
   ACC_INF,

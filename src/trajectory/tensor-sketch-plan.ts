@@ -1,4 +1,4 @@
-import { FLOAT_DTYPES, elementCount, type Dtype } from '../wire/dtypes.js';
+import { FLOAT_DTYPES, elementCount, type Dtype } from '@trajgate/sdk/wire/dtypes';
 
 /**
  * What each tensor keeps for per-tensor update norms, within a bounded size per checkpoint.

@@ -1,4 +1,4 @@
-import type { Dtype } from '../wire/dtypes.js';
+import type { Dtype } from '@trajgate/sdk/wire/dtypes';
 
 /** Exact statistics of one tensor. NaN and ±Inf elements are counted and left out of norm, mean and maxAbs. */
 export interface TensorStats {

@@ -3,8 +3,8 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { isAppError } from '../../src/errors.js';
 import type { CheckpointDecoder, CheckpointLayout, DecoderLimits, TensorVisitor } from '../../src/ingest/decoder.js';
-import { DTYPES, DTYPE_SIZES, elementCount, type Dtype } from '../../src/wire/dtypes.js';
-import type { TensorData } from '../../src/wire/safetensors.js';
+import { DTYPES, DTYPE_SIZES, elementCount, type Dtype } from '@trajgate/sdk/wire/dtypes';
+import type { TensorData } from '@trajgate/sdk/wire/safetensors';
 
 export const LIMITS: DecoderLimits = { maxHeaderBytes: 64 * 1024, maxTensors: 1000 };
 

@@ -6,7 +6,7 @@ import { CheckpointStatus } from '../../catalog/records.js';
 import { AppError, errors } from '../../errors.js';
 import type { RetentionDecision } from '../../retention/engine.js';
 import type { ByteRange } from '../../storage/blob-store.js';
-import { FILE_EXTENSIONS, MEDIA_TYPES, SHA256_HEADER } from '../../wire/formats.js';
+import { FILE_EXTENSIONS, MEDIA_TYPES, SHA256_HEADER } from '@trajgate/sdk/wire/formats';
 import type { AppContext } from '../context.js';
 import { parseRunId, parseStep } from '../ids.js';
 import { resolveRange } from '../range.js';

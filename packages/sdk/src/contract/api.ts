@@ -1,10 +1,11 @@
-/** Shapes of trajgate's REST requests and responses; openapi/trajgate.yaml is the full contract. */
+/**
+ * Shapes of trajgate's REST requests and responses: the one wire contract. The server's zod schemas and
+ * response types are checked against these types, and the OpenAPI file (openapi/trajgate.yaml) against
+ * the server's schemas (test/contract.test.ts). Names are public API: extend, never rename.
+ */
 import type { Dtype } from '../wire/dtypes.js';
 
 export type { Dtype };
-
-/** Called as bytes move: bytes so far, and the total when known (null for a stream of unknown length). */
-export type Progress = (sentBytes: number, totalBytes: number | null) => void;
 
 export interface RunInput {
   /** Total optimizer steps the run expects (phases are fractions of it). */

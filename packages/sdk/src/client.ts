@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import { pack } from 'msgpackr';
-import { MSGPACK, SHA256_HEADER } from '../wire/formats.js';
+import { MSGPACK, SHA256_HEADER } from './wire/formats.js';
 import { downloadToFile, downloadToStream } from './download.js';
 import { TrajgateError } from './errors.js';
 import { isRetryable, type RetryOptions } from './retry.js';
@@ -17,14 +17,14 @@ import type {
   Policy,
   PolicyRecord,
   PolicyRef,
-  Progress,
   RetentionDecision,
   Run,
   RunInput,
   RunSummary,
   Trajectory,
   UploadResult,
-} from './types.js';
+} from './contract/api.js';
+import type { Progress } from './progress.js';
 
 export interface ClientOptions {
   /** The gateway, e.g. `http://localhost:8080`. */

@@ -1,7 +1,7 @@
 import type { TrajgateClient, UploadOptions } from './client.js';
 import { BackgroundQueue } from './queue.js';
 import type { CheckpointSource } from './source.js';
-import type { MetricPoint, RunInput, UploadResult } from './types.js';
+import type { MetricPoint, RunInput, UploadResult } from './contract/api.js';
 
 export interface RunLoggerOptions extends RunInput {
   /** The run's fields, as an object; merged with the top-level ones (kept for older callers). */

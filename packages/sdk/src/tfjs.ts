@@ -1,7 +1,7 @@
 import type * as TF from '@tensorflow/tfjs';
-import type { Dtype } from '../wire/dtypes.js';
-import type { TensorData } from '../wire/safetensors.js';
-import type { MetricPoint } from './types.js';
+import type { Dtype } from './wire/dtypes.js';
+import type { TensorData } from './wire/safetensors.js';
+import type { MetricPoint } from './contract/api.js';
 
 /**
  * TensorFlow.js adapter (`trajgate/sdk/tfjs`). It uses only the public tfjs API and takes the `tf`

@@ -8,7 +8,7 @@ import { TrajgateConnectionError, TrajgateError, isLocalIoError } from './errors
 import { withRetry } from './retry.js';
 import { sha256Of } from './source.js';
 import type { Transport } from './transport.js';
-import type { Progress } from './types.js';
+import type { Progress } from './progress.js';
 
 /** What a download needs to know about the checkpoint: its length and SHA-256 (the ETag, quoted). */
 export interface ContentRef {

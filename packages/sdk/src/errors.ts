@@ -1,33 +1,10 @@
+import type { ErrorCode } from './contract/error-codes.js';
+
 /**
- * Errors the SDK raises. A server error keeps the server's catalogue `code` (see the OpenAPI `ErrorCode`
- * enum); a failure to reach the server at all (refused, reset, timed out) is a TrajgateConnectionError.
+ * Errors the SDK raises. A server error keeps the server's catalogue `code` (`contract/error-codes.ts`); a failure to reach the server at all (refused, reset, timed out) is a TrajgateConnectionError.
  */
 export type KnownErrorCode =
-  | 'invalid_request'
-  | 'invalid_run_id'
-  | 'invalid_step'
-  | 'malformed_checkpoint'
-  | 'truncated_body'
-  | 'length_mismatch'
-  | 'checksum_mismatch'
-  | 'invalid_checksum_header'
-  | 'not_found'
-  | 'run_not_found'
-  | 'checkpoint_not_found'
-  | 'policy_not_found'
-  | 'checkpoint_conflict'
-  | 'checkpoint_not_restorable'
-  | 'checkpoint_discarded'
-  | 'header_too_large'
-  | 'body_too_large'
-  | 'unsupported_media_type'
-  | 'range_not_satisfiable'
-  | 'unsupported_dtype'
-  | 'shape_mismatch'
-  | 'non_finite_weights'
-  | 'storage_unavailable'
-  | 'catalog_unavailable'
-  | 'internal'
+  | ErrorCode
   /** SDK-side: a 2xx answer whose body was not the JSON the API promises. */
   | 'invalid_response'
   /** SDK-side: a one-shot stream failed part-way and cannot be sent again (pass a stream factory). */

@@ -3,10 +3,10 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import type { Dtype } from '../wire/dtypes.js';
-import { FILE_EXTENSIONS, MEDIA_TYPES, OCTET_STREAM } from '../wire/formats.js';
-import { encodeNativeStream } from '../wire/native-format.js';
-import type { TensorData } from '../wire/safetensors.js';
+import type { Dtype } from './wire/dtypes.js';
+import { FILE_EXTENSIONS, MEDIA_TYPES, OCTET_STREAM } from './wire/formats.js';
+import { encodeNativeStream } from './wire/native-format.js';
+import type { TensorData } from './wire/safetensors.js';
 import { TrajgateError } from './errors.js';
 
 /** A tensor given in memory. `data` holds the raw little-endian bytes (a Float32Array for F32, say). */

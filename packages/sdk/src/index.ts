@@ -20,5 +20,7 @@ export {
   type TensorInput,
   type TensorMap,
 } from './source.js';
-export type * from './types.js';
-export type { TensorData } from '../wire/safetensors.js';
+export type * from './contract/api.js';
+export { ERROR_CODES, ERROR_STATUS, type ErrorCode } from './contract/error-codes.js';
+export type { Progress } from './progress.js';
+export type { TensorData } from './wire/safetensors.js';
