@@ -17,7 +17,7 @@ import { resolvePolicy, type PolicyInput } from '../src/retention/policy.js';
 import { DEFAULT_SKETCH_SPEC } from '../src/trajectory/accumulator.js';
 import { changeScores } from '../src/trajectory/change-detection.js';
 import { assignPhases } from '../src/trajectory/phase-segmentation.js';
-import type { CheckpointSummary } from '../src/trajectory/types.js';
+import type { CheckpointSummary } from '../src/model/summary.js';
 import { mulberry32 } from './lib/mnist-data.js';
 
 const { values } = parseArgs({

@@ -6,7 +6,7 @@ import { changeScores } from '../src/trajectory/change-detection.js';
 import { assignPhases } from '../src/trajectory/phase-segmentation.js';
 import { analyseRun } from '../src/trajectory/run-analysis.js';
 import { computeIndicators, indicatorsFor } from '../src/trajectory/run-indicators.js';
-import type { CheckpointSummary } from '../src/trajectory/types.js';
+import type { CheckpointSummary } from '../src/model/summary.js';
 
 const SIZES = { 'l1.weight': 60_000, 'l1.bias': 40, 'l2.weight': 20_000 };
 type Weights = Record<keyof typeof SIZES, Float64Array>;

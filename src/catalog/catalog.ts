@@ -1,4 +1,4 @@
-import type { CheckpointSummary } from '../trajectory/types.js';
+import type { CheckpointSummary } from '../model/summary.js';
 import type { CheckpointFormat } from '@trajgate/sdk/wire/formats';
 import type {
   CheckpointIndicators,
@@ -10,7 +10,7 @@ import type {
   RunPolicyRef,
   RunRecord,
   TensorEntry,
-} from './records.js';
+} from '../model/records.js';
 
 /**
  * The metadata contract (runs, checkpoints, metric points). Implemented once on Kysely

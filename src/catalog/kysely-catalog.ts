@@ -1,7 +1,7 @@
 import { type Insertable, type Kysely, type Selectable, type Updateable, sql } from 'kysely';
 import { errors, isAppError } from '../errors.js';
 import type { Catalog, MetricQuery, NewCheckpoint, PolicyRecord, RetentionOutcome } from './catalog.js';
-import type { CheckpointSummary, SketchSpec } from '../trajectory/types.js';
+import type { CheckpointSummary, SketchSpec } from '../model/summary.js';
 import {
   RunPolicyRef as RunPolicyRefSchema,
   type RunPolicyRef,
@@ -16,7 +16,7 @@ import {
   type RunInput,
   type RunRecord,
   type TensorEntry,
-} from './records.js';
+} from '../model/records.js';
 import type {
   CheckpointSummariesTable,
   CheckpointsTable,

@@ -1,4 +1,4 @@
-import type { CheckpointSummary } from '../trajectory/types.js';
+import type { CheckpointSummary } from '../model/summary.js';
 
 /**
  * Binary layout of per-tensor sketches in `checkpoint_summaries.tensor_sketches`: a little-endian u32

@@ -1,7 +1,7 @@
-import type { TensorEntry } from '../catalog/records.js';
+import type { TensorEntry } from '../model/records.js';
 import { AppError } from '../errors.js';
 import { CheckpointAccumulator } from '../trajectory/accumulator.js';
-import type { CheckpointSummary } from '../trajectory/types.js';
+import type { CheckpointSummary } from '../model/summary.js';
 import type { CheckpointLayout, TensorVisitor } from './decoder.js';
 
 export interface AnalysedCheckpoint {

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Catalog } from '../catalog/catalog.js';
-import type { CheckpointRecord } from '../catalog/records.js';
+import type { CheckpointRecord } from '../model/records.js';
 import { AppError } from '../errors.js';
 import type { BlobStore, BlobWriter } from '../storage/blob-store.js';
 import { checkpointDataKey, manifestKeyFor } from '../storage/keys.js';

@@ -1,5 +1,5 @@
 import type { Catalog, RetentionOutcome } from '../catalog/catalog.js';
-import type { CheckpointRecord, RunRecord } from '../catalog/records.js';
+import type { CheckpointRecord, RunRecord } from '../model/records.js';
 import { AppError, errors } from '../errors.js';
 import { SKETCH_COVERAGE_MAX_CHECKPOINTS, decideRetention, type RetentionDecision } from './engine.js';
 import { DEFAULT_POLICY, PolicyInput, resolvePolicy, type Policy } from './policy.js';

@@ -1,5 +1,5 @@
 import { diffNorm, fold } from '../trajectory/sketch-distance.js';
-import type { CheckpointSummary } from '../trajectory/types.js';
+import type { CheckpointSummary } from '../model/summary.js';
 import { CoverageModel } from './coverage-model.js';
 
 /** Runs with more checkpoints than this are covered along the path (path-coverage.ts). */

@@ -1,5 +1,5 @@
 import type { CheckpointIndicators } from '../trajectory/run-indicators.js';
-import type { CheckpointSummary } from '../trajectory/types.js';
+import type { CheckpointSummary } from '../model/summary.js';
 import type { Policy } from './policy.js';
 
 export type RetentionClass = 'latest' | 'pinned' | 'change' | 'best' | 'every' | 'phase';

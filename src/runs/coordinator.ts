@@ -1,5 +1,5 @@
 import type { Catalog } from '../catalog/catalog.js';
-import type { CheckpointRecord, MetricPoint } from '../catalog/records.js';
+import type { CheckpointRecord, MetricPoint } from '../model/records.js';
 import type { RunEstimates } from '../estimate/run-estimates.js';
 import { AppError, errors } from '../errors.js';
 import type { TrajectoryRecorder } from '../ingest/trajectory-recorder.js';

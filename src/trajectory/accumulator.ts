@@ -15,7 +15,7 @@ import {
 } from './kernels.js';
 import { SKETCH_VERSION, nameHash } from './sketch-hash.js';
 import { planTensorSketches, type TensorSketchPlan } from './tensor-sketch-plan.js';
-import type { CheckpointSummary, SketchSpec, TensorStats } from './types.js';
+import type { CheckpointSummary, SketchSpec, TensorStats } from '../model/summary.js';
 
 export const DEFAULT_SKETCH_SPEC: SketchSpec = Object.freeze({ version: SKETCH_VERSION, k: 8192, tensorK: 64 });
 

@@ -1,5 +1,5 @@
 import { diffDot, distance, tensorDistances } from './sketch-distance.js';
-import type { CheckpointSummary } from './types.js';
+import type { CheckpointSummary } from '../model/summary.js';
 
 /** Per-checkpoint indicators against the previous uploaded checkpoint of the run (DESIGN §5). */
 export interface CheckpointIndicators {

@@ -1,5 +1,5 @@
 import { elementHash, nameHash } from './sketch-hash.js';
-import type { CheckpointSummary, SketchSpec, TensorStats } from './types.js';
+import type { CheckpointSummary, SketchSpec, TensorStats } from '../model/summary.js';
 
 /**
  * Geometry from sketches. CountSketch S is linear and preserves inner products in expectation, so

@@ -1,8 +1,8 @@
-import type { CheckpointSummary } from '../../src/trajectory/types.js';
+import type { CheckpointSummary } from '../../src/model/summary.js';
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Catalog, NewCheckpoint } from '../../src/catalog/catalog.js';
-import { CheckpointRecord, MetricPoint, RunRecord } from '../../src/catalog/records.js';
+import { CheckpointRecord, MetricPoint, RunRecord } from '../../src/model/records.js';
 import { isAppError } from '../../src/errors.js';
 
 /** One opened catalog under test. `reopen` (file-backed stores only) opens the same database again. */

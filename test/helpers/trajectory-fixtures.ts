@@ -1,7 +1,7 @@
 import { CheckpointAccumulator, type TensorShape } from '../../src/trajectory/accumulator.js';
 import { decodeBF16, decodeF16 } from '../../src/trajectory/float-decode.js';
 import { elementHash, nameHash } from '../../src/trajectory/sketch-hash.js';
-import type { CheckpointSummary } from '../../src/trajectory/types.js';
+import type { CheckpointSummary } from '../../src/model/summary.js';
 import { DTYPE_SIZES, type Dtype } from '@trajgate/sdk/wire/dtypes';
 
 /** mulberry32 → uniform [0, 1). */

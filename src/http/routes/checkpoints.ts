@@ -1,8 +1,8 @@
 import { pipeline } from 'node:stream/promises';
 import { Router, type Response } from 'express';
 import { z } from 'zod';
-import type { CheckpointRecord } from '../../catalog/records.js';
-import { CheckpointStatus } from '../../catalog/records.js';
+import type { CheckpointRecord } from '../../model/records.js';
+import { CheckpointStatus } from '../../model/records.js';
 import { AppError, errors } from '../../errors.js';
 import type { RetentionDecision } from '../../retention/engine.js';
 import type { ByteRange } from '../../storage/blob-store.js';

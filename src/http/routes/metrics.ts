@@ -1,7 +1,7 @@
 import express, { Router } from 'express';
 import { unpack } from 'msgpackr';
 import { z } from 'zod';
-import { MetricPoint } from '../../catalog/records.js';
+import { MetricPoint } from '../../model/records.js';
 import { AppError, errors } from '../../errors.js';
 import type { AppContext } from '../context.js';
 import { parseRunId } from '../ids.js';

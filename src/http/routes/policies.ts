@@ -1,6 +1,6 @@
 import express, { Router } from 'express';
 import type { PolicyRecord } from '../../catalog/catalog.js';
-import { RunPolicyRef } from '../../catalog/records.js';
+import { RunPolicyRef } from '../../model/records.js';
 import { AppError, errors } from '../../errors.js';
 import { DEFAULT_POLICY, PolicyInput, resolvePolicy, type Policy } from '../../retention/policy.js';
 import type { AppContext } from '../context.js';

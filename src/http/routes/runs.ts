@@ -1,6 +1,6 @@
 import express, { Router } from 'express';
 import { z } from 'zod';
-import { RunInput } from '../../catalog/records.js';
+import { RunInput } from '../../model/records.js';
 import { errors } from '../../errors.js';
 import type { AppContext } from '../context.js';
 import { parseRunId } from '../ids.js';
