@@ -6,9 +6,10 @@
  *
  *   npx tsx scripts/bench-estimate.ts [--points 1000000] [--reads 5000]
  */
-import type { MetricPoint } from '../src/catalog/records.js';
+import type { MetricPoint } from '../src/model/records.js';
 import { EstimateAccumulator } from '../src/estimate/accumulator.js';
-import { currentEstimate, estimateHistory } from '../src/estimate/estimate.js';
+import { currentEstimate } from '../src/estimate/estimate.js';
+import { estimateHistory } from '../src/estimate/history.js';
 
 function arg(name: string, fallback: number): number {
   const i = process.argv.indexOf(name);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import request from 'supertest';
-import type { MetricPoint } from '../src/catalog/records.js';
+import type { MetricPoint } from '../src/model/records.js';
 import { EstimateAccumulator } from '../src/estimate/accumulator.js';
 import { currentEstimate } from '../src/estimate/estimate.js';
 import { createTestGateway, type TestGateway } from './helpers/gateway.js';

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { MetricPoint } from '../src/catalog/records.js';
+import type { MetricPoint } from '../src/model/records.js';
 import { EstimateAccumulator } from '../src/estimate/accumulator.js';
-import { currentEstimate, estimateHistory, type Estimate } from '../src/estimate/estimate.js';
+import { currentEstimate } from '../src/estimate/estimate.js';
+import { estimateHistory } from '../src/estimate/history.js';
+import type { Estimate } from '../src/estimate/types.js';
 import { prng as rng } from './helpers/checkpoints.js';
 
 const N = 1000;

@@ -1,9 +1,11 @@
 import type { Catalog } from '../catalog/catalog.js';
-import type { MetricPoint } from '../catalog/records.js';
+import type { MetricPoint } from '../model/records.js';
 import { errors } from '../errors.js';
 import { assignPhases } from '../trajectory/phase-segmentation.js';
 import { EstimateAccumulator } from './accumulator.js';
-import { currentEstimate, estimateHistory, type Estimate, type HistoryEntry } from './estimate.js';
+import { currentEstimate } from './estimate.js';
+import { estimateHistory } from './history.js';
+import type { Estimate, HistoryEntry } from './types.js';
 
 /**
  * The generalization estimate of each run, kept up to date as metric batches and checkpoints arrive: the

@@ -1,0 +1,194 @@
+import {
+  packTotals,
+  type Carry,
+  type CheckpointNorm,
+  type Counters,
+  type EvalPoint,
+  type Snapshot,
+  type StepRecord,
+  type Totals,
+} from './state.js';
+
+/**
+ * Folding one step record into the running sums, and the buffer and snapshot rules around it: the
+ * per-record rules of the contract in accumulator.ts.
+ */
+
+/** Records the reorder buffer may exceed its window by before a commit folds it back down. */
+export function commitSlack(window: number): number {
+  return Math.floor(window / 4);
+}
+
+/** Inserts by step; a record at a step already buffered merges into it, the newer fields winning. */
+export function insertSorted(pending: StepRecord[], rec: StepRecord): void {
+  let i = pending.length;
+  while (i > 0 && pending[i - 1].step > rec.step) i--;
+  const prev = pending[i - 1];
+  if (prev && prev.step === rec.step) {
+    for (const key of Object.keys(rec) as (keyof StepRecord)[]) {
+      const v = rec[key];
+      if (v !== undefined) prev[key] = v;
+    }
+  } else pending.splice(i, 0, rec);
+}
+
+/** ||Δw|| from the client (own fields first, then carried ones), or null. */
+export function clientNorm(rec: StepRecord, carry: Carry): { value: number; lrGrad: boolean } | null {
+  const lr = rec.lr ?? carry.lr;
+  if (rec.updateNorm !== undefined) return { value: rec.updateNorm, lrGrad: false };
+  if (rec.gradNorm !== undefined && lr !== null) return { value: Math.abs(lr) * rec.gradNorm, lrGrad: true };
+  if (carry.updateNorm !== null) return { value: carry.updateNorm, lrGrad: false };
+  if (carry.gradNorm !== null && lr !== null) return { value: Math.abs(lr) * carry.gradNorm, lrGrad: true };
+  return null;
+}
+
+/**
+ * The per-step norm of the checkpoint interval holding `step` (the first checkpoint at or after it);
+ * provisional (the latest known norm, or null) when no checkpoint at or after the step is known yet.
+ */
+export function checkpointNorm(
+  list: readonly CheckpointNorm[],
+  step: number,
+): { value: number | null; provisional: boolean } {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (list[mid].step < step) lo = mid + 1;
+    else hi = mid;
+  }
+  if (lo < list.length) return { value: list[lo].perStep, provisional: false };
+  return { value: list.length > 0 ? list[list.length - 1].perStep : null, provisional: true };
+}
+
+/** The parts of the state a fold changes (the stored ones on commit, copies on a read). */
+export interface FoldState {
+  carry: Carry;
+  totals: Totals;
+  counters: Counters;
+  recent: EvalPoint[];
+  recentLimit: number;
+}
+
+/** Folds one record (steps strictly increasing); returns its observed gap when it is an evaluation point. */
+export function foldRecord(f: FoldState, rec: StepRecord, checkpointPerStep: number | null): number | null {
+  const { carry, totals: t, counters: c } = f;
+  const span = rec.step - (carry.step ?? 0);
+  t.steps += span;
+  c.records++;
+  const lr = rec.lr ?? carry.lr;
+  const v = rec.gradVariance ?? carry.gradVariance;
+  const m = rec.batchSize ?? carry.batchSize;
+  if (rec.lr !== undefined) {
+    if (rec.lr <= 0) c.nonPositiveLr++;
+    else {
+      c.minLr = c.minLr === null ? rec.lr : Math.min(c.minLr, rec.lr);
+      c.maxLr = c.maxLr === null ? rec.lr : Math.max(c.maxLr, rec.lr);
+    }
+  }
+  if (rec.batchSize !== undefined) {
+    c.minBatchSize = c.minBatchSize === null ? rec.batchSize : Math.min(c.minBatchSize, rec.batchSize);
+    c.maxBatchSize = c.maxBatchSize === null ? rec.batchSize : Math.max(c.maxBatchSize, rec.batchSize);
+  }
+
+  const client = clientNorm(rec, carry);
+  const norm = client ? client.value : checkpointPerStep;
+  if (client) client.lrGrad ? c.normLrGrad++ : c.normClient++;
+  else if (norm !== null) c.normCheckpoint++;
+  if (norm !== null && v !== null) {
+    t.bSteps += span;
+    t.bSum += span * norm * Math.sqrt(v);
+  }
+  if (lr !== null && v !== null) {
+    t.eSteps += span;
+    t.eSum += span * lr * v;
+  }
+  if (norm !== null) {
+    t.soSteps += span;
+    t.soSum += span * norm * norm;
+  }
+
+  if (rec.gapIncrementFresh !== undefined || rec.gapIncrement !== undefined) {
+    const w = rec.step - (carry.lastGapStep ?? 0);
+    t.gSteps += w;
+    if (rec.gapIncrementFresh !== undefined) {
+      t.gDirect += w * rec.gapIncrementFresh;
+      c.gapFresh++;
+    } else if (rec.gapIncrement !== undefined && lr !== null && v !== null && m !== null) {
+      // E[<∇F_val − ḡ, −η ḡ>] carries +η·Var(ḡ) = η·tr Σ·(1/m − 1/n) (batch drawn without replacement
+      // from n rows, tr Σ the Bessel-corrected per-sample estimate): the self-fit term, subtracted at read.
+      t.gRaw += w * rec.gapIncrement;
+      t.gSelfFitM += (w * lr * v) / m;
+      t.gSelfFitOne += w * lr * v;
+      c.gapCorrected++;
+    } else if (rec.gapIncrement !== undefined) {
+      t.gDirect += w * rec.gapIncrement;
+      c.gapUncorrectable++;
+    }
+    if (rec.gapIncrement !== undefined) t.gUncorrected += w * rec.gapIncrement;
+    carry.lastGapStep = rec.step;
+  }
+
+  let observed: number | null = null;
+  if (rec.valLoss !== undefined) {
+    const train = rec.trainEvalLoss ?? rec.trainLoss ?? carry.trainLoss;
+    if (train === null) c.evalWithoutTrainLoss++;
+    else {
+      rec.trainEvalLoss !== undefined ? c.evalFromTrainEval++ : c.evalFromBatch++;
+      observed = rec.valLoss - train;
+      c.evaluationPoints++;
+      const x = t.bSteps > 0 ? t.bSum : null;
+      if (x !== null && x > 0) {
+        if (carry.calPrevX !== null && carry.calPrevY !== null) {
+          t.calXXLag += x * carry.calPrevX;
+          t.calXYLag += x * carry.calPrevY + observed * carry.calPrevX;
+          t.calYYLag += observed * carry.calPrevY;
+        }
+        carry.calPrevX = x;
+        carry.calPrevY = observed;
+        t.calK++;
+        t.calXY += x * observed;
+        t.calXX += x * x;
+        t.calYY += observed * observed;
+      }
+      f.recent.push({ step: rec.step, gap: observed, valLoss: rec.valLoss, x });
+      if (f.recent.length > f.recentLimit) f.recent.shift();
+    }
+  }
+
+  carry.step = rec.step;
+  carry.lr = lr;
+  carry.gradVariance = v;
+  carry.batchSize = m;
+  if (rec.updateNorm !== undefined) carry.updateNorm = rec.updateNorm;
+  if (rec.gradNorm !== undefined) carry.gradNorm = rec.gradNorm;
+  if (rec.trainLoss !== undefined) carry.trainLoss = rec.trainLoss;
+  return observed;
+}
+
+/**
+ * A snapshot at every evaluation point and whenever `spacing` steps passed since the last one. Past
+ * `max` snapshots, every other grid snapshot is dropped (evaluation points kept, so calibration cut-offs
+ * stay exact) and the spacing doubles; when evaluation points alone fill most of the budget, every other
+ * snapshot of any kind goes.
+ */
+export function snapshotRule(
+  snapshots: Snapshot[],
+  rule: { spacing: number; last: number | null },
+  max: number,
+  step: number,
+  totals: Totals,
+  observedGap: number | null,
+): void {
+  if (observedGap === null && rule.last !== null && step - rule.last < rule.spacing) return;
+  snapshots.push({ step, totals: packTotals(totals), observedGap });
+  rule.last = step;
+  if (snapshots.length > max) {
+    const last = snapshots.length - 1;
+    let grid = 0;
+    let kept = snapshots.filter((snap, i) => snap.observedGap !== null || i === last || grid++ % 2 === 0);
+    if (kept.length > 0.75 * max) kept = kept.filter((_, i) => i % 2 === 0 || i === kept.length - 1);
+    snapshots.splice(0, snapshots.length, ...kept);
+    rule.spacing *= 2;
+  }
+}

@@ -1,0 +1,230 @@
+import { z } from 'zod';
+
+/**
+ * The stored state of a run's estimate accumulator (the catalog keeps it as opaque JSON per run): its zod
+ * schema, its version and its empty value. Bump STATE_VERSION on any change to the schema or to what a
+ * stored field means, and register a migration from the previous version (migration.ts).
+ */
+export const STATE_VERSION = 1;
+
+const num = z.number();
+const opt = num.optional();
+
+/** One step's merged values (the estimate's inputs only). */
+const StepRecord = z.object({
+  step: num,
+  trainLoss: opt,
+  valLoss: opt,
+  lr: opt,
+  batchSize: opt,
+  gradNorm: opt,
+  gradVariance: opt,
+  updateNorm: opt,
+  gapIncrement: opt,
+  gapIncrementFresh: opt,
+  trainEvalLoss: opt,
+});
+export type StepRecord = z.infer<typeof StepRecord>;
+export type RecordField = Exclude<keyof StepRecord, 'step'>;
+
+/** Running sums, each a Σ over folded steps (span-weighted); `*Steps` count the steps a sum covers. */
+export const TOTAL_KEYS = [
+  'steps',
+  /** Σ ||Δw_t||·sqrt(tr Σ_t): B_T·√n. */
+  'bSteps',
+  'bSum',
+  /** Σ η_t·tr Σ_t: E_T·n. */
+  'eSteps',
+  'eSum',
+  /** Σ ||Δw_t||². */
+  'soSteps',
+  'soSum',
+  /** Measured decomposition: gDirect + gRaw − gSelfFitM + gSelfFitOne/n (see measuredGapParts). */
+  'gSteps',
+  'gDirect',
+  'gRaw',
+  'gSelfFitM',
+  'gSelfFitOne',
+  /** Σ of the client's gapIncrement as logged, weighted the same way. */
+  'gUncorrected',
+  /** Least-squares sums over evaluation points of (x = bSum at the point, y = observed gap). */
+  'calK',
+  'calXY',
+  'calXX',
+  'calYY',
+  /** Lag-1 sums over successive evaluation points (x_i·x_{i−1}, x_i·y_{i−1} + y_i·x_{i−1}, y_i·y_{i−1}). */
+  'calXXLag',
+  'calXYLag',
+  'calYYLag',
+] as const;
+export type TotalKey = (typeof TOTAL_KEYS)[number];
+export type Totals = Record<TotalKey, number>;
+
+const Totals = z.object(Object.fromEntries(TOTAL_KEYS.map((k) => [k, num])) as Record<TotalKey, typeof num>);
+
+const Carry = z.object({
+  step: num.nullable(),
+  lr: num.nullable(),
+  gradVariance: num.nullable(),
+  batchSize: num.nullable(),
+  updateNorm: num.nullable(),
+  gradNorm: num.nullable(),
+  trainLoss: num.nullable(),
+  lastGapStep: num.nullable(),
+  calPrevX: num.nullable(),
+  calPrevY: num.nullable(),
+});
+export type Carry = z.infer<typeof Carry>;
+
+const EvalPoint = z.object({ step: num, gap: num, valLoss: num, x: num.nullable() });
+export type EvalPoint = z.infer<typeof EvalPoint>;
+
+const Counters = z.object({
+  records: num,
+  evaluationPoints: num,
+  evalFromTrainEval: num,
+  evalFromBatch: num,
+  evalWithoutTrainLoss: num,
+  normClient: num,
+  normLrGrad: num,
+  normCheckpoint: num,
+  gapFresh: num,
+  gapCorrected: num,
+  gapUncorrectable: num,
+  minLr: num.nullable(),
+  maxLr: num.nullable(),
+  nonPositiveLr: num,
+  minBatchSize: num.nullable(),
+  maxBatchSize: num.nullable(),
+});
+export type Counters = z.infer<typeof Counters>;
+
+/** Cumulative totals at a folded step; observedGap set at evaluation points. */
+const Snapshot = z.object({ step: num, totals: z.array(num), observedGap: num.nullable() });
+export type Snapshot = z.infer<typeof Snapshot>;
+
+const CheckpointNorm = z.object({ step: num, perStep: num.nullable() });
+export type CheckpointNorm = z.infer<typeof CheckpointNorm>;
+
+export const INPUT_FIELDS = [
+  'trainLoss',
+  'valLoss',
+  'lr',
+  'batchSize',
+  'gradNorm',
+  'gradVariance',
+  'updateNorm',
+  'gapIncrement',
+  'gapIncrementFresh',
+  'trainEvalLoss',
+] as const;
+const fieldCounts = z.object(Object.fromEntries(INPUT_FIELDS.map((k) => [k, num])) as Record<RecordField, typeof num>);
+export type FieldCounts = z.infer<typeof fieldCounts>;
+
+export const AccumulatorState = z.object({
+  version: z.literal(STATE_VERSION),
+  options: z.object({ reorderWindow: num, holdLimit: num, maxSnapshots: num, recentEvals: num }),
+  carry: Carry,
+  totals: Totals,
+  counters: Counters,
+  recent: z.array(EvalPoint),
+  snapshots: z.array(Snapshot),
+  snapshotSpacing: num,
+  lastSnapshotStep: num.nullable(),
+  pending: z.array(StepRecord),
+  checkpoints: z.array(CheckpointNorm),
+  /** Highest step seen in any point. */
+  maxStep: num.nullable(),
+  points: num,
+  latePoints: num,
+  seen: fieldCounts,
+  nonFinite: fieldCounts,
+  /** Negative variances or norms, non-integer or non-positive batch sizes: ignored and counted. */
+  invalid: fieldCounts,
+  checkpointsSeen: num,
+  checkpointNonFinite: num,
+});
+export type AccumulatorState = z.infer<typeof AccumulatorState>;
+
+export interface AccumulatorOptions {
+  /** Step records kept unfolded to absorb out-of-order arrival (default 256). */
+  reorderWindow?: number;
+  /** Most records buffered while waiting for a checkpoint's update norm (default 8192). */
+  holdLimit?: number;
+  /** Snapshots kept for history, phases and calibration cut-offs; thinned past this (default 1024). */
+  maxSnapshots?: number;
+  /** Evaluation points kept for the trend (default 8). */
+  recentEvals?: number;
+}
+
+const zeroCounts = (): FieldCounts => Object.fromEntries(INPUT_FIELDS.map((k) => [k, 0])) as FieldCounts;
+const zeroTotals = (): Totals => Object.fromEntries(TOTAL_KEYS.map((k) => [k, 0])) as Totals;
+
+export function packTotals(t: Totals): number[] {
+  return TOTAL_KEYS.map((k) => t[k]);
+}
+
+export function unpackTotals(values: readonly number[]): Totals {
+  const t = zeroTotals();
+  TOTAL_KEYS.forEach((k, i) => {
+    t[k] = values[i] ?? 0;
+  });
+  return t;
+}
+
+export function initialState(options: AccumulatorOptions): AccumulatorState {
+  return {
+    version: STATE_VERSION,
+    options: {
+      reorderWindow: options.reorderWindow ?? 256,
+      holdLimit: options.holdLimit ?? 8192,
+      maxSnapshots: Math.max(4, options.maxSnapshots ?? 1024),
+      recentEvals: Math.max(2, options.recentEvals ?? 8),
+    },
+    carry: {
+      step: null,
+      lr: null,
+      gradVariance: null,
+      batchSize: null,
+      updateNorm: null,
+      gradNorm: null,
+      trainLoss: null,
+      lastGapStep: null,
+      calPrevX: null,
+      calPrevY: null,
+    },
+    totals: zeroTotals(),
+    counters: {
+      records: 0,
+      evaluationPoints: 0,
+      evalFromTrainEval: 0,
+      evalFromBatch: 0,
+      evalWithoutTrainLoss: 0,
+      normClient: 0,
+      normLrGrad: 0,
+      normCheckpoint: 0,
+      gapFresh: 0,
+      gapCorrected: 0,
+      gapUncorrectable: 0,
+      minLr: null,
+      maxLr: null,
+      nonPositiveLr: 0,
+      minBatchSize: null,
+      maxBatchSize: null,
+    },
+    recent: [],
+    snapshots: [],
+    snapshotSpacing: 1,
+    lastSnapshotStep: null,
+    pending: [],
+    checkpoints: [],
+    maxStep: null,
+    points: 0,
+    latePoints: 0,
+    seen: zeroCounts(),
+    nonFinite: zeroCounts(),
+    invalid: zeroCounts(),
+    checkpointsSeen: 0,
+    checkpointNonFinite: 0,
+  };
+}
