@@ -4,6 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import type { Catalog, NewCheckpoint } from '../../src/catalog/catalog.js';
 import { CheckpointRecord, MetricPoint, RunRecord } from '../../src/model/records.js';
 import { isAppError } from '../../src/errors.js';
+import { waitFor } from './wait.js';
 
 /** One opened catalog under test. `reopen` (file-backed stores only) opens the same database again. */
 export interface OpenedCatalog {
@@ -216,7 +217,11 @@ export function describeCatalogContract(name: string, open: () => Promise<Opened
       );
       RunRecord.parse(first.run);
 
-      await new Promise((r) => setTimeout(r, 5));
+      // updatedAt has millisecond resolution: let the clock pass the first write's stamp.
+      await waitFor(() => new Date().toISOString() > first.run.updatedAt, {
+        what: `the clock to pass ${first.run.updatedAt}`,
+        intervalMs: 1,
+      });
       const second = await catalog.putRun(id, { allowShapeChange: true, trainSize: null });
       assert.equal(second.created, false);
       assert.equal(second.run.plannedSteps, 1000, 'absent field kept');
@@ -375,7 +380,8 @@ export function describeCatalogContract(name: string, open: () => Promise<Opened
       assert.deepEqual(await catalog.listMetrics('no-such-run', { limit: 10 }), []);
     });
 
-    it('appends 100,000 points in one call and reads them back in order', async (t) => {
+    // Its speed is measured by scripts/bench-catalog.ts.
+    it('appends 100,000 points in one call and reads them back in order', async () => {
       const run = runId('bulk');
       await catalog.ensureRun(run);
       const n = 100_000;
@@ -387,15 +393,10 @@ export function describeCatalogContract(name: string, open: () => Promise<Opened
         gradNorm: i % 3 === 0 ? 0.5 : undefined,
       }));
       for (const p of points) if (p.gradNorm === undefined) delete p.gradNorm;
-      const t0 = performance.now();
       assert.equal(await catalog.appendMetrics(run, points), n);
-      const t1 = performance.now();
       const back = await catalog.listMetrics(run, { limit: n + 10 });
-      const t2 = performance.now();
-      t.diagnostic(`${name}: append 100k metrics ${(t1 - t0).toFixed(0)} ms, list ${(t2 - t1).toFixed(0)} ms`);
       assert.equal(back.length, n);
       assert.deepEqual(back, points);
-      assert.ok(t1 - t0 < 10_000, `appendMetrics(100k) took ${(t1 - t0).toFixed(0)} ms`);
     });
 
     it('failures surface as catalog_unavailable', async () => {
