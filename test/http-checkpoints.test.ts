@@ -5,8 +5,10 @@ import { after, before, describe, it } from 'node:test';
 import request from 'supertest';
 import { encodeNative } from '@trajgate/sdk/wire/native-format';
 import { encodeSafetensors, type TensorData } from '@trajgate/sdk/wire/safetensors';
+import type { BlobWriter } from '../src/storage/blob-store.js';
 import { createTestGateway, listAllBlobs, startTestServer, type TestGateway } from './helpers/gateway.js';
 import { assertMatchesSpec } from './helpers/openapi.js';
+import { signal, within } from './helpers/wait.js';
 
 const SAFETENSORS = 'application/vnd.safetensors';
 const NATIVE = 'application/vnd.trajgate.checkpoint+msgpack';
@@ -324,20 +326,44 @@ describe('uploads over a real socket', () => {
   it('a body cut mid-stream leaves no checkpoint and no blob outside staging', async () => {
     const server = await startTestServer();
     try {
+      // Watch the server's staged write: the client hangs up once the server is streaming the body into it,
+      // and the server's abort path has run once the staged write is discarded.
+      const streaming = signal();
+      const discarded = signal();
+      const blobs = server.context.blobs;
+      const createWriter = blobs.createWriter.bind(blobs);
+      blobs.createWriter = (key: string): BlobWriter => {
+        const writer = createWriter(key);
+        return {
+          write: async (chunk) => {
+            await writer.write(chunk);
+            streaming.resolve();
+          },
+          commit: () => writer.commit(),
+          abort: async () => {
+            await writer.abort();
+            discarded.resolve();
+          },
+        };
+      };
       const bytes = Buffer.from(encodeSafetensors(model(12, 4096)));
-      const res = await rawUpload(
+      let hangUp: Promise<void> = Promise.resolve();
+      const upload = rawUpload(
         server.url,
         '/v1/runs/run-cut/checkpoints/7',
         { 'content-type': SAFETENSORS, 'content-length': bytes.length },
-        (req) => req.write(bytes.subarray(0, bytes.length / 2), () => setTimeout(() => req.destroy(), 50)),
+        (req) => {
+          req.write(bytes.subarray(0, bytes.length / 2));
+          hangUp = within(streaming.promise, { what: 'the server to stage the first bytes of the body' }).finally(() =>
+            req.destroy(),
+          );
+        },
       );
+      const [res] = await Promise.all([upload, hangUp]);
       assert.equal(res.status, null, 'the client hung up before any answer');
-      // The server notices the reset asynchronously; give the abort path a moment to run.
-      for (let i = 0; i < 50; i++) {
-        const staged = await server.context.catalog.getCheckpoint('run-cut', 7);
-        assert.equal(staged, null);
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      // The server notices the reset asynchronously: wait for its abort path to discard the staged write.
+      await within(discarded.promise, { what: 'the server to discard the staged write after the reset' });
+      assert.equal(await server.context.catalog.getCheckpoint('run-cut', 7), null);
       assert.deepEqual(await listAllBlobs(server.context), []);
       const after = await fetch(`${server.url}/v1/runs/run-cut/checkpoints/7`);
       assert.equal(after.status, 404);
