@@ -176,20 +176,19 @@ describe('phases', () => {
     for (let n = 45; n <= 70; n++) assert.deepEqual(boundaries(n), [15, 35], `after ${n} checkpoints`);
   });
 
-  it('segments 10,000 checkpoints quickly, ordered, with boundaries near the planted ones', () => {
+  it('segments 10,000 checkpoints, ordered, with boundaries near the planted ones', () => {
+    // Its speed is measured by scripts/bench-retention.ts ("phases alone").
     const random = rng(11);
     const n = 10_000;
     const level = (i: number) => (i < 2000 ? 1 : i < 7000 ? 0.3 : 0.05);
     const series = Array.from({ length: n }, (_, i) => level(i) * Math.exp(0.2 * (random() - 0.5)));
     const loss = series.map((_, i) => 2 * Math.exp(-i / 3000) + 0.1 * random());
-    const started = performance.now();
     const { phaseOf } = assignPhases({
       steps: series.map((_, i) => i * 5),
       updateNormPerStep: series,
       trainLoss: loss,
     });
-    const ms = performance.now() - started;
-    assert.ok(ms < 2000, `${ms} ms`);
+    assert.equal(phaseOf.length, n);
     for (let i = 1; i < n; i++) assert.ok(phaseOf[i] >= phaseOf[i - 1]);
     assert.ok(
       Math.abs(phaseOf.indexOf(1) - 2000) <= 20 && Math.abs(phaseOf.indexOf(2) - 7000) <= 20,
