@@ -6,6 +6,8 @@
  *   checkpoint carries a summary with a k = 8192 sketch, as the gateway's would; past
  *   SKETCH_COVERAGE_MAX_CHECKPOINTS the engine never reads a sketch (coverage along the path), so the
  *   summaries here share one sketch buffer to keep the bench's memory at 64 KiB instead of 640 MB.
+ * - Phase segmentation alone over 10,000 checkpoints with three planted levels (the trajectory tests'
+ *   large case, whose speed they do not assert).
  * - SKETCH_COVERAGE_MAX_CHECKPOINTS checkpoints with distinct k = 8192 sketches: the largest run whose
  *   coverage uses sketch distances (pairwise distances of folded sketches), the sketch model's worst case.
  *
@@ -100,6 +102,17 @@ time(`  of which phases + change scores (trajectory modules)`, () => {
   assignPhases({ steps: long.map((c) => c.step), updateNormPerStep, trainLoss, count: 3, by: 'auto' });
   changeScores({ updateNormPerStep, cosinePrev: long.map((c) => c.indicators.cosinePrev), trainLoss });
 });
+{
+  // The case test/trajectory-analysis.test.ts checks for correctness: three planted levels, default settings.
+  const random = mulberry32(11);
+  const level = (i: number) => (i < 0.2 * n ? 1 : i < 0.7 * n ? 0.3 : 0.05);
+  const series = Array.from({ length: n }, (_, i) => level(i) * Math.exp(0.2 * (random() - 0.5)));
+  const trainLoss = series.map((_, i) => 2 * Math.exp(-i / (0.3 * n)) + 0.1 * random());
+  const steps = series.map((_, i) => i * 5);
+  time(`${n} checkpoints, phases alone (3 planted levels)`, () =>
+    assignPhases({ steps, updateNormPerStep: series, trainLoss }),
+  );
+}
 const small = syntheticRun(SKETCH_COVERAGE_MAX_CHECKPOINTS, 'distinct');
 for (const budget of [{ maxCheckpoints: 12 }, {}]) {
   const policy = resolvePolicy({ budget });
