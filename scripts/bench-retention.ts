@@ -15,7 +15,7 @@
  */
 import { parseArgs } from 'node:util';
 import { decideRetention, SKETCH_COVERAGE_MAX_CHECKPOINTS, type RetentionCandidate } from '../src/retention/engine.js';
-import { resolvePolicy, type PolicyInput } from '../src/retention/policy.js';
+import { resolvePolicy, type PolicyInput } from '../src/model/policy.js';
 import { DEFAULT_SKETCH_SPEC } from '../src/trajectory/accumulator.js';
 import { changeScores } from '../src/trajectory/change-detection.js';
 import { assignPhases } from '../src/trajectory/phase-segmentation.js';

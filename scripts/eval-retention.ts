@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util';
 import { mulberry32 as rng } from './lib/mnist-data.js';
 import { trainMnist } from './lib/mnist-train.js';
 import { decideRetention, type RetentionCandidate } from '../src/retention/engine.js';
-import { resolvePolicy } from '../src/retention/policy.js';
+import { resolvePolicy } from '../src/model/policy.js';
 import { CheckpointAccumulator } from '../src/trajectory/accumulator.js';
 import { assignPhases } from '../src/trajectory/phase-segmentation.js';
 import { computeIndicators } from '../src/trajectory/run-indicators.js';

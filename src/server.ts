@@ -7,11 +7,14 @@ import type { Config } from './config.js';
 import { createApp } from './http/app.js';
 import type { AppContext } from './http/context.js';
 import { CheckpointIngest } from './ingest/ingest-checkpoint.js';
-import { TrajectoryRecorder } from './ingest/trajectory-recorder.js';
 import { startCollector } from './retention/collector.js';
 import { RetentionService } from './retention/service.js';
 import { RunEstimates } from './estimate/run-estimates.js';
-import { RunCoordinator } from './runs/coordinator.js';
+import { PolicyBook } from './runs/policy-book.js';
+import { RunService } from './runs/run-service.js';
+import { TrajectoryRecorder } from './runs/trajectory-recorder.js';
+import type { Catalog } from './catalog/catalog.js';
+import type { BlobStore } from './storage/blob-store.js';
 import { createBlobStore } from './storage/factory.js';
 
 /** Leftover staged writes older than this are removed at start-up (another replica may still be writing newer ones). */
@@ -19,7 +22,7 @@ const STAGING_MAX_AGE_MS = 60 * 60 * 1000;
 
 export interface RunningServer {
   url: string;
-  context: AppContext;
+  context: GatewayContext;
   close(): Promise<void>;
 }
 
@@ -55,24 +58,44 @@ export async function startServer(config: Readonly<Config>, logger: Logger): Pro
   };
 }
 
-export async function openContext(config: Readonly<Config>, logger: Logger): Promise<AppContext> {
-  const blobs = createBlobStore({ blobUrl: config.blobUrl, s3: config.s3 });
-  const catalog = await openCatalog(config.catalogUrl);
-  const retention = new RetentionService(catalog);
-  const estimates = new RunEstimates(catalog);
-  const runs = new RunCoordinator(catalog, new TrajectoryRecorder(catalog), retention, estimates);
-  const ingest = new CheckpointIngest(
-    blobs,
-    catalog,
-    { limits: config.limits, onCommitted: (run, step, request) => runs.onCommitted(run, step, { pin: request.pin }) },
-    logger,
-  );
-  return { config, logger, blobs, catalog, ingest, retention, runs, estimates };
+/** The stores named by `config` and the services over them; closed by `closeContext`. */
+export interface GatewayContext extends AppContext {
+  catalog: Catalog;
+  blobs: BlobStore;
 }
 
-export async function closeContext(context: AppContext): Promise<void> {
+export async function openContext(config: Readonly<Config>, logger: Logger): Promise<GatewayContext> {
+  const blobs = createBlobStore({ blobUrl: config.blobUrl, s3: config.s3 });
+  const catalog = await openCatalog(config.catalogUrl);
+  const policies = new PolicyBook(catalog);
+  const runs = new RunService({
+    catalog,
+    blobs,
+    ingest: new CheckpointIngest(blobs, catalog, config.limits, logger),
+    trajectory: new TrajectoryRecorder(catalog),
+    retention: new RetentionService(catalog),
+    estimates: new RunEstimates(catalog),
+    policies,
+  });
+  const readiness = async () => {
+    const [catalogState, storage] = await Promise.all([check(() => catalog.ping()), check(() => blobs.ping())]);
+    return { catalog: catalogState, storage };
+  };
+  return { config, logger, catalog, blobs, runs, policies, readiness };
+}
+
+export async function closeContext(context: GatewayContext): Promise<void> {
   await context.catalog.close();
   await context.blobs.close();
+}
+
+async function check(probe: () => Promise<void>): Promise<string> {
+  try {
+    await probe();
+    return 'ok';
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err);
+  }
 }
 
 function redact(url: string): string {

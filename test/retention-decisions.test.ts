@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { decideRetention, type RetentionCandidate } from '../src/retention/engine.js';
-import { DEFAULT_POLICY, PolicyInput, resolvePolicy } from '../src/retention/policy.js';
+import { DEFAULT_POLICY, PolicyInput, resolvePolicy } from '../src/model/policy.js';
 
 /** A decaying run with an LR restart at 60% and a loss spike at 30%. */
 function run(n: number): RetentionCandidate[] {

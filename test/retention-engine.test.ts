@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { decideRetention, type RetentionCandidate, type RetentionDecision } from '../src/retention/engine.js';
-import { DEFAULT_POLICY, Policy, PolicyInput, resolvePolicy } from '../src/retention/policy.js';
+import { DEFAULT_POLICY, Policy, PolicyInput, resolvePolicy } from '../src/model/policy.js';
 import { CheckpointAccumulator } from '../src/trajectory/accumulator.js';
 import { computeIndicators } from '../src/trajectory/run-indicators.js';
 import { gaussian, rng } from './helpers/trajectory-fixtures.js';

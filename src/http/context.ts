@@ -1,21 +1,22 @@
 import type { Logger } from 'pino';
-import type { Catalog } from '../catalog/catalog.js';
 import type { Config } from '../config.js';
-import type { RunEstimates } from '../estimate/run-estimates.js';
-import type { CheckpointIngest } from '../ingest/ingest-checkpoint.js';
-import type { RetentionDecision } from '../retention/engine.js';
-import type { RetentionService } from '../retention/service.js';
-import type { RunCoordinator } from '../runs/coordinator.js';
-import type { BlobStore } from '../storage/blob-store.js';
+import type { PolicyBook } from '../runs/policy-book.js';
+import type { RunService } from '../runs/run-service.js';
 
-/** Everything a route needs, built once by `main.ts` (or a test) and handed to `createApp`. */
+/** Each dependency's state for /readyz: 'ok' or what went wrong. */
+export interface Readiness {
+  catalog: string;
+  storage: string;
+}
+
+/**
+ * What routes may reach, built once by `server.ts` (or a test) and handed to `createApp`: run state only
+ * through the RunService, named policies through the PolicyBook (docs/architecture.md §2).
+ */
 export interface AppContext {
   config: Readonly<Config>;
-  catalog: Catalog;
-  blobs: BlobStore;
-  ingest: CheckpointIngest<RetentionDecision>;
-  retention: RetentionService;
-  runs: RunCoordinator;
-  estimates: RunEstimates;
   logger: Logger;
+  runs: RunService;
+  policies: PolicyBook;
+  readiness(): Promise<Readiness>;
 }

@@ -23,48 +23,31 @@ export interface IngestRequest {
   contentLength?: number;
   /** Lowercase hex SHA-256 the client declared for the body, already validated as 64 hex digits. */
   sha256?: string;
-  /** Pin the checkpoint once stored (retention never evicts a pinned checkpoint). */
-  pin?: boolean;
 }
 
-export interface IngestOptions<D> {
-  limits: IngestLimits;
-  /**
-   * Runs after a new checkpoint's catalog row is written (trajectory indicators, retention); what it
-   * returns comes back as the outcome's `decision`.
-   */
-  onCommitted: (run: string, step: number, request: IngestRequest) => Promise<D>;
-}
-
-export interface IngestOutcome<D> {
+export interface IngestOutcome {
   /** created: stored now; unchanged: the same bytes were already committed for this step. */
   status: 'created' | 'unchanged';
-  /** As it stands after `onCommitted`. */
+  /** The committed record, as the catalog holds it right after the commit. */
   checkpoint: CheckpointRecord;
-  /** What `onCommitted` returned; null when nothing was stored. */
-  decision: D | null;
 }
 
 /**
- * Streams one checkpoint upload (DESIGN §3): one pass over the body feeds SHA-256, the format decoder
+ * Streams one checkpoint upload (docs/architecture.md §3): one pass over the body feeds SHA-256, the format decoder
  * (which validates and reports tensor data) and a staged blob write. Only a body that is whole, valid and
  * matches its declared checksum is committed: blob first, then its manifest, then the catalog row. Any
  * failure before the catalog row aborts the staged write or deletes what was committed, so a rejected
  * upload leaves nothing behind.
  */
-export class CheckpointIngest<D> {
+export class CheckpointIngest {
   constructor(
     private readonly blobs: BlobStore,
     private readonly catalog: Catalog,
-    private readonly options: IngestOptions<D>,
+    private readonly limits: IngestLimits,
     private readonly logger: Logger,
   ) {}
 
-  private get limits(): IngestLimits {
-    return this.options.limits;
-  }
-
-  async ingest(req: IngestRequest): Promise<IngestOutcome<D>> {
+  async ingest(req: IngestRequest): Promise<IngestOutcome> {
     if (req.contentLength !== undefined && req.contentLength > this.limits.maxCheckpointBytes) {
       throw new AppError(
         'body_too_large',
@@ -101,7 +84,7 @@ export class CheckpointIngest<D> {
     existing: CheckpointRecord,
     body: AsyncIterable<Uint8Array>,
     declaredSha: string | undefined,
-  ): Promise<IngestOutcome<D>> {
+  ): Promise<IngestOutcome> {
     const hash = createHash('sha256');
     for await (const chunk of body) hash.update(chunk);
     const sha256 = hash.digest('hex');
@@ -113,7 +96,7 @@ export class CheckpointIngest<D> {
     req: IngestRequest,
     format: CheckpointFormat,
     body: AsyncIterable<Uint8Array>,
-  ): Promise<IngestOutcome<D>> {
+  ): Promise<IngestOutcome> {
     const uploadId = newUploadId();
     const blobKey = checkpointDataKey(req.run, req.step, uploadId, format);
     const reference = await this.referenceTensors(req.run);
@@ -173,10 +156,9 @@ export class CheckpointIngest<D> {
       throw err;
     }
     this.logger.debug({ run: req.run, step: req.step, bytes: blob.size, key: blobKey }, 'checkpoint committed');
-    const decision = await this.options.onCommitted(req.run, req.step, req);
     const checkpoint = await this.catalog.getCheckpoint(req.run, req.step);
     if (!checkpoint) throw new AppError('internal', `checkpoint ${req.run}/${req.step} vanished after commit`);
-    return { status: 'created', checkpoint, decision };
+    return { status: 'created', checkpoint };
   }
 
   /** The tensor table new checkpoints must match, or null when the run accepts any. */
@@ -196,8 +178,8 @@ export class CheckpointIngest<D> {
   }
 }
 
-function resolveAgainst<D>(existing: CheckpointRecord, sha256: string): IngestOutcome<D> {
-  if (existing.sha256 === sha256) return { status: 'unchanged', checkpoint: existing, decision: null };
+function resolveAgainst(existing: CheckpointRecord, sha256: string): IngestOutcome {
+  if (existing.sha256 === sha256) return { status: 'unchanged', checkpoint: existing };
   throw new AppError(
     'checkpoint_conflict',
     `step ${existing.step} of run '${existing.run}' is already committed with different bytes`,

@@ -1,5 +1,5 @@
 import { changeScores } from '../trajectory/change-detection.js';
-import { assignPhases, type PhaseAssignment } from '../trajectory/phase-segmentation.js';
+import { segmentRun, type PhaseAssignment } from '../trajectory/phase-segmentation.js';
 import type { CoverageModel } from './coverage-model.js';
 import { fillByCoverage, keepOptimalCover, pickPhaseRepresentatives, refineCoverage } from './cover-selection.js';
 import { admitNamedClasses } from './named-classes.js';
@@ -40,14 +40,12 @@ export function decideRetention(input: RetentionInput): RetentionDecision {
   const n = checkpoints.length;
   const updateNormPerStep = checkpoints.map((c) => c.indicators.updateNormPerStep);
   const trainLoss = checkpoints.map((c) => c.trainLoss);
-  const phases = assignPhases({
-    steps: checkpoints.map((c) => c.step),
-    updateNormPerStep,
-    trainLoss,
-    plannedSteps: input.plannedSteps,
-    count: policy.phase.count,
-    by: policy.phase.by === 'fraction' && !input.plannedSteps ? 'dynamics' : policy.phase.by,
-  });
+  const phases =
+    input.phases ??
+    segmentRun(
+      { steps: checkpoints.map((c) => c.step), updateNormPerStep, trainLoss, plannedSteps: input.plannedSteps ?? null },
+      policy.phase,
+    );
   const scores = changeScores({
     updateNormPerStep,
     cosinePrev: checkpoints.map((c) => c.indicators.cosinePrev),

@@ -1,5 +1,5 @@
 import type { CoverageModel } from './coverage-model.js';
-import type { Policy } from './policy.js';
+import type { Policy } from '../model/policy.js';
 import type { RetentionCandidate, RetentionClass } from './types.js';
 
 /**

@@ -1,86 +1,78 @@
 import type { Catalog, RetentionOutcome } from '../catalog/catalog.js';
-import type { CheckpointRecord, RunRecord } from '../model/records.js';
-import { AppError, errors } from '../errors.js';
+import type { CheckpointIndicators, CheckpointRecord, RunRecord } from '../model/records.js';
+import { segmentRun, type PhaseAssignment } from '../trajectory/phase-segmentation.js';
 import { SKETCH_COVERAGE_MAX_CHECKPOINTS, decideRetention, type RetentionDecision } from './engine.js';
-import { DEFAULT_POLICY, PolicyInput, resolvePolicy, type Policy } from './policy.js';
+import type { Policy } from '../model/policy.js';
+
+/** What a decision is made on: the run's analysed checkpoints by step, their training loss and phases. */
+export interface DecisionBasis {
+  run: RunRecord;
+  policy: Policy;
+  checkpoints: readonly (CheckpointRecord & { indicators: CheckpointIndicators })[];
+  /** Per checkpoint: mean trainLoss since the previous checkpoint, or null. */
+  trainLoss: readonly (number | null)[];
+  /** The run's phase segmentation under `policy`. */
+  phases: PhaseAssignment;
+}
 
 /**
- * Applies retention policies to runs: loads what the engine needs from the catalog, decides, and writes
- * the outcome (soft deletes with a grace period; the collector deletes bytes later). Callers hold the
- * run's lock around `apply`.
+ * Applies retention policies to runs: loads the rest of what the engine needs (the `best` metric, sketches
+ * of small runs), decides, and writes the outcome (soft deletes with a grace period; the collector deletes
+ * bytes later). Callers hold the run's lock around `apply`.
  */
 export class RetentionService {
   constructor(private readonly catalog: Catalog) {}
 
-  /** The policy in force for a run: its named or inline policy, else the built-in default. */
-  async policyFor(run: RunRecord): Promise<Policy> {
-    if (!run.policy) return DEFAULT_POLICY;
-    if ('policy' in run.policy) return resolvePolicy(PolicyInput.parse(run.policy.policy));
-    const named = await this.catalog.getPolicy(run.policy.name);
-    if (!named) {
-      throw new AppError('policy_not_found', `run '${run.id}' uses policy '${run.policy.name}', which does not exist`, {
-        policy: run.policy.name,
-      });
-    }
-    return resolvePolicy(PolicyInput.parse(named.policy));
-  }
-
-  /** The decision `policy` would make for the run now, without writing anything. */
-  async decide(
-    runId: string,
-    policy?: Policy,
-  ): Promise<{ decision: RetentionDecision; checkpoints: CheckpointRecord[] }> {
-    const run = await this.catalog.getRun(runId);
-    if (!run) throw errors.runNotFound(runId);
-    return this.decideFor(run, policy ?? (await this.policyFor(run)));
-  }
-
-  private async decideFor(
-    run: RunRecord,
-    effective: Policy,
-  ): Promise<{ decision: RetentionDecision; checkpoints: CheckpointRecord[] }> {
-    const runId = run.id;
-    const checkpoints = (await this.catalog.listCheckpoints(runId)).filter((c) => c.indicators !== null);
+  /** The decision `policy` (default: the run's own) would make now, without writing anything. */
+  async decide(basis: DecisionBasis, policy: Policy = basis.policy): Promise<RetentionDecision> {
+    const { run, checkpoints, trainLoss } = basis;
     const steps = checkpoints.map((c) => c.step);
+    const phases =
+      policy.phase.count === basis.policy.phase.count && policy.phase.by === basis.policy.phase.by
+        ? basis.phases
+        : segmentRun(
+            {
+              steps,
+              updateNormPerStep: checkpoints.map((c) => c.indicators.updateNormPerStep),
+              trainLoss,
+              plannedSteps: run.plannedSteps,
+            },
+            policy.phase,
+          );
     // Small runs are covered in sketch space (exact-ish distances); larger ones along the path, sketch-free.
-    const [trainLoss, metric, summaries] = await Promise.all([
-      this.catalog.metricAtCheckpoints(runId, 'trainLoss', 'mean'),
-      effective.best ? this.catalog.metricAtCheckpoints(runId, effective.best.metric, 'last') : Promise.resolve([]),
+    const [metric, summaries] = await Promise.all([
+      policy.best ? this.catalog.metricAtCheckpoints(run.id, policy.best.metric, 'last') : Promise.resolve([]),
       checkpoints.length <= SKETCH_COVERAGE_MAX_CHECKPOINTS
-        ? this.catalog.getSummaries(runId, steps)
+        ? this.catalog.getSummaries(run.id, steps)
         : Promise.resolve([]),
     ]);
     const summaryByStep = new Map(summaries.map((s) => [s.step, s]));
-    const lossAt = valuesAt(steps, trainLoss);
     const metricAt = valuesAt(steps, metric);
-    const decision = decideRetention({
+    return decideRetention({
       checkpoints: checkpoints.map((c, i) => ({
         step: c.step,
         bytes: c.bytes,
         pinned: c.pinned,
         available: c.contentAvailable,
-        indicators: c.indicators!,
+        indicators: c.indicators,
         summary: summaryByStep.get(c.step),
-        trainLoss: lossAt[i],
-        metric: effective.best && metricAt[i] !== null ? { [effective.best.metric]: metricAt[i]! } : {},
+        trainLoss: trainLoss[i],
+        metric: policy.best && metricAt[i] !== null ? { [policy.best.metric]: metricAt[i]! } : {},
       })),
-      policy: effective,
+      policy,
       plannedSteps: run.plannedSteps,
+      phases,
     });
-    return { decision, checkpoints };
   }
 
   /** Decides with the run's policy and records the outcome; returns the decision. */
-  async apply(runId: string, now = new Date()): Promise<RetentionDecision> {
-    const run = await this.catalog.getRun(runId);
-    if (!run) throw errors.runNotFound(runId);
-    const policy = await this.policyFor(run);
-    const { decision, checkpoints } = await this.decideFor(run, policy);
-    const byStep = new Map(checkpoints.map((c) => [c.step, c]));
-    const deleteAfter = new Date(now.getTime() + policy.graceSeconds * 1000).toISOString();
+  async apply(basis: DecisionBasis, now = new Date()): Promise<RetentionDecision> {
+    const decision = await this.decide(basis);
+    const byStep = new Map(basis.checkpoints.map((c) => [c.step, c]));
+    const deleteAfter = new Date(now.getTime() + basis.policy.graceSeconds * 1000).toISOString();
     const outcomes: RetentionOutcome[] = decision.checkpoints.map((d) => {
       const current = byStep.get(d.step)!;
-      if (d.keep)
+      if (d.keep) {
         return {
           step: d.step,
           status: 'kept',
@@ -89,6 +81,7 @@ export class RetentionService {
           discardedAt: null,
           deleteAfter: null,
         };
+      }
       const alreadyDiscarded = current.status === 'discarded';
       return {
         step: d.step,
@@ -99,7 +92,7 @@ export class RetentionService {
         deleteAfter: alreadyDiscarded ? current.deleteAfter : deleteAfter,
       };
     });
-    await this.catalog.applyRetention(runId, outcomes);
+    await this.catalog.applyRetention(basis.run.id, outcomes);
     return decision;
   }
 }

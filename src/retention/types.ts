@@ -1,6 +1,7 @@
 import type { CheckpointIndicators } from '../trajectory/run-indicators.js';
 import type { CheckpointSummary } from '../model/summary.js';
-import type { Policy } from './policy.js';
+import type { PhaseAssignment } from '../trajectory/phase-segmentation.js';
+import type { Policy } from '../model/policy.js';
 
 export type RetentionClass = 'latest' | 'pinned' | 'change' | 'best' | 'every' | 'phase';
 
@@ -28,6 +29,8 @@ export interface RetentionInput {
   checkpoints: readonly RetentionCandidate[];
   policy: Policy;
   plannedSteps?: number | null;
+  /** The run's phase segmentation (segmentRun with the policy's phase settings); computed when absent. */
+  phases?: PhaseAssignment;
 }
 
 export interface CheckpointDecision {

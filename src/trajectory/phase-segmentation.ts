@@ -41,6 +41,50 @@ export interface PhaseAssignment {
 
 const MAX_POINTS = 500;
 
+/** How a run is split into phases: from its retention policy's `phase` settings. */
+export interface PhaseSettings {
+  count: number;
+  by: PhaseMethod | 'auto';
+}
+
+/** A run's checkpoints as the segmentation reads them (sorted by step). */
+export interface PhaseSeries {
+  steps: readonly number[];
+  updateNormPerStep: readonly (number | null)[];
+  trainLoss: readonly (number | null)[];
+  plannedSteps: number | null;
+}
+
+/**
+ * The run's one phase segmentation, used by the trajectory, retention's reasons and the estimate alike:
+ * `fraction` without plannedSteps falls back to `dynamics` rather than failing.
+ */
+export function segmentRun(series: PhaseSeries, settings: PhaseSettings): PhaseAssignment {
+  return assignPhases({
+    steps: series.steps,
+    updateNormPerStep: series.updateNormPerStep,
+    trainLoss: series.trainLoss,
+    plannedSteps: series.plannedSteps,
+    count: settings.count,
+    by: settings.by === 'fraction' && !series.plannedSteps ? 'dynamics' : settings.by,
+  });
+}
+
+/** Contiguous runs of one phase as step ranges, in step order. */
+export function phaseBoundaries(
+  steps: readonly number[],
+  phases: PhaseAssignment,
+): { phase: string; fromStep: number; toStep: number }[] {
+  const boundaries: { phase: string; fromStep: number; toStep: number }[] = [];
+  steps.forEach((step, i) => {
+    const phase = phases.names[phases.phaseOf[i]];
+    const last = boundaries[boundaries.length - 1];
+    if (last && last.phase === phase) last.toStep = step;
+    else boundaries.push({ phase, fromStep: step, toStep: step });
+  });
+  return boundaries;
+}
+
 export function phaseNames(count: number): string[] {
   return count === 3 ? ['early', 'mid', 'late'] : Array.from({ length: count }, (_, i) => `phase-${i + 1}`);
 }

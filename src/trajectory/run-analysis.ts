@@ -1,5 +1,5 @@
 import { changeScores } from './change-detection.js';
-import { assignPhases, type PhaseMethod } from './phase-segmentation.js';
+import { assignPhases, phaseBoundaries, type PhaseAssignment, type PhaseMethod } from './phase-segmentation.js';
 import type { CheckpointIndicators } from './run-indicators.js';
 
 /** The trajectory of a run as the API serves it: per-checkpoint indicators, phase and change score. */
@@ -31,6 +31,8 @@ export interface AnalysisInput {
   /** Per checkpoint, same order; null where unknown. */
   trainLoss?: readonly (number | null)[];
   plannedSteps?: number | null;
+  /** The run's phase segmentation (segmentRun); computed from the settings below when absent. */
+  phases?: PhaseAssignment;
   phaseCount?: number;
   phasesBy?: PhaseMethod | 'auto';
   changeWindow?: number;
@@ -41,14 +43,16 @@ export function analyseRun(input: AnalysisInput): RunTrajectory {
   const steps = input.checkpoints.map((c) => c.step);
   const updateNormPerStep = input.checkpoints.map((c) => c.indicators.updateNormPerStep);
   const trainLoss = input.trainLoss ?? steps.map(() => null);
-  const phases = assignPhases({
-    steps,
-    updateNormPerStep,
-    trainLoss,
-    plannedSteps: input.plannedSteps,
-    count: input.phaseCount,
-    by: input.phasesBy,
-  });
+  const phases =
+    input.phases ??
+    assignPhases({
+      steps,
+      updateNormPerStep,
+      trainLoss,
+      plannedSteps: input.plannedSteps,
+      count: input.phaseCount,
+      by: input.phasesBy,
+    });
   const scores = changeScores({
     updateNormPerStep,
     cosinePrev: input.checkpoints.map((c) => c.indicators.cosinePrev),
@@ -63,12 +67,7 @@ export function analyseRun(input: AnalysisInput): RunTrajectory {
     changeComponents: scores[i].components,
     trainLoss: trainLoss[i],
   }));
-  const boundaries: RunTrajectory['phases']['boundaries'] = [];
-  items.forEach((item) => {
-    const last = boundaries[boundaries.length - 1];
-    if (last && last.phase === item.phase) last.toStep = item.step;
-    else boundaries.push({ phase: item.phase, fromStep: item.step, toStep: item.step });
-  });
+  const boundaries = phaseBoundaries(steps, phases);
   const last = items[items.length - 1];
   return {
     items,

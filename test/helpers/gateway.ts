@@ -5,13 +5,12 @@ import type { Express } from 'express';
 import { pino } from 'pino';
 import { loadConfig } from '../../src/config.js';
 import { createApp } from '../../src/http/app.js';
-import type { AppContext } from '../../src/http/context.js';
-import { closeContext, openContext, startServer, type RunningServer } from '../../src/server.js';
+import { closeContext, openContext, startServer, type GatewayContext, type RunningServer } from '../../src/server.js';
 
 /** A gateway on embedded defaults (local directory + SQLite) in a fresh temporary data directory. */
 export interface TestGateway {
   app: Express;
-  context: AppContext;
+  context: GatewayContext;
   dataDir: string;
   close(): Promise<void>;
 }
@@ -57,7 +56,7 @@ export async function startTestServer(
 }
 
 /** Every committed key in the gateway's blob store. */
-export async function listAllBlobs(context: AppContext): Promise<string[]> {
+export async function listAllBlobs(context: GatewayContext): Promise<string[]> {
   const keys: string[] = [];
   for await (const blob of context.blobs.list('')) keys.push(blob.key);
   return keys;

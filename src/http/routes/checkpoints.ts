@@ -23,7 +23,7 @@ export function checkpointRoutes(ctx: AppContext): Router {
     const run = parseRunId(req.params.run);
     const step = parseStep(req.params.step);
     const { pin } = parseInput(UploadQuery, req.query, 'query');
-    const outcome = await ctx.ingest.ingest({
+    const outcome = await ctx.runs.upload({
       pin: pin === 'true',
       run,
       step,
@@ -50,30 +50,17 @@ export function checkpointRoutes(ctx: AppContext): Router {
   }
 
   router.get('/v1/runs/:run/checkpoints', async (req, res) => {
-    const run = await requireRun(ctx, req.params.run);
+    const run = parseRunId(req.params.run);
     const { status } = parseInput(ListQuery, req.query, 'query');
-    res.json({ items: await ctx.catalog.listCheckpoints(run, status ? { status } : undefined) });
+    res.json({ items: await ctx.runs.listCheckpoints(run, { status }) });
   });
 
   router.get('/v1/runs/:run/checkpoints/:step', async (req, res) => {
-    res.json(await requireCheckpoint(ctx, req.params.run, req.params.step));
+    res.json(await ctx.runs.checkpoint(parseRunId(req.params.run), parseStep(req.params.step)));
   });
 
   router.get('/v1/runs/:run/checkpoints/:step/content', async (req, res) => {
-    const checkpoint = await requireCheckpoint(ctx, req.params.run, req.params.step);
-    if (checkpoint.status === 'discarded') {
-      throw new AppError(
-        'checkpoint_discarded',
-        `step ${checkpoint.step} of run '${checkpoint.run}' was discarded: ${checkpoint.reasons.join(' ') || 'no reason recorded'}`,
-        {
-          run: checkpoint.run,
-          step: checkpoint.step,
-          reasons: checkpoint.reasons,
-          discardedAt: checkpoint.discardedAt,
-          deleteAfter: checkpoint.deleteAfter,
-        },
-      );
-    }
+    const checkpoint = await ctx.runs.downloadable(parseRunId(req.params.run), parseStep(req.params.step));
     const etag = `"${checkpoint.sha256}"`;
     const ifRange = req.get('if-range');
     const range =
@@ -83,12 +70,7 @@ export function checkpointRoutes(ctx: AppContext): Router {
       res.status(304).end();
       return;
     }
-    const blob = await ctx.blobs.get(checkpoint.blobKey, range ?? undefined);
-    if (!blob) {
-      throw errors.storageUnavailable(
-        `the blob of step ${checkpoint.step} of run '${checkpoint.run}' is missing from storage`,
-      );
-    }
+    const body = await ctx.runs.openContent(checkpoint, range ?? undefined);
     if (range) {
       res.status(206);
       res.setHeader('Content-Range', `bytes ${range.start}-${range.end}/${checkpoint.bytes}`);
@@ -97,11 +79,11 @@ export function checkpointRoutes(ctx: AppContext): Router {
       res.setHeader('Content-Length', String(checkpoint.bytes));
     }
     if (req.method === 'HEAD') {
-      blob.body.destroy();
+      body.destroy();
       res.end();
       return;
     }
-    await pipeline(blob.body, res);
+    await pipeline(body, res);
   });
 
   return router;
@@ -114,21 +96,6 @@ function summariseDecision(decision: RetentionDecision) {
     discarded: decision.checkpoints.filter((c) => !c.keep).map((c) => ({ step: c.step, reasons: c.reasons })),
     totals: decision.totals,
   };
-}
-
-async function requireRun(ctx: AppContext, rawRun: string): Promise<string> {
-  const run = parseRunId(rawRun);
-  if (!(await ctx.catalog.getRun(run))) throw errors.runNotFound(run);
-  return run;
-}
-
-async function requireCheckpoint(ctx: AppContext, rawRun: string, rawStep: string): Promise<CheckpointRecord> {
-  const run = parseRunId(rawRun);
-  const step = parseStep(rawStep);
-  const checkpoint = await ctx.catalog.getCheckpoint(run, step);
-  if (checkpoint) return checkpoint;
-  if (!(await ctx.catalog.getRun(run))) throw errors.runNotFound(run);
-  throw errors.checkpointNotFound(run, step);
 }
 
 /** The range to send; a 416 carries `Content-Range: bytes *\/size` as RFC 9110 asks. */

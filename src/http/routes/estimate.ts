@@ -12,11 +12,11 @@ export function estimateRoutes(ctx: AppContext): Router {
   router.get('/v1/runs/:run/estimate', async (req, res) => {
     const run = parseRunId(req.params.run);
     const { calibrateUntilStep } = parseInput(EstimateQuery, req.query, 'query');
-    res.json(await ctx.estimates.current(run, calibrateUntilStep));
+    res.json(await ctx.runs.estimate(run, calibrateUntilStep));
   });
 
   router.get('/v1/runs/:run/estimate/history', async (req, res) => {
-    res.json({ items: await ctx.estimates.history(parseRunId(req.params.run)) });
+    res.json({ items: await ctx.runs.estimateHistory(parseRunId(req.params.run)) });
   });
 
   return router;

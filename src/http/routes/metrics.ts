@@ -2,7 +2,7 @@ import express, { Router } from 'express';
 import { unpack } from 'msgpackr';
 import { z } from 'zod';
 import { MetricPoint } from '../../model/records.js';
-import { AppError, errors } from '../../errors.js';
+import { AppError } from '../../errors.js';
 import type { AppContext } from '../context.js';
 import { parseRunId } from '../ids.js';
 import { parseInput } from '../validate.js';
@@ -47,8 +47,7 @@ export function metricRoutes(ctx: AppContext): Router {
   router.get('/v1/runs/:run/metrics', async (req, res) => {
     const run = parseRunId(req.params.run);
     const query = parseInput(SeriesQuery, req.query, 'query');
-    if (!(await ctx.catalog.getRun(run))) throw errors.runNotFound(run);
-    res.json({ items: await ctx.catalog.listMetrics(run, query) });
+    res.json({ items: await ctx.runs.listMetrics(run, query) });
   });
 
   return router;

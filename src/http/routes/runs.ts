@@ -1,7 +1,6 @@
 import express, { Router } from 'express';
 import { z } from 'zod';
 import { RunInput } from '../../model/records.js';
-import { errors } from '../../errors.js';
 import type { AppContext } from '../context.js';
 import { parseRunId } from '../ids.js';
 import { parseInput } from '../validate.js';
@@ -18,33 +17,19 @@ export function runRoutes(ctx: AppContext): Router {
   router.put('/v1/runs/:run', json, async (req, res) => {
     const id = parseRunId(req.params.run);
     const input = parseInput(RunInput, req.body ?? {}, 'run');
-    const { run, created } = await ctx.catalog.putRun(id, input);
+    const { run, created } = await ctx.runs.putRun(id, input);
     res.status(created ? 201 : 200).json(run);
   });
 
   router.get('/v1/runs', async (req, res) => {
     const query = parseInput(ListQuery, req.query, 'query');
-    const items = await ctx.catalog.listRuns(query);
+    const items = await ctx.runs.listRuns(query);
     const next = items.length === query.limit ? items[items.length - 1].id : null;
     res.json({ items, next });
   });
 
   router.get('/v1/runs/:run', async (req, res) => {
-    const id = parseRunId(req.params.run);
-    const run = await ctx.catalog.getRun(id);
-    if (!run) throw errors.runNotFound(id);
-    const checkpoints = await ctx.catalog.listCheckpoints(id);
-    const kept = checkpoints.filter((c) => c.status === 'kept');
-    res.json({
-      ...run,
-      checkpoints: {
-        count: checkpoints.length,
-        kept: kept.length,
-        latestStep: checkpoints.length ? checkpoints[checkpoints.length - 1].step : null,
-        bytesUploaded: checkpoints.reduce((sum, c) => sum + c.bytes, 0),
-        bytesKept: kept.reduce((sum, c) => sum + c.bytes, 0),
-      },
-    });
+    res.json(await ctx.runs.summary(parseRunId(req.params.run)));
   });
 
   return router;

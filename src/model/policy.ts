@@ -1,7 +1,7 @@
 import { z } from 'zod';
 
 /**
- * Retention policies (DESIGN §6). `Policy` is the full policy the engine runs; `PolicyInput` is what
+ * Retention policies (docs/architecture.md §6). `Policy` is the full policy the engine runs; `PolicyInput` is what
  * clients store or send inline: the same shape with every key optional (nested objects too), unknown keys
  * rejected. `resolvePolicy` fills what the input leaves out from DEFAULT_POLICY, key by key.
  *

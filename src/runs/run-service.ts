@@ -1,0 +1,296 @@
+import type { Readable } from 'node:stream';
+import type { Catalog, MetricQuery } from '../catalog/catalog.js';
+import { AppError, errors } from '../errors.js';
+import type { RunEstimates } from '../estimate/run-estimates.js';
+import type { Estimate, HistoryEntry, PhaseSpan } from '../estimate/types.js';
+import type { CheckpointIngest, IngestOutcome, IngestRequest } from '../ingest/ingest-checkpoint.js';
+import type {
+  CheckpointRecord,
+  CheckpointStatus,
+  MetricPoint,
+  RunInput,
+  RunPolicyRef,
+  RunRecord,
+} from '../model/records.js';
+import type { RetentionDecision } from '../retention/engine.js';
+import type { Policy } from '../model/policy.js';
+import type { RetentionService } from '../retention/service.js';
+import type { BlobStore, ByteRange } from '../storage/blob-store.js';
+import { phaseBoundaries, type PhaseMethod } from '../trajectory/phase-segmentation.js';
+import { analyseRun, type RunTrajectory } from '../trajectory/run-analysis.js';
+import { KeyedLock } from '../util/keyed-lock.js';
+import { DEFAULT_POLICY_NAME, type PolicyBook } from './policy-book.js';
+import { loadRunSnapshot, type RunSnapshot } from './run-snapshot.js';
+import type { TrajectoryRecorder } from './trajectory-recorder.js';
+
+export interface RunServiceDeps {
+  catalog: Catalog;
+  blobs: BlobStore;
+  ingest: CheckpointIngest;
+  trajectory: TrajectoryRecorder;
+  retention: RetentionService;
+  estimates: RunEstimates;
+  policies: PolicyBook;
+}
+
+export interface UploadRequest extends IngestRequest {
+  /** Pin the checkpoint once stored (retention never evicts a pinned checkpoint). */
+  pin?: boolean;
+}
+
+export interface UploadOutcome extends IngestOutcome {
+  /** The retention decision the new checkpoint triggered; null when the same bytes were already stored. */
+  decision: RetentionDecision | null;
+}
+
+export interface RunSummary extends RunRecord {
+  checkpoints: { count: number; kept: number; latestStep: number | null; bytesUploaded: number; bytesKept: number };
+}
+
+/** Overrides of the run's phase settings for one trajectory read (a different view, not the run's). */
+export interface TrajectoryView {
+  phases?: number;
+  by?: PhaseMethod | 'auto';
+  window?: number;
+}
+
+/**
+ * The one way the HTTP layer reaches run state (docs/architecture.md §2). Everything that changes a run's
+ * derived state happens under the run's lock, one change at a time: a new checkpoint's indicators, the
+ * estimate's state, pins, the run's policy and plannedSteps — each followed by a fresh retention decision.
+ * Decisions are deterministic functions of the catalog, so replaying the same uploads gives the same kept
+ * set. Reads load one RunSnapshot, so trajectory, retention and estimate agree on the run's phases.
+ */
+export class RunService {
+  private readonly lock = new KeyedLock();
+
+  constructor(private readonly deps: RunServiceDeps) {}
+
+  // Runs
+
+  async putRun(id: string, input: RunInput): Promise<{ run: RunRecord; created: boolean }> {
+    return this.lock.run(id, async () => {
+      const before = await this.deps.catalog.getRun(id);
+      const result = await this.deps.catalog.putRun(id, input);
+      // plannedSteps places checkpoints in phases (by fraction): the kept set may change with it.
+      if (before && before.plannedSteps !== result.run.plannedSteps) await this.decide(result.run);
+      return result;
+    });
+  }
+
+  listRuns(page: { limit: number; after?: string }): Promise<RunRecord[]> {
+    return this.deps.catalog.listRuns(page);
+  }
+
+  async summary(id: string): Promise<RunSummary> {
+    const run = await this.requireRun(id);
+    const checkpoints = await this.deps.catalog.listCheckpoints(id);
+    const kept = checkpoints.filter((c) => c.status === 'kept');
+    return {
+      ...run,
+      checkpoints: {
+        count: checkpoints.length,
+        kept: kept.length,
+        latestStep: checkpoints.length ? checkpoints[checkpoints.length - 1].step : null,
+        bytesUploaded: checkpoints.reduce((sum, c) => sum + c.bytes, 0),
+        bytesKept: kept.reduce((sum, c) => sum + c.bytes, 0),
+      },
+    };
+  }
+
+  // Checkpoints
+
+  /**
+   * Streams an upload into storage and the catalog (outside the lock: uploads of one run proceed in
+   * parallel), then, under the lock, computes the new checkpoint's indicators, feeds the estimate, pins it
+   * if asked, and decides retention.
+   */
+  async upload(req: UploadRequest): Promise<UploadOutcome> {
+    const received = await this.deps.ingest.ingest(req);
+    if (received.status === 'unchanged') return { ...received, decision: null };
+    const { run, step } = req;
+    return this.lock.run(run, async () => {
+      await this.deps.trajectory.record(run, step);
+      await this.deps.estimates.addCheckpoint(run, step);
+      if (req.pin) await this.deps.catalog.setPinned(run, step, true);
+      const decision = await this.decide(await this.requireRun(run));
+      return { status: 'created', checkpoint: await this.requireCheckpoint(run, step), decision };
+    });
+  }
+
+  async listCheckpoints(run: string, filter: { status?: CheckpointStatus } = {}): Promise<CheckpointRecord[]> {
+    await this.requireRun(run);
+    return this.deps.catalog.listCheckpoints(run, filter.status ? filter : undefined);
+  }
+
+  async checkpoint(run: string, step: number): Promise<CheckpointRecord> {
+    return this.requireCheckpoint(run, step);
+  }
+
+  /** A kept checkpoint whose bytes can be served; a discarded one is 410 with its reasons. */
+  async downloadable(run: string, step: number): Promise<CheckpointRecord> {
+    const checkpoint = await this.requireCheckpoint(run, step);
+    if (checkpoint.status === 'discarded') {
+      throw new AppError(
+        'checkpoint_discarded',
+        `step ${step} of run '${run}' was discarded: ${checkpoint.reasons.join(' ') || 'no reason recorded'}`,
+        {
+          run,
+          step,
+          reasons: checkpoint.reasons,
+          discardedAt: checkpoint.discardedAt,
+          deleteAfter: checkpoint.deleteAfter,
+        },
+      );
+    }
+    return checkpoint;
+  }
+
+  /** The bytes of a checkpoint from `downloadable`, whole or a range. */
+  async openContent(checkpoint: CheckpointRecord, range?: ByteRange): Promise<Readable> {
+    const blob = await this.deps.blobs.get(checkpoint.blobKey, range);
+    if (!blob) {
+      throw errors.storageUnavailable(
+        `the blob of step ${checkpoint.step} of run '${checkpoint.run}' is missing from storage`,
+      );
+    }
+    return blob.body;
+  }
+
+  setPinned(run: string, step: number, pinned: boolean): Promise<CheckpointRecord> {
+    return this.lock.run(run, async () => {
+      await this.requireCheckpoint(run, step);
+      await this.deps.catalog.setPinned(run, step, pinned);
+      await this.decide(await this.requireRun(run));
+      return this.requireCheckpoint(run, step);
+    });
+  }
+
+  /**
+   * Brings a discarded checkpoint back while its bytes still exist, and pins it so the next decision
+   * does not discard it again.
+   */
+  restore(run: string, step: number): Promise<CheckpointRecord> {
+    return this.lock.run(run, async () => {
+      const checkpoint = await this.requireCheckpoint(run, step);
+      if (checkpoint.status === 'kept') return checkpoint;
+      if (!checkpoint.contentAvailable) {
+        throw new AppError(
+          'checkpoint_not_restorable',
+          `step ${step} of run '${run}' can no longer be restored: its bytes were deleted after the grace period`,
+          { run, step, discardedAt: checkpoint.discardedAt },
+        );
+      }
+      await this.deps.catalog.setPinned(run, step, true);
+      await this.decide(await this.requireRun(run));
+      return this.requireCheckpoint(run, step);
+    });
+  }
+
+  // Metrics
+
+  /** Stores a metric batch and folds it into the run's estimate; creates the run if needed. */
+  appendMetrics(run: string, points: readonly MetricPoint[]): Promise<number> {
+    return this.lock.run(run, async () => {
+      await this.deps.catalog.ensureRun(run);
+      const accepted = await this.deps.catalog.appendMetrics(run, points);
+      await this.deps.estimates.addMetrics(run, points);
+      return accepted;
+    });
+  }
+
+  async listMetrics(run: string, query: MetricQuery): Promise<MetricPoint[]> {
+    await this.requireRun(run);
+    return this.deps.catalog.listMetrics(run, query);
+  }
+
+  // Policies and retention
+
+  /** Attaches a named or inline policy (null: the built-in default) and decides again at once. */
+  setPolicy(id: string, ref: RunPolicyRef): Promise<{ run: RunRecord; decision: RetentionDecision }> {
+    return this.lock.run(id, async () => {
+      await this.deps.policies.resolve(ref); // an unknown name fails before anything is written
+      await this.deps.catalog.ensureRun(id);
+      await this.deps.catalog.setRunPolicy(id, 'name' in ref && ref.name === DEFAULT_POLICY_NAME ? null : ref);
+      const run = await this.requireRun(id);
+      return { run, decision: await this.decide(run) };
+    });
+  }
+
+  /** What `ref` (default: the run's own policy) would keep now, without touching anything. */
+  async simulate(id: string, ref?: RunPolicyRef): Promise<RetentionDecision> {
+    const snapshot = await this.snapshot(await this.requireRun(id));
+    const policy: Policy | undefined = ref ? await this.deps.policies.resolve(ref) : undefined;
+    return this.deps.retention.decide(snapshot, policy);
+  }
+
+  // Analysis
+
+  async trajectory(id: string, view: TrajectoryView = {}): Promise<RunTrajectory> {
+    const run = await this.requireRun(id);
+    if (view.by === 'fraction' && !run.plannedSteps) {
+      throw errors.invalidRequest(`phases by fraction need the run's plannedSteps; set it with PUT /v1/runs/${id}`);
+    }
+    const snapshot = await this.snapshot(run);
+    const own = snapshot.policy.phase;
+    const sameView = (view.phases ?? own.count) === own.count && (view.by ?? own.by) === own.by;
+    return analyseRun({
+      checkpoints: snapshot.checkpoints.map((c) => ({ step: c.step, indicators: c.indicators })),
+      trainLoss: snapshot.trainLoss,
+      plannedSteps: run.plannedSteps,
+      phases: sameView ? snapshot.phases : undefined,
+      phaseCount: view.phases ?? own.count,
+      phasesBy: view.by ?? own.by,
+      changeWindow: view.window,
+    });
+  }
+
+  async estimate(id: string, calibrateUntilStep?: number): Promise<Estimate> {
+    const snapshot = await this.snapshot(await this.requireRun(id));
+    return this.deps.estimates.current(snapshot.run, { phases: estimateSpans(snapshot), calibrateUntilStep });
+  }
+
+  async estimateHistory(id: string): Promise<HistoryEntry[]> {
+    return this.deps.estimates.history(await this.requireRun(id));
+  }
+
+  // Helpers
+
+  private async snapshot(run: RunRecord): Promise<RunSnapshot> {
+    return loadRunSnapshot(this.deps.catalog, run, await this.deps.policies.forRun(run));
+  }
+
+  /** Decides retention for the run and records it; the caller holds the run's lock. */
+  private async decide(run: RunRecord): Promise<RetentionDecision> {
+    return this.deps.retention.apply(await this.snapshot(run));
+  }
+
+  private async requireRun(id: string): Promise<RunRecord> {
+    const run = await this.deps.catalog.getRun(id);
+    if (!run) throw errors.runNotFound(id);
+    return run;
+  }
+
+  private async requireCheckpoint(run: string, step: number): Promise<CheckpointRecord> {
+    const checkpoint = await this.deps.catalog.getCheckpoint(run, step);
+    if (checkpoint) return checkpoint;
+    await this.requireRun(run);
+    throw errors.checkpointNotFound(run, step);
+  }
+}
+
+/**
+ * The run's phases as step spans covering every step: the first from −1, each up to its last checkpoint,
+ * the last also holding the steps logged after the newest checkpoint.
+ */
+function estimateSpans(snapshot: RunSnapshot): PhaseSpan[] {
+  const boundaries = phaseBoundaries(
+    snapshot.checkpoints.map((c) => c.step),
+    snapshot.phases,
+  );
+  return boundaries.map((b, i) => ({
+    name: b.phase,
+    fromStep: i === 0 ? -1 : boundaries[i - 1].toStep,
+    toStep: i === boundaries.length - 1 ? Number.MAX_SAFE_INTEGER : b.toStep,
+  }));
+}
