@@ -1,5 +1,5 @@
 /**
- * Does the generalization estimate (DESIGN §7) rank and track the true gap? Real MNIST runs with tfjs
+ * Does the generalization estimate (docs/architecture.md §7) rank and track the true gap? Real MNIST runs with tfjs
  * (scripts/lib/mnist-train.ts) over learning rate × symmetric label noise, each run's metric points logged
  * through the SDK to a gateway (started on embedded defaults in a temporary directory), and the estimate
  * read back from GET /v1/runs/{run}/estimate and /estimate/history.

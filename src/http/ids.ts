@@ -1,6 +1,6 @@
 import { AppError } from '../errors.js';
 
-/** Run ids and steps are checked before they reach storage keys or queries (DESIGN §8). */
+/** Run ids and steps are checked before they reach storage keys or queries (docs/architecture.md §8). */
 export const RUN_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const STEP_PATTERN = /^(0|[1-9]\d{0,15})$/;
 

@@ -58,7 +58,7 @@ export type TensorEntry = z.infer<typeof TensorEntry>;
 export const CheckpointStatus = z.enum(['kept', 'discarded']);
 export type CheckpointStatus = z.infer<typeof CheckpointStatus>;
 
-/** A checkpoint's place on the trajectory against the previous uploaded checkpoint (DESIGN §5). */
+/** A checkpoint's place on the trajectory against the previous uploaded checkpoint (docs/architecture.md §5). */
 export const CheckpointIndicators = z.object({
   /** ||w_t − w_t'||, estimated from sketches; null for the first checkpoint. */
   updateNorm: z.number().nullable(),

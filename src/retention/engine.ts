@@ -19,7 +19,7 @@ export type {
 export { SKETCH_COVERAGE_MAX_CHECKPOINTS } from './sketch-coverage.js';
 
 /**
- * The retention engine (DESIGN §6): a pure, deterministic function from a run's checkpoints and a policy
+ * The retention engine (docs/architecture.md §6): a pure, deterministic function from a run's checkpoints and a policy
  * to the kept set, each checkpoint's classes and reasons, and totals. It serves commits, replays and
  * `simulate` alike; no clock, no randomness, ties go to the earlier step.
  *

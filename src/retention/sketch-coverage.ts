@@ -10,7 +10,7 @@ const MAX_BUCKETS = 2048;
 const MIN_BUCKETS = 256;
 
 /**
- * Coverage with sketch distances between checkpoints (DESIGN §5: ||S(a) − S(b)|| estimates ||w_a − w_b||).
+ * Coverage with sketch distances between checkpoints (docs/architecture.md §5: ||S(a) − S(b)|| estimates ||w_a − w_b||).
  * All pairwise distances are computed once per decision, from the sketches folded to at most 2048 buckets
  * (a CountSketch folded to fewer buckets is a CountSketch of those buckets; the relative error of a
  * distance grows to about sqrt(2/buckets)/2, 1.6% at 2048, 4.4% at 256), so the work stays under

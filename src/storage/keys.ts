@@ -1,5 +1,5 @@
 /**
- * Key layout, the same for every backend (DESIGN §4):
+ * Key layout, the same for every backend (docs/architecture.md §4):
  *   runs/{run}/checkpoints/{step:010d}-{uploadId}.{ext}   checkpoint bytes
  *   runs/{run}/checkpoints/{step:010d}-{uploadId}.json    manifest, written after the data (commit marker)
  * Run ids are validated (`http/ids.ts`) before they reach here, so no key can leave its prefix.

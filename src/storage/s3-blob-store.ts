@@ -2,7 +2,7 @@
  * S3 (and S3-compatible) blob store.
  *
  * Layout: every key lives at `<prefix><key>` in one bucket; `prefix` is '' or ends with '/'. Checkpoint data
- * objects have a `.json` manifest beside them, written after the data object is complete (DESIGN §4).
+ * objects have a `.json` manifest beside them, written after the data object is complete (docs/architecture.md §4).
  *
  * Visibility: a streamed write is an S3 multipart upload fed by a PassThrough (lib-storage `Upload`). S3
  * shows nothing at the key until CompleteMultipartUpload, and `Upload` only completes once the stream has

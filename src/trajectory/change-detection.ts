@@ -1,5 +1,5 @@
 /**
- * High-change score of each checkpoint (DESIGN §5), against a trailing window of the W checkpoints before
+ * High-change score of each checkpoint (docs/architecture.md §5), against a trailing window of the W checkpoints before
  * it, so that an event is judged by what training was doing just before (a learning-rate restart looks
  * ordinary against the whole run and extraordinary against its recent past):
  *

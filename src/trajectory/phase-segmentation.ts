@@ -1,5 +1,5 @@
 /**
- * Splitting a run's checkpoints into training phases (DESIGN §5).
+ * Splitting a run's checkpoints into training phases (docs/architecture.md §5).
  *
  * - `fraction`: phase p holds the checkpoints with step / plannedSteps in [p/count, (p+1)/count).
  * - `dynamics`: the optimal segmentation of the checkpoint series into `count` contiguous segments

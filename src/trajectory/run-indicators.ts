@@ -1,7 +1,7 @@
 import { diffDot, distance, tensorDistances } from './sketch-distance.js';
 import type { CheckpointSummary } from '../model/summary.js';
 
-/** Per-checkpoint indicators against the previous uploaded checkpoint of the run (DESIGN §5). */
+/** Per-checkpoint indicators against the previous uploaded checkpoint of the run (docs/architecture.md §5). */
 export interface CheckpointIndicators {
   updateNorm: number | null;
   updateNormPerStep: number | null;

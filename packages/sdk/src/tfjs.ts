@@ -116,7 +116,7 @@ export interface StepInput {
 }
 
 /**
- * Per-step statistics for the generalization estimate (DESIGN §7). `step()` does a whole training step:
+ * Per-step statistics for the generalization estimate (docs/architecture.md §7). `step()` does a whole training step:
  * K micro-batch gradients (one forward/backward pass each instead of one for the batch), the optimizer
  * update, and the metric point for `run.log()`: trainLoss, lr, batchSize, gradNorm, gradVariance,
  * updateNorm and, every `gapEvery` steps given a held-out batch, gapIncrement = <∇F_val − ∇F_train, Δw_t>

@@ -106,7 +106,7 @@ export interface UploadResult extends Checkpoint {
   } | null;
 }
 
-/** One step's metrics; the estimate (DESIGN §7) uses the named fields. */
+/** One step's metrics; the estimate (docs/architecture.md §7) uses the named fields. */
 export interface MetricPoint {
   step: number;
   trainLoss?: number;
