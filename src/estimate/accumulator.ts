@@ -8,6 +8,7 @@ import {
   snapshotRule,
   type FoldState,
 } from './fold.js';
+import { migrateState, STATE_MIGRATIONS, type StateMigration } from './migration.js';
 import {
   AccumulatorState,
   initialState,
@@ -24,7 +25,7 @@ import {
 } from './state.js';
 
 /**
- * The running state of a run's generalization estimate (DESIGN §7), fed metric points in arrival order and
+ * The running state of a run's generalization estimate (docs/architecture.md §7), fed metric points in arrival order and
  * maintained incrementally: reading it folds at most the small reorder buffer, never the run.
  *
  * Contract (what the sums mean, whatever the batching):
@@ -87,9 +88,18 @@ export class EstimateAccumulator {
     return new EstimateAccumulator(initialState(options));
   }
 
-  /** Restores a state written by toJSON (validated; throws a ZodError on a foreign shape). */
+  /** Restores a state written by toJSON (validated; throws a ZodError on a foreign shape or version). */
   static fromJSON(json: unknown): EstimateAccumulator {
     return new EstimateAccumulator(AccumulatorState.parse(json));
+  }
+
+  /**
+   * Restores a stored state of this or an older version (migrated, see migrateState); null when it cannot
+   * be used, and the caller rebuilds it from the run's data.
+   */
+  static restore(json: unknown, migrations: readonly StateMigration[] = STATE_MIGRATIONS): EstimateAccumulator | null {
+    const state = migrateState(json, migrations);
+    return state ? new EstimateAccumulator(state) : null;
   }
 
   /** Plain JSON (finite numbers and nulls only), for the catalog. */

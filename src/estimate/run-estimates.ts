@@ -1,16 +1,35 @@
 import type { Catalog } from '../catalog/catalog.js';
-import type { MetricPoint } from '../model/records.js';
-import { errors } from '../errors.js';
-import { assignPhases } from '../trajectory/phase-segmentation.js';
+import type { MetricPoint, RunRecord } from '../model/records.js';
 import { EstimateAccumulator } from './accumulator.js';
 import { currentEstimate } from './estimate.js';
 import { estimateHistory } from './history.js';
-import type { Estimate, HistoryEntry } from './types.js';
+import { checkpointUpdate, rebuildAccumulator } from './rebuild.js';
+import { STATE_VERSION } from './state.js';
+import type { Estimate, HistoryEntry, PhaseSpan } from './types.js';
+
+/** The catalog calls RunEstimates makes (a Catalog has them all). */
+export type EstimateCatalog = Pick<
+  Catalog,
+  'getEstimateState' | 'putEstimateState' | 'getCheckpoint' | 'listCheckpoints' | 'listMetrics'
+>;
+
+interface Loaded {
+  acc: EstimateAccumulator;
+  /** True for the call whose load rebuilt the state from the catalog (not for calls that joined it). */
+  rebuilt: boolean;
+}
 
 /**
  * The generalization estimate of each run, kept up to date as metric batches and checkpoints arrive: the
  * accumulator's state is stored per run, so reading the estimate never rescans the metric points. Writers
- * hold the run's lock (RunCoordinator).
+ * hold the run's lock (the run service) and call in after the catalog holds what they report.
+ *
+ * Loading a stored state: the current version is used as stored; an older one is migrated (migration.ts)
+ * and stored back; one that cannot be used (unknown, newer or corrupt) is rebuilt from the catalog
+ * (rebuild.ts) and stored. A writer whose own load rebuilt skips its input, which the rebuild already read.
+ * A read that rebuilds while a metric batch is between its catalog append and addMetrics folds that batch
+ * twice: the sums stay the same (same-step records merge idempotently, folded steps drop the repeats), the
+ * counts of points, fields seen and late points grow.
  */
 export class RunEstimates {
   /**
@@ -18,12 +37,16 @@ export class RunEstimates {
    * process goes through here; a second gateway writing the same run would need a version check.
    */
   private readonly cache = new Map<string, EstimateAccumulator>();
+  /** Loads in progress, so concurrent calls for a run share one accumulator. */
+  private readonly loading = new Map<string, Promise<Loaded>>();
   private static readonly CACHE_RUNS = 64;
 
-  constructor(private readonly catalog: Catalog) {}
+  constructor(private readonly catalog: EstimateCatalog) {}
 
+  /** Folds a metric batch in; call after the batch is stored in the catalog. */
   async addMetrics(run: string, points: readonly MetricPoint[]): Promise<void> {
-    const acc = await this.load(run);
+    const { acc, rebuilt } = await this.load(run);
+    if (rebuilt) return;
     acc.add(points);
     await this.catalog.putEstimateState(run, acc.toJSON());
   }
@@ -31,69 +54,65 @@ export class RunEstimates {
   /** Feeds the gateway's own update norm for a committed checkpoint (used when clients log none). */
   async addCheckpoint(run: string, step: number): Promise<void> {
     const checkpoint = await this.catalog.getCheckpoint(run, step);
-    if (!checkpoint?.indicators) return;
-    const acc = await this.load(run);
-    const nonFinite = checkpoint.tensors.reduce((n, t) => n + t.nanCount + t.infCount, 0);
-    acc.addCheckpoints([
-      { step, updateNormPerStep: checkpoint.indicators.updateNormPerStep, nonFiniteCount: nonFinite },
-    ]);
+    const update = checkpoint ? checkpointUpdate(checkpoint) : null;
+    if (!update) return;
+    const { acc, rebuilt } = await this.load(run);
+    if (rebuilt) return;
+    acc.addCheckpoints([update]);
     await this.catalog.putEstimateState(run, acc.toJSON());
   }
 
-  /** @param calibrateUntilStep calibrate only on evaluation points up to this step (a forecast from the past). */
-  async current(runId: string, calibrateUntilStep?: number): Promise<Estimate> {
-    const run = await this.catalog.getRun(runId);
-    if (!run) throw errors.runNotFound(runId);
-    const [acc, phases] = await Promise.all([this.load(runId), this.phaseSpans(runId, run.plannedSteps)]);
-    return currentEstimate(acc, { trainSize: run.trainSize, phases, calibrateUntilStep });
+  /** The caller has checked that the run exists and supplies its phase segmentation. */
+  async current(
+    run: RunRecord,
+    options: { phases: readonly PhaseSpan[]; calibrateUntilStep?: number },
+  ): Promise<Estimate> {
+    const { acc } = await this.load(run.id);
+    return currentEstimate(acc, {
+      trainSize: run.trainSize,
+      phases: options.phases,
+      calibrateUntilStep: options.calibrateUntilStep,
+    });
   }
 
-  async history(runId: string): Promise<HistoryEntry[]> {
-    const run = await this.catalog.getRun(runId);
-    if (!run) throw errors.runNotFound(runId);
-    return estimateHistory(await this.load(runId), { trainSize: run.trainSize });
+  async history(run: RunRecord): Promise<HistoryEntry[]> {
+    const { acc } = await this.load(run.id);
+    return estimateHistory(acc, { trainSize: run.trainSize });
   }
 
-  private async load(run: string): Promise<EstimateAccumulator> {
+  private async load(run: string): Promise<Loaded> {
     const cached = this.cache.get(run);
     if (cached) {
       this.cache.delete(run);
       this.cache.set(run, cached);
-      return cached;
+      return { acc: cached, rebuilt: false };
     }
-    const state = await this.catalog.getEstimateState(run);
-    const acc = state === null ? EstimateAccumulator.create() : EstimateAccumulator.fromJSON(state);
-    this.cache.set(run, acc);
-    if (this.cache.size > RunEstimates.CACHE_RUNS) this.cache.delete(this.cache.keys().next().value!);
-    return acc;
+    const inFlight = this.loading.get(run);
+    if (inFlight) return { acc: (await inFlight).acc, rebuilt: false };
+    const loading = this.restore(run);
+    this.loading.set(run, loading);
+    try {
+      return await loading;
+    } finally {
+      this.loading.delete(run);
+    }
   }
 
-  /** The run's phases as step spans (from checkpoint dynamics, or plannedSteps when set). */
-  private async phaseSpans(
-    run: string,
-    plannedSteps: number | null,
-  ): Promise<{ name: string; fromStep: number; toStep: number }[]> {
-    const checkpoints = (await this.catalog.listCheckpoints(run)).filter((c) => c.indicators !== null);
-    if (checkpoints.length === 0) return [];
-    const { names, phaseOf } = assignPhases({
-      steps: checkpoints.map((c) => c.step),
-      updateNormPerStep: checkpoints.map((c) => c.indicators!.updateNormPerStep),
-      plannedSteps,
-    });
-    const spans: { name: string; fromStep: number; toStep: number }[] = [];
-    let from = -1;
-    checkpoints.forEach((c, i) => {
-      const last = i === checkpoints.length - 1 || phaseOf[i + 1] !== phaseOf[i];
-      if (last) {
-        // The last phase also holds the steps logged after the newest checkpoint.
-        spans.push({
-          name: names[phaseOf[i]],
-          fromStep: from,
-          toStep: i === checkpoints.length - 1 ? Number.MAX_SAFE_INTEGER : c.step,
-        });
-        from = c.step;
-      }
-    });
-    return spans;
+  /** The stored state, migrated or rebuilt as needed (and then stored back), entered in the cache. */
+  private async restore(run: string): Promise<Loaded> {
+    const stored = await this.catalog.getEstimateState(run);
+    const restored = stored === null ? EstimateAccumulator.create() : EstimateAccumulator.restore(stored);
+    const rebuilt = restored === null;
+    const acc = restored ?? (await rebuildAccumulator(this.catalog, run));
+    if (rebuilt || !isCurrentVersion(stored)) await this.catalog.putEstimateState(run, acc.toJSON());
+    this.cache.set(run, acc);
+    if (this.cache.size > RunEstimates.CACHE_RUNS) this.cache.delete(this.cache.keys().next().value!);
+    return { acc, rebuilt };
   }
+}
+
+/** Whether a stored state needs no migration (none stored counts as current: nothing to write back). */
+function isCurrentVersion(state: unknown): boolean {
+  if (state === null) return true;
+  return typeof state === 'object' && 'version' in state && state.version === STATE_VERSION;
 }

@@ -1,0 +1,69 @@
+import type { Catalog } from '../catalog/catalog.js';
+import type { CheckpointRecord, MetricPoint } from '../model/records.js';
+import { EstimateAccumulator, type CheckpointUpdate } from './accumulator.js';
+
+/** The catalog reads a rebuild needs. */
+export type RebuildSource = Pick<Catalog, 'listCheckpoints' | 'listMetrics'>;
+
+/** Metric points read per catalog query during a rebuild. */
+export const REBUILD_PAGE = 10_000;
+
+/** The update a committed checkpoint feeds the estimate: its update norm per step and its NaN/Inf weights. */
+export function checkpointUpdate(checkpoint: CheckpointRecord): CheckpointUpdate | null {
+  if (!checkpoint.indicators) return null;
+  return {
+    step: checkpoint.step,
+    updateNormPerStep: checkpoint.indicators.updateNormPerStep,
+    nonFiniteCount: checkpoint.tensors.reduce((n, t) => n + t.nanCount + t.infCount, 0),
+  };
+}
+
+/**
+ * A run's estimate state rebuilt from the catalog: the update norms of every checkpoint with indicators
+ * (step order), then every stored metric point in step order (arrival order within a step). The result
+ * equals the state of a run fed the same data in step order. It differs from the live state only where
+ * arrival order mattered to the live fold: points that arrived after their step was folded (dropped live),
+ * records folded past holdLimit with a provisional checkpoint norm, checkpoints uploaded below a later one.
+ */
+export async function rebuildAccumulator(
+  catalog: RebuildSource,
+  run: string,
+  pageSize: number = REBUILD_PAGE,
+): Promise<EstimateAccumulator> {
+  const acc = EstimateAccumulator.create();
+  const updates = (await catalog.listCheckpoints(run)).map(checkpointUpdate);
+  acc.addCheckpoints(updates.filter((u): u is CheckpointUpdate => u !== null));
+  for await (const page of metricPages(catalog, run, pageSize)) acc.add(page);
+  return acc;
+}
+
+/**
+ * The run's points in step order, in pages of about `pageSize` that never split a step (the catalog pages by
+ * step range only): a full page gives back its last step's points, which start the next page; a step with
+ * more points than a page is read whole with a growing limit.
+ */
+async function* metricPages(catalog: RebuildSource, run: string, pageSize: number): AsyncGenerator<MetricPoint[]> {
+  let fromStep = 0;
+  for (;;) {
+    const page = await catalog.listMetrics(run, { fromStep, limit: pageSize });
+    if (page.length < pageSize) {
+      if (page.length > 0) yield page;
+      return;
+    }
+    const lastStep = page[page.length - 1].step;
+    const cut = page.findIndex((p) => p.step === lastStep);
+    if (cut > 0) {
+      yield page.slice(0, cut);
+      fromStep = lastStep;
+      continue;
+    }
+    for (let limit = 2 * pageSize; ; limit *= 2) {
+      const step = await catalog.listMetrics(run, { fromStep: lastStep, toStep: lastStep, limit });
+      if (step.length < limit) {
+        yield step;
+        break;
+      }
+    }
+    fromStep = lastStep + 1;
+  }
+}
