@@ -1,5 +1,5 @@
 /**
- * The estimate's read path for a run with 1,000,000 metric points (DESIGN §7: reading must not rescan
+ * The estimate's read path for a run with 1,000,000 metric points (docs/architecture.md §7: reading must not rescan
  * the run). Prints the time to fold 1M points (batches of 1000, as the metrics endpoint receives them),
  * the latency of currentEstimate from the maintained state (p50/p99/max over many reads), and the size
  * and round-trip cost of the persisted state.

@@ -8,7 +8,7 @@ import type { HistoryEntry, HistoryOptions } from './types.js';
 
 /**
  * The estimate over steps, for plots: one entry per snapshot (every evaluation point and a thinning grid
- * of steps, DESIGN §7, and the latest step), each as it stood at that step. From a maintained state it
+ * of steps, docs/architecture.md §7, and the latest step), each as it stood at that step. From a maintained state it
  * costs O(snapshots + reorder buffer); from raw points it folds them first.
  */
 export function estimateHistory(

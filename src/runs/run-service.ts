@@ -245,13 +245,16 @@ export class RunService {
     });
   }
 
-  async estimate(id: string, calibrateUntilStep?: number): Promise<Estimate> {
-    const snapshot = await this.snapshot(await this.requireRun(id));
-    return this.deps.estimates.current(snapshot.run, { phases: estimateSpans(snapshot), calibrateUntilStep });
+  /** Under the lock: a read that must rebuild a lost state must not see a batch half-applied. */
+  estimate(id: string, calibrateUntilStep?: number): Promise<Estimate> {
+    return this.lock.run(id, async () => {
+      const snapshot = await this.snapshot(await this.requireRun(id));
+      return this.deps.estimates.current(snapshot.run, { phases: estimateSpans(snapshot), calibrateUntilStep });
+    });
   }
 
-  async estimateHistory(id: string): Promise<HistoryEntry[]> {
-    return this.deps.estimates.history(await this.requireRun(id));
+  estimateHistory(id: string): Promise<HistoryEntry[]> {
+    return this.lock.run(id, async () => this.deps.estimates.history(await this.requireRun(id)));
   }
 
   // Helpers
