@@ -9,10 +9,12 @@ import {
   NATIVE_RECORD_MARKER,
 } from '@trajgate/sdk/wire/native-format';
 import type { CheckpointDecoder, CheckpointLayout, DecoderLimits, TensorMeta, TensorVisitor } from './decoder.js';
-import { ElementSlicer, checkDtype, checkMetadata, checkShape, describe } from './safetensors-decoder.js';
+import { ElementSlicer } from './element-slicer.js';
+import { checkDtype, checkMetadata, checkShape, describe, isPlainObject } from './header-checks.js';
+import { MAX_PREFIX_BYTES, binWidth, checkHeaderStart, hex, readUint, uintWidth } from './native-framing.js';
 
 /**
- * Streaming decoder for the native format (spec: src/wire/native-format.ts). The header record has no
+ * Streaming decoder for the native format (spec: @trajgate/sdk/wire/native-format). The header record has no
  * length prefix, so it is buffered and unpacked with msgpackr until msgpackr stops reporting it incomplete;
  * data records are parsed by hand and their chunks streamed to the visitor without buffering.
  */
@@ -29,13 +31,6 @@ const HeaderSchema = z.strictObject({
   tensors: z.array(z.strictObject({ name: z.string().min(1), dtype: z.unknown(), shape: z.unknown() })),
   metadata: z.unknown().optional(),
 });
-
-const MAP_FIXMAP_FIRST = 0x80;
-const MAP_FIXMAP_LAST = 0x8f;
-const MAP16 = 0xde;
-const MAP32 = 0xdf;
-/** Longest record prefix: 0x92, uint32 index (5 bytes), bin32 header (5 bytes). */
-const MAX_PREFIX_BYTES = 11;
 
 /** The thrown value reports msgpackr ran out of input (rather than met invalid input). */
 interface IncompleteError {
@@ -332,25 +327,22 @@ class NativeDecoder implements CheckpointDecoder {
 
 /** Validates the unpacked header record and builds the layout. */
 function parseHeader(value: unknown, limits: DecoderLimits): CheckpointLayout {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw errors.malformed(`native header record must be a map, got ${describe(value)}`);
-  }
-  const record = value as Record<string, unknown>;
-  if (record.format !== NATIVE_FORMAT_NAME) {
+  if (!isPlainObject(value)) throw errors.malformed(`native header record must be a map, got ${describe(value)}`);
+  if (value.format !== NATIVE_FORMAT_NAME) {
     throw errors.malformed(
-      `not a trajgate checkpoint: header format is ${describe(record.format)}, expected "${NATIVE_FORMAT_NAME}"`,
+      `not a trajgate checkpoint: header format is ${describe(value.format)}, expected "${NATIVE_FORMAT_NAME}"`,
     );
   }
-  if (record.version !== NATIVE_FORMAT_VERSION) {
+  if (value.version !== NATIVE_FORMAT_VERSION) {
     throw errors.malformed(
-      `native format version ${describe(record.version)} is not supported (this server reads version ${NATIVE_FORMAT_VERSION})`,
+      `native format version ${describe(value.version)} is not supported (this server reads version ${NATIVE_FORMAT_VERSION})`,
     );
   }
-  if (Array.isArray(record.tensors) && record.tensors.length > limits.maxTensors) {
+  if (Array.isArray(value.tensors) && value.tensors.length > limits.maxTensors) {
     throw errors.malformed(
-      `checkpoint has ${record.tensors.length} tensors, more than the limit of ${limits.maxTensors}`,
+      `checkpoint has ${value.tensors.length} tensors, more than the limit of ${limits.maxTensors}`,
       {
-        tensors: record.tensors.length,
+        tensors: value.tensors.length,
         limit: limits.maxTensors,
       },
     );
@@ -373,41 +365,8 @@ function parseHeader(value: unknown, limits: DecoderLimits): CheckpointLayout {
   return { format: 'native', tensors, metadata };
 }
 
-function checkHeaderStart(byte: number): void {
-  const isMap = (byte >= MAP_FIXMAP_FIRST && byte <= MAP_FIXMAP_LAST) || byte === MAP16 || byte === MAP32;
-  if (!isMap)
-    throw errors.malformed(`not a native checkpoint: it must start with a msgpack map, got byte 0x${hex(byte)}`);
-}
-
 function headerTooLarge(max: number): AppError {
   return new AppError('header_too_large', `native header record exceeds the limit of ${max} bytes`, { limit: max });
-}
-
-/** Extra bytes after a msgpack uint's type byte: 0 for a positive fixint; -1 if it is not an allowed uint. */
-function uintWidth(type: number): number {
-  if (type < 0x80) return 0;
-  if (type === 0xcc) return 1;
-  if (type === 0xcd) return 2;
-  if (type === 0xce) return 4;
-  return -1;
-}
-
-/** Length bytes after a msgpack bin type byte; -1 if not bin. */
-function binWidth(type: number): number {
-  if (type === 0xc4) return 1;
-  if (type === 0xc5) return 2;
-  if (type === 0xc6) return 4;
-  return -1;
-}
-
-function readUint(bytes: Uint8Array, at: number, width: number): number {
-  let n = 0;
-  for (let i = 0; i < width; i++) n = n * 256 + bytes[at + i];
-  return n;
-}
-
-function hex(byte: number): string {
-  return byte.toString(16).padStart(2, '0');
 }
 
 function messageOf(err: unknown): string {

@@ -1,0 +1,88 @@
+/**
+ * Checks of the tensor table both checkpoint headers declare (safetensors JSON, native msgpack): dtype,
+ * shape and string metadata, each violation raising the error the decoder contract names.
+ */
+import { AppError, errors } from '../errors.js';
+import { DTYPE_SIZES, isDtype, type Dtype } from '@trajgate/sdk/wire/dtypes';
+
+/** safetensors dtypes that are valid in the format but that trajgate does not store (unsupported_dtype). */
+const KNOWN_UNSUPPORTED_DTYPES: ReadonlySet<string> = new Set([
+  'U16',
+  'U32',
+  'U64',
+  'F8_E4M3',
+  'F8_E5M2',
+  'F8_E8M0',
+  'F6_E2M3',
+  'F6_E3M2',
+  'F4',
+  'C64',
+]);
+
+/**
+ * Checks a declared dtype: a supported one is returned; a real safetensors dtype trajgate does not store is
+ * unsupported_dtype; anything else is malformed_checkpoint.
+ */
+export function checkDtype(tensor: string, dtype: unknown): Dtype {
+  if (isDtype(dtype)) return dtype;
+  if (typeof dtype === 'string' && KNOWN_UNSUPPORTED_DTYPES.has(dtype)) {
+    throw new AppError('unsupported_dtype', `tensor '${tensor}' has dtype ${dtype}, which trajgate does not store`, {
+      tensor,
+      dtype,
+      supported: Object.keys(DTYPE_SIZES),
+    });
+  }
+  throw errors.malformed(`tensor '${tensor}' has an invalid dtype ${describe(dtype)}`, { tensor });
+}
+
+/**
+ * Checks a declared shape (an array of non-negative safe integers) and returns the tensor's byte length.
+ * Like the Rust reference, a running product that overflows is an error even if a later dimension is 0.
+ */
+export function checkShape(tensor: string, dtype: Dtype, shape: unknown): number {
+  if (!Array.isArray(shape))
+    throw errors.malformed(`tensor '${tensor}' has a shape that is not an array: ${describe(shape)}`, { tensor });
+  let bytes = DTYPE_SIZES[dtype];
+  for (const d of shape as unknown[]) {
+    if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0) {
+      throw errors.malformed(
+        `tensor '${tensor}' has an invalid shape ${describe(shape)}: dimensions must be non-negative integers`,
+        {
+          tensor,
+        },
+      );
+    }
+    bytes *= d;
+    if (bytes > Number.MAX_SAFE_INTEGER)
+      throw errors.malformed(`tensor '${tensor}' has a shape ${describe(shape)} too large to address`, { tensor });
+  }
+  return bytes;
+}
+
+/** Checks `{string: string}` metadata (`what` names it in messages). */
+export function checkMetadata(what: string, value: unknown): Record<string, string> {
+  if (!isPlainObject(value)) throw errors.malformed(`${what} must be an object of strings, got ${describe(value)}`);
+  const entries = Object.entries(value);
+  for (const [k, v] of entries) {
+    if (typeof v !== 'string')
+      throw errors.malformed(`${what} value for key '${k}' must be a string, got ${describe(v)}`, { key: k });
+  }
+  // fromEntries defines own properties, so a key named "__proto__" survives (assignment would drop it).
+  return Object.fromEntries(entries) as Record<string, string>;
+}
+
+export function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** A short rendering of a bad value for error messages. */
+export function describe(value: unknown): string {
+  if (value === undefined) return 'missing';
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = String(value);
+  }
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
