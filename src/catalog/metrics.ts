@@ -1,0 +1,119 @@
+/**
+ * The metric_points table: the record field <-> column map, row mapping, and the queries behind the
+ * Catalog's metric methods. Each takes the database and is wrapped in `guard` by the catalog class.
+ */
+import { type Insertable, type Kysely, type Selectable, sql } from 'kysely';
+import type { MetricQuery } from './catalog.js';
+import { METRIC_FIELDS, type MetricField, type MetricPoint } from '../model/records.js';
+import { num } from './rows.js';
+import type { Database, MetricPointsTable } from './schema.js';
+
+type MetricColumn = Exclude<keyof MetricPointsTable, 'id' | 'run_id' | 'step' | 'extra'>;
+
+/** Record field -> column, for the optional numeric fields. */
+const METRIC_COLUMNS = {
+  trainLoss: 'train_loss',
+  valLoss: 'val_loss',
+  lr: 'lr',
+  batchSize: 'batch_size',
+  gradNorm: 'grad_norm',
+  gradVariance: 'grad_variance',
+  updateNorm: 'update_norm',
+  gapIncrement: 'gap_increment',
+} as const satisfies Record<MetricField, MetricColumn>;
+
+const METRIC_SELECT = ['step', ...METRIC_FIELDS.map((f) => METRIC_COLUMNS[f]), 'extra'] as const;
+
+type MetricInsert = Required<Omit<Insertable<MetricPointsTable>, 'id'>>;
+
+/** Columns bound per inserted row; chunks keep rows x columns under SQLite's 32766 bound-parameter limit. */
+const METRIC_ROW_PARAMS = 3 + METRIC_FIELDS.length;
+const METRIC_CHUNK_ROWS = Math.floor(30_000 / METRIC_ROW_PARAMS);
+
+/** Appends points in the given order, in one transaction; returns how many were stored. */
+export async function appendMetrics(
+  db: Kysely<Database>,
+  run: string,
+  points: readonly MetricPoint[],
+): Promise<number> {
+  if (points.length === 0) return 0;
+  return db.transaction().execute(async (trx) => {
+    for (let i = 0; i < points.length; i += METRIC_CHUNK_ROWS) {
+      const rows = points.slice(i, i + METRIC_CHUNK_ROWS).map((p) => toMetricRow(run, p));
+      await trx.insertInto('metric_points').values(rows).execute();
+    }
+    return points.length;
+  });
+}
+
+/** Points ordered by (step, arrival), with step in [fromStep, toStep], at most `limit`. */
+export async function listMetrics(db: Kysely<Database>, run: string, query: MetricQuery): Promise<MetricPoint[]> {
+  let q = db
+    .selectFrom('metric_points')
+    .select(METRIC_SELECT)
+    .where('run_id', '=', run)
+    .orderBy('step')
+    .orderBy('id')
+    .limit(query.limit);
+  if (query.fromStep !== undefined) q = q.where('step', '>=', query.fromStep);
+  if (query.toStep !== undefined) q = q.where('step', '<=', query.toStep);
+  return (await q.execute()).map(toMetricPoint);
+}
+
+/**
+ * Per checkpoint of the run (ordered by step), the mean or the last value of `field` logged in
+ * (previous checkpoint's step, this checkpoint's step]; null where nothing was logged.
+ */
+export async function metricAtCheckpoints(
+  db: Kysely<Database>,
+  run: string,
+  field: MetricField,
+  mode: 'mean' | 'last',
+): Promise<{ step: number; value: number | null }[]> {
+  const column = sql.ref(`m.${METRIC_COLUMNS[field]}`);
+  const previous = sql`coalesce((select max(p.step) from checkpoints p where p.run_id = c.run_id and p.step < c.step), -1)`;
+  const inInterval = sql`m.run_id = c.run_id and m.step > ${previous} and m.step <= c.step and ${column} is not null`;
+  const value =
+    mode === 'mean'
+      ? sql<number | null>`(select avg(${column}) from metric_points m where ${inInterval})`
+      : sql<
+          number | null
+        >`(select ${column} from metric_points m where ${inInterval} order by m.step desc, m.id desc limit 1)`;
+  const rows = await db
+    .selectFrom('checkpoints as c')
+    .select(['c.step', value.as('value')])
+    .where('c.run_id', '=', run)
+    .orderBy('c.step')
+    .execute();
+  return rows.map((r) => ({ step: num(r.step), value: r.value === null ? null : Number(r.value) }));
+}
+
+function toMetricRow(run: string, p: MetricPoint): MetricInsert {
+  // Every row carries every column (null when absent): a multi-row VALUES needs the same column list.
+  return {
+    run_id: run,
+    step: p.step,
+    train_loss: p.trainLoss ?? null,
+    val_loss: p.valLoss ?? null,
+    lr: p.lr ?? null,
+    batch_size: p.batchSize ?? null,
+    grad_norm: p.gradNorm ?? null,
+    grad_variance: p.gradVariance ?? null,
+    update_norm: p.updateNorm ?? null,
+    gap_increment: p.gapIncrement ?? null,
+    extra: p.extra === undefined ? null : JSON.stringify(p.extra),
+  };
+}
+
+type MetricRow = Pick<Selectable<MetricPointsTable>, (typeof METRIC_SELECT)[number]>;
+
+/** Absent (null) fields are omitted, never returned as null. */
+function toMetricPoint(row: MetricRow): MetricPoint {
+  const point: MetricPoint = { step: num(row.step) };
+  for (const field of METRIC_FIELDS) {
+    const v = row[METRIC_COLUMNS[field]];
+    if (v !== null) point[field] = num(v);
+  }
+  if (row.extra !== null) point.extra = JSON.parse(row.extra) as Record<string, number>;
+  return point;
+}
