@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { PolicyInput } from './policy.js';
 import { DTYPES } from '@trajgate/sdk/wire/dtypes';
 import { CHECKPOINT_FORMATS } from '@trajgate/sdk/wire/formats';
 
@@ -22,8 +23,13 @@ export const RunInput = z
   .strict();
 export type RunInput = z.infer<typeof RunInput>;
 
-/** A run's retention policy: a named policy, or one given inline (a partial policy JSON). */
+/** A run's retention policy: a named policy, or one given inline (a partial policy). */
 export const RunPolicyRef = z.union([
+  z.object({ name: z.string() }).strict(),
+  z.object({ policy: PolicyInput }).strict(),
+]);
+/** The shape of a policy reference before the inline policy is checked (for error messages that name the key). */
+export const RunPolicyRefShape = z.union([
   z.object({ name: z.string() }).strict(),
   z.object({ policy: z.record(z.string(), z.unknown()) }).strict(),
 ]);

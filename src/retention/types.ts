@@ -3,8 +3,6 @@ import type { CheckpointSummary } from '../model/summary.js';
 import type { PhaseAssignment } from '../trajectory/phase-segmentation.js';
 import type { Policy } from '../model/policy.js';
 
-export type RetentionClass = 'latest' | 'pinned' | 'change' | 'best' | 'every' | 'phase';
-
 export interface RetentionCandidate {
   step: number;
   bytes: number;
@@ -33,26 +31,4 @@ export interface RetentionInput {
   phases?: PhaseAssignment;
 }
 
-export interface CheckpointDecision {
-  step: number;
-  keep: boolean;
-  /** The classes holding a kept checkpoint; empty when it is not kept. */
-  classes: RetentionClass[];
-  /** Why it is kept (one sentence per class), or why not (one sentence). Never empty. */
-  reasons: string[];
-  phase: string;
-  changeScore: number;
-}
-
-export interface RetentionDecision {
-  checkpoints: CheckpointDecision[];
-  totals: {
-    checkpoints: number;
-    kept: number;
-    bytesKept: number;
-    bytesUploaded: number;
-    budget: { maxCheckpoints: number | null; maxBytes: number | null };
-    /** Distance from each checkpoint to its nearest kept one, as a fraction of the run's path length. */
-    coverage: { mean: number; max: number };
-  };
-}
+export type { CheckpointDecision, RetentionClass, RetentionDecision } from '@trajgate/sdk/contract';

@@ -1,3 +1,4 @@
+import type { PolicyRecord as PolicyRecordView } from '@trajgate/sdk/contract';
 import type { Catalog, PolicyRecord } from '../catalog/catalog.js';
 import { AppError, errors } from '../errors.js';
 import type { RunPolicyRef, RunRecord } from '../model/records.js';
@@ -7,14 +8,7 @@ import { DEFAULT_POLICY, PolicyInput, resolvePolicy, type Policy } from '../mode
 export const DEFAULT_POLICY_NAME = 'default';
 
 /** A named policy as the API shows it: as stored, and with every default filled in. */
-export interface PolicyView {
-  name: string;
-  builtIn: boolean;
-  policy: Record<string, unknown>;
-  resolved: Policy;
-  createdAt: string | null;
-  updatedAt: string | null;
-}
+export type PolicyView = PolicyRecordView;
 
 /**
  * Named retention policies (`default` is built in) and the resolution of a run's policy reference. Stored
@@ -46,7 +40,7 @@ export class PolicyBook {
 
   /** The policy a reference names (throws policy_not_found for an unknown name). */
   async resolve(ref: RunPolicyRef): Promise<Policy> {
-    if ('policy' in ref) return resolvePolicy(PolicyInput.parse(ref.policy));
+    if ('policy' in ref) return resolvePolicy(ref.policy);
     return (await this.get(ref.name)).resolved;
   }
 
@@ -86,11 +80,12 @@ function builtIn(): PolicyView {
 }
 
 function describe(record: PolicyRecord): PolicyView {
+  const stored = PolicyInput.parse(record.policy);
   return {
     name: record.name,
     builtIn: false,
-    policy: record.policy,
-    resolved: resolvePolicy(PolicyInput.parse(record.policy)),
+    policy: stored,
+    resolved: resolvePolicy(stored),
     createdAt: record.createdAt,
     updatedAt: record.updatedAt,
   };

@@ -1,29 +1,10 @@
+import type { Trajectory } from '@trajgate/sdk/contract';
 import { changeScores } from './change-detection.js';
 import { assignPhases, phaseBoundaries, type PhaseAssignment, type PhaseMethod } from './phase-segmentation.js';
 import type { CheckpointIndicators } from './run-indicators.js';
 
-/** The trajectory of a run as the API serves it: per-checkpoint indicators, phase and change score. */
-export interface TrajectoryItem extends CheckpointIndicators {
-  step: number;
-  phase: string;
-  changeScore: number;
-  /** The terms of changeScore (see change-detection.ts). */
-  changeComponents: { update: number; loss: number; reversal: number };
-  /** Mean training loss logged since the previous checkpoint, or null. */
-  trainLoss: number | null;
-}
-
-export interface RunTrajectory {
-  items: TrajectoryItem[];
-  phases: { method: PhaseMethod; names: string[]; boundaries: { phase: string; fromStep: number; toStep: number }[] };
-  totals: {
-    checkpoints: number;
-    firstStep: number | null;
-    lastStep: number | null;
-    pathLength: number;
-    distanceFromStart: number;
-  };
-}
+/** The trajectory of a run as the API serves it (the wire contract's Trajectory). */
+export type RunTrajectory = Trajectory;
 
 export interface AnalysisInput {
   /** Sorted by step. */

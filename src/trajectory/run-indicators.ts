@@ -1,16 +1,9 @@
+import type { Indicators } from '@trajgate/sdk/contract';
 import { diffDot, distance, tensorDistances } from './sketch-distance.js';
 import type { CheckpointSummary } from '../model/summary.js';
 
 /** Per-checkpoint indicators against the previous uploaded checkpoint of the run (docs/architecture.md §5). */
-export interface CheckpointIndicators {
-  updateNorm: number | null;
-  updateNormPerStep: number | null;
-  relativeChange: number | null;
-  distanceFromStart: number;
-  pathLength: number;
-  cosinePrev: number | null;
-  topTensors: { name: string; updateNorm: number; relativeChange: number | null }[];
-}
+export type CheckpointIndicators = Indicators;
 
 const TOP_TENSORS = 5;
 

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import type { CheckpointRecord } from '../../model/records.js';
 import { CheckpointStatus } from '../../model/records.js';
 import { AppError, errors } from '../../errors.js';
-import type { RetentionDecision } from '../../retention/engine.js';
+import type { DecisionSummary, RetentionDecision } from '@trajgate/sdk/contract';
 import type { ByteRange } from '../../storage/blob-store.js';
 import { FILE_EXTENSIONS, MEDIA_TYPES, SHA256_HEADER } from '@trajgate/sdk/wire/formats';
 import type { AppContext } from '../context.js';
@@ -90,7 +90,7 @@ export function checkpointRoutes(ctx: AppContext): Router {
 }
 
 /** What an upload's retention decision did, for the upload response. */
-function summariseDecision(decision: RetentionDecision) {
+function summariseDecision(decision: RetentionDecision): DecisionSummary {
   return {
     kept: decision.checkpoints.filter((c) => c.keep).map((c) => c.step),
     discarded: decision.checkpoints.filter((c) => !c.keep).map((c) => ({ step: c.step, reasons: c.reasons })),

@@ -1,6 +1,6 @@
 import express, { Router } from 'express';
 import { AppError } from '../../errors.js';
-import { RunPolicyRef } from '../../model/records.js';
+import { type RunPolicyRef, RunPolicyRefShape } from '../../model/records.js';
 import { PolicyInput } from '../../model/policy.js';
 import type { AppContext } from '../context.js';
 import { RUN_ID_PATTERN, parseRunId } from '../ids.js';
@@ -43,9 +43,8 @@ export function policyRoutes(ctx: AppContext): Router {
 
 /** A policy reference whose inline policy, if any, is valid. */
 function parsePolicyRef(body: unknown, what: string): RunPolicyRef {
-  const ref = parseInput(RunPolicyRef, body, what);
-  if ('policy' in ref) parseInput(PolicyInput, ref.policy, 'policy');
-  return ref;
+  const ref = parseInput(RunPolicyRefShape, body, what);
+  return 'policy' in ref ? { policy: parseInput(PolicyInput, ref.policy, 'policy') } : ref;
 }
 
 function parsePolicyName(value: string): string {

@@ -17,6 +17,9 @@ export interface RunInput {
   tags?: Record<string, string>;
 }
 
+/** The metrics a policy's `best` class can rank by. */
+export type BestMetric = 'valLoss' | 'trainLoss' | 'gradNorm' | 'gapIncrement';
+
 /** A retention policy; every key is optional and defaults to the built-in policy. */
 export interface Policy {
   budget?: { maxCheckpoints?: number | null; maxBytes?: number | null };
@@ -24,11 +27,22 @@ export interface Policy {
   latest?: number;
   phase?: { count?: number; perPhase?: number; by?: 'auto' | 'fraction' | 'dynamics' };
   change?: { max?: number; zThreshold?: number };
-  best?: { metric?: string; mode?: 'min' | 'max'; count?: number } | null;
+  best?: { metric?: BestMetric; mode?: 'min' | 'max'; count?: number } | null;
   /** Also keep steps that are multiples of this. */
   every?: number | null;
   /** How long a discarded checkpoint stays restorable. */
   graceSeconds?: number;
+}
+
+/** A policy with every default filled in: what the retention engine runs. */
+export interface ResolvedPolicy {
+  budget: { maxCheckpoints: number | null; maxBytes: number | null };
+  latest: number;
+  phase: { count: number; perPhase: number; by: 'auto' | 'fraction' | 'dynamics' };
+  change: { max: number; zThreshold: number };
+  best: { metric: BestMetric; mode: 'min' | 'max'; count: number } | null;
+  every: number | null;
+  graceSeconds: number;
 }
 
 /** A policy by name, or inline. */
@@ -63,12 +77,19 @@ export interface TensorSummary {
 
 /** A checkpoint's place on the trajectory, against the previous checkpoint (estimated from sketches). */
 export interface Indicators {
+  /** ||w_t − w_t'|| against the previous uploaded checkpoint t'; null for the first checkpoint. */
   updateNorm: number | null;
+  /** updateNorm ÷ (t − t'). */
   updateNormPerStep: number | null;
+  /** updateNorm ÷ ||w_t'||. */
   relativeChange: number | null;
+  /** ||w_t − w_first||. */
   distanceFromStart: number;
+  /** Σ updateNorm over the run up to this checkpoint. */
   pathLength: number;
+  /** Cosine between this update and the previous one; null for the first two checkpoints. */
   cosinePrev: number | null;
+  /** The tensors that moved most in this update. */
   topTensors: { name: string; updateNorm: number; relativeChange: number | null }[];
 }
 
@@ -97,13 +118,16 @@ export interface Checkpoint {
   createdAt: string;
 }
 
+/** What the retention decision after an upload did. */
+export interface DecisionSummary {
+  kept: number[];
+  discarded: { step: number; reasons: string[] }[];
+  totals: RetentionDecision['totals'];
+}
+
 export interface UploadResult extends Checkpoint {
   /** The retention decision the upload triggered; null when the same bytes were already stored. */
-  decision: {
-    kept: number[];
-    discarded: { step: number; reasons: string[] }[];
-    totals: Record<string, unknown>;
-  } | null;
+  decision: DecisionSummary | null;
 }
 
 /** One step's metrics; the estimate (docs/architecture.md §7) uses the named fields. */
@@ -127,8 +151,11 @@ export interface MetricPoint {
 export interface TrajectoryItem extends Indicators {
   step: number;
   phase: string;
+  /** How unusual this update is against the run's recent checkpoints (docs/architecture.md §5). */
   changeScore: number;
+  /** The terms of changeScore. */
   changeComponents: { update: number; loss: number; reversal: number };
+  /** Mean training loss logged since the previous checkpoint, or null. */
   trainLoss: number | null;
 }
 
@@ -154,20 +181,28 @@ export interface PolicyRecord {
   /** As stored. */
   policy: Policy;
   /** With every default filled in. */
-  resolved: Required<Policy>;
+  resolved: ResolvedPolicy;
   createdAt: string | null;
   updatedAt: string | null;
 }
 
+/** Why a checkpoint is kept (docs/architecture.md §6). */
+export type RetentionClass = 'latest' | 'pinned' | 'change' | 'best' | 'every' | 'phase';
+
+export interface CheckpointDecision {
+  step: number;
+  keep: boolean;
+  /** The classes holding a kept checkpoint; empty when it is not kept. */
+  classes: RetentionClass[];
+  /** Why it is kept (one sentence per class), or why not (one sentence). Never empty. */
+  reasons: string[];
+  phase: string;
+  changeScore: number;
+}
+
+/** What a retention policy keeps of a run (applied, or simulated). */
 export interface RetentionDecision {
-  checkpoints: {
-    step: number;
-    keep: boolean;
-    classes: string[];
-    reasons: string[];
-    phase: string;
-    changeScore: number;
-  }[];
+  checkpoints: CheckpointDecision[];
   totals: {
     checkpoints: number;
     kept: number;
@@ -179,47 +214,16 @@ export interface RetentionDecision {
   };
 }
 
-export interface GapInterval {
-  estimate: number;
-  low: number;
-  high: number;
-}
-
-/** The generalization estimate (GET /v1/runs/{run}/estimate): a trajectory-based indicator after Fu et al. */
-export interface Estimate {
-  /** Highest step seen. */
-  step: number | null;
-  trainSize: number | null;
-  /** B_T = Σ_t ||Δw_t|| sqrt(tr Σ_t / n). */
-  indicator: number | null;
-  /** Σ_t η_t tr Σ_t / n. */
-  expectedIncrement: number | null;
-  /** Σ_t gapIncrement_t; null when not logged. */
-  measuredGap: number | null;
-  /** Σ_t ||Δw_t||². */
-  secondOrder: number | null;
-  observedGap: { step: number; gap: number; valLoss: number } | null;
-  calibrated: boolean;
-  gap: GapInterval | null;
-  /** Contributions per training phase. */
-  phases: Record<string, unknown>;
-  trend: Record<string, unknown>;
-  warnings: { code: string; message: string }[];
-  missing: ('trainSize' | 'gradVariance' | 'updateNorm' | 'lr' | 'valLoss')[];
-  /** Σ_t gapIncrement_t exactly as logged (measuredGap subtracts the self-fit term); not in the contract yet. */
-  measuredGapUncorrected?: number | null;
-  /** secondOrder ÷ indicator; not in the contract yet. */
-  secondOrderRatio?: number | null;
-  /** Other fields the server adds beyond the contract (calibration, coverage, sources, counts). */
-  [key: string]: unknown;
-}
-
-export interface EstimateHistoryEntry {
-  step: number;
-  indicator: number | null;
-  expectedIncrement: number | null;
-  measuredGap: number | null;
-  secondOrder: number | null;
-  observedGap: number | null;
-  gap: GapInterval | null;
-}
+export type {
+  Calibration,
+  Estimate,
+  EstimateWarning,
+  GapInterval,
+  HistoryEntry,
+  MissingInput,
+  ObservedGap,
+  PhaseContribution,
+  Trend,
+} from './estimate.js';
+/** One entry of GET /v1/runs/{run}/estimate/history. */
+export type { HistoryEntry as EstimateHistoryEntry } from './estimate.js';

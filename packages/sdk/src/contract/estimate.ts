@@ -1,0 +1,122 @@
+/**
+ * The generalization estimate as the API serves it (GET /v1/runs/{run}/estimate and /estimate/history): a
+ * trajectory-based indicator after Fu et al. 2023 ("Learning Trajectories are Generalization Indicators"),
+ * not the paper's theorem verbatim. All quantities are loss gaps (held-out loss − training loss) or sums
+ * whose scale is fitted to such gaps. The gateway builds exactly these types (src/estimate/).
+ */
+
+export interface GapInterval {
+  estimate: number;
+  low: number;
+  high: number;
+}
+
+export interface Calibration {
+  method: 'least-squares-through-origin';
+  /** Fitted gap per unit of indicator (null without trainSize; the calibrated gap does not need it). */
+  scale: number | null;
+  points: number;
+  /** Residual standard deviation of the fit, in loss units. */
+  residualStd: number;
+  /** Last step whose evaluation points the fit used. */
+  untilStep: number;
+}
+
+export interface PhaseContribution {
+  fromStep: number;
+  toStep: number;
+  indicator: number | null;
+  expectedIncrement: number | null;
+  measuredGap: number | null;
+  secondOrder: number | null;
+  /** This phase's share of the run's indicator. */
+  indicatorShare: number | null;
+  /** Calibrated gap added in the phase (scale × indicator). */
+  gap: number | null;
+}
+
+export interface Trend {
+  /** 'observedGap' when there are enough evaluation points, else 'indicator', else null. */
+  basis: 'observedGap' | 'indicator' | null;
+  direction: 'widening' | 'flat' | 'narrowing' | 'unknown';
+  /** Least-squares slope over the recent evaluation points, per step. */
+  observedGapPerStep: number | null;
+  valLossPerStep: number | null;
+  /** Indicator growth per step over the trailing tenth of the run. */
+  indicatorPerStep: number | null;
+  /** First step of the window the slopes use. */
+  fromStep: number | null;
+}
+
+export interface ObservedGap {
+  step: number;
+  /** valLoss − training loss at the latest evaluation point. */
+  gap: number;
+  valLoss: number;
+}
+
+export interface EstimateWarning {
+  code:
+    | 'missing_inputs'
+    | 'partial_coverage'
+    | 'large_second_order'
+    | 'extreme_learning_rate'
+    | 'extreme_batch_size'
+    | 'non_finite'
+    | 'invalid_values'
+    | 'late_points'
+    | 'few_evaluation_points'
+    | 'observed_gap_from_batch_loss'
+    | 'measured_gap_uncorrected'
+    | 'indicator_from_checkpoint_norms';
+  message: string;
+}
+
+/** The inputs a missing estimate needs (names of MetricPoint fields, or `trainSize` of the run). */
+export type MissingInput = 'trainSize' | 'gradVariance' | 'updateNorm' | 'lr' | 'valLoss';
+
+export interface Estimate {
+  /** Highest step seen. */
+  step: number | null;
+  trainSize: number | null;
+  /** B_T = Σ_t ||Δw_t||·sqrt(tr Σ_t / n); null when an input is missing (see `missing`). */
+  indicator: number | null;
+  /** E_T = Σ_t η_t·tr Σ_t / n. */
+  expectedIncrement: number | null;
+  /** Σ_t gapIncrement_t, span-weighted, self-fit corrected (see measuredGapParts); null when not logged. */
+  measuredGap: number | null;
+  /** Σ_t gapIncrement_t exactly as the client logged it, span-weighted. */
+  measuredGapUncorrected: number | null;
+  /** Σ_t ||Δw_t||². */
+  secondOrder: number | null;
+  /** secondOrder ÷ indicator: the bound's second-order remainder relative to the first-order sum at unit curvature. */
+  secondOrderRatio: number | null;
+  observedGap: ObservedGap | null;
+  calibrated: boolean;
+  gap: GapInterval | null;
+  calibration: Calibration | null;
+  phases: Record<string, PhaseContribution>;
+  trend: Trend;
+  /** Fraction of the run's steps each sum covers. */
+  coverage: { steps: number; indicator: number; expectedIncrement: number; secondOrder: number; measuredGap: number };
+  sources: {
+    updateNorm: { client: number; lrTimesGradNorm: number; checkpoints: number };
+    measuredGap: { fresh: number; selfFitCorrected: number; uncorrected: number };
+    observedGap: { trainEvalLoss: number; batchTrainLoss: number };
+  };
+  counts: { points: number; steps: number; evaluationPoints: number; latePoints: number };
+  warnings: EstimateWarning[];
+  missing: MissingInput[];
+}
+
+export interface HistoryEntry {
+  step: number;
+  indicator: number | null;
+  expectedIncrement: number | null;
+  measuredGap: number | null;
+  secondOrder: number | null;
+  /** Set at evaluation points. */
+  observedGap: number | null;
+  /** The calibrated estimate as it stood at this step (evaluation points up to it). */
+  gap: GapInterval | null;
+}
