@@ -100,4 +100,49 @@ describe('trajectory of a real MNIST run', () => {
       inOrder.map((c: { indicators: unknown }) => round(c.indicators)),
     );
   });
+
+  it('shows one phase segmentation on /trajectory, in retention decisions and in /estimate', async () => {
+    // The run 'mnist' from the first test: 30 real checkpoints and their training losses.
+    const agree = async (expectedPhases: number) => {
+      const trajectory = (await request(gw.app).get('/v1/runs/mnist/trajectory').expect(200)).body as TrajectoryBody;
+      const trajectoryPhase = new Map(trajectory.items.map((i) => [i.step, i.phase]));
+      assert.equal(new Set(trajectoryPhase.values()).size, expectedPhases);
+
+      const decision = (await request(gw.app).post('/v1/runs/mnist/retention/simulate').send({}).expect(200)).body as {
+        checkpoints: { step: number; phase: string }[];
+      };
+      assert.deepEqual(new Map(decision.checkpoints.map((c) => [c.step, c.phase])), trajectoryPhase);
+
+      const records = (await request(gw.app).get('/v1/runs/mnist/checkpoints').expect(200)).body.items as {
+        step: number;
+        reasons: string[];
+        status: string;
+      }[];
+      for (const record of records) {
+        for (const reason of record.reasons) {
+          const cited = /represents the (\S+) phase/.exec(reason)?.[1];
+          if (cited) assert.equal(cited, trajectoryPhase.get(record.step), `reason of step ${record.step}: ${reason}`);
+        }
+      }
+
+      const estimate = (await request(gw.app).get('/v1/runs/mnist/estimate').expect(200)).body as {
+        phases: Record<string, { fromStep: number; toStep: number }>;
+      };
+      assert.deepEqual(Object.keys(estimate.phases).sort(), [...new Set(trajectoryPhase.values())].sort());
+      for (const [step, phase] of trajectoryPhase) {
+        const span = estimate.phases[phase];
+        assert.ok(
+          span.fromStep < step && step <= span.toStep,
+          `step ${step} (${phase}) in the estimate's ${phase} span`,
+        );
+      }
+    };
+    await agree(3);
+    // A policy that splits the run differently changes all three views together.
+    await request(gw.app)
+      .put('/v1/runs/mnist/policy')
+      .send({ policy: { phase: { count: 4, by: 'dynamics' } } })
+      .expect(200);
+    await agree(4);
+  });
 });

@@ -3,7 +3,7 @@ import { Router, type Response } from 'express';
 import { z } from 'zod';
 import type { CheckpointRecord } from '../../model/records.js';
 import { CheckpointStatus } from '../../model/records.js';
-import { AppError, errors } from '../../errors.js';
+import { AppError } from '../../errors.js';
 import type { DecisionSummary, RetentionDecision } from '@trajgate/sdk/contract';
 import type { ByteRange } from '../../storage/blob-store.js';
 import { FILE_EXTENSIONS, MEDIA_TYPES, SHA256_HEADER } from '@trajgate/sdk/wire/formats';
