@@ -71,6 +71,27 @@ describe('runs', () => {
     assertMatchesSpec(badId, 'PUT', '/v1/runs/{run}');
     assert.equal(badId.body.error.code, 'invalid_run_id');
   });
+
+  it('refuses a body that is not JSON instead of ignoring it, and unknown list parameters', async () => {
+    for (const [url, method] of [
+      ['/v1/runs/r2', 'PUT'],
+      ['/v1/policies/p2', 'PUT'],
+      ['/v1/runs/r2/policy', 'PUT'],
+    ] as const) {
+      const res = await request(gw.app)
+        .put(url)
+        .set('content-type', 'text/plain')
+        .send('{"budget": {"maxCheckpoints": 1}}');
+      assert.equal(res.status, 415, `${method} ${url}`);
+      assert.equal(res.body.error.code, 'unsupported_media_type');
+    }
+    assert.equal((await request(gw.app).get('/v1/runs/r2')).status, 404, 'nothing was created');
+    assert.equal((await request(gw.app).get('/v1/policies/p2')).status, 404, 'nothing was stored');
+    const unknown = await request(gw.app).get('/v1/runs?limt=2');
+    assertMatchesSpec(unknown, 'GET', '/v1/runs');
+    assert.equal(unknown.status, 400);
+    assert.match(unknown.body.error.message, /limt/);
+  });
 });
 
 describe('metrics', () => {

@@ -46,6 +46,10 @@ function toAppError(err: unknown): AppError {
   switch (bodyParserType) {
     case 'entity.parse.failed':
       return new AppError('invalid_request', `request body is not valid JSON: ${(err as Error).message}`);
+    case 'request.aborted':
+      return new AppError('invalid_request', 'the request body was cut off before it ended');
+    case 'request.size.invalid':
+      return new AppError('length_mismatch', 'the request body is not as long as its Content-Length says');
     case 'entity.too.large':
       return new AppError('body_too_large', 'request body exceeds the configured limit');
     case 'encoding.unsupported':

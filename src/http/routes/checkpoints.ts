@@ -12,7 +12,7 @@ import { parseRunId, parseStep } from '../ids.js';
 import { resolveRange } from '../range.js';
 import { parseInput } from '../validate.js';
 
-const ListQuery = z.object({ status: CheckpointStatus.optional() });
+const ListQuery = z.strictObject({ status: CheckpointStatus.optional() });
 const UploadQuery = z.object({ pin: z.enum(['true', 'false']).optional() }).strict();
 const SHA256_PATTERN = /^[0-9a-f]{64}$/;
 

@@ -1,14 +1,15 @@
-import express, { Router } from 'express';
+import { Router } from 'express';
 import { AppError } from '../../errors.js';
 import { type RunPolicyRef, RunPolicyRefShape } from '../../model/records.js';
 import { PolicyInput } from '../../model/policy.js';
 import type { AppContext } from '../context.js';
+import { jsonBody } from '../json-body.js';
 import { RUN_ID_PATTERN, parseRunId } from '../ids.js';
 import { parseInput } from '../validate.js';
 
 export function policyRoutes(ctx: AppContext): Router {
   const router = Router();
-  const json = express.json({ limit: ctx.config.limits.maxJsonBytes, strict: true });
+  const json = jsonBody(ctx.config.limits.maxJsonBytes);
 
   router.get('/v1/policies', async (_req, res) => {
     res.json({ items: await ctx.policies.list() });

@@ -1,18 +1,19 @@
-import express, { Router } from 'express';
+import { Router } from 'express';
 import { z } from 'zod';
 import { RunInput } from '../../model/records.js';
 import type { AppContext } from '../context.js';
+import { jsonBody } from '../json-body.js';
 import { parseRunId } from '../ids.js';
 import { parseInput } from '../validate.js';
 
-const ListQuery = z.object({
+const ListQuery = z.strictObject({
   limit: z.coerce.number().int().min(1).max(1000).default(100),
   after: z.string().optional(),
 });
 
 export function runRoutes(ctx: AppContext): Router {
   const router = Router();
-  const json = express.json({ limit: ctx.config.limits.maxJsonBytes, strict: true });
+  const json = jsonBody(ctx.config.limits.maxJsonBytes);
 
   router.put('/v1/runs/:run', json, async (req, res) => {
     const id = parseRunId(req.params.run);
