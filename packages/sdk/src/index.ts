@@ -1,6 +1,7 @@
 /**
- * trajgate's client SDK (`trajgate/sdk`). Ships alone: it imports nothing from the server, only the wire
- * formats it shares with it. The tfjs adapter is `trajgate/sdk/tfjs`.
+ * trajgate's client SDK (`@trajgate/sdk`). Ships alone: it imports nothing from the server. It owns the wire
+ * formats (`@trajgate/sdk/wire/*`) and the wire contract (`@trajgate/sdk/contract`: API types and the error
+ * catalogue) that the gateway builds on. The tfjs adapter is `@trajgate/sdk/tfjs`.
  *
  *   const client = new TrajgateClient({ url: 'http://localhost:8080' });
  *   const run = client.run('mnist-1', { plannedSteps: 900, trainSize: 2000 });

@@ -33,7 +33,7 @@ export type ByteStream = AsyncIterable<Uint8Array>;
  *   (`{ stream: () => createReadStream(path) }`) to make it retryable.
  *
  * The SDK keeps references to tensor data until the upload ends: do not overwrite those buffers meanwhile
- * (`tensorsFromModel` in `trajgate/sdk/tfjs` returns copies).
+ * (`tensorsFromModel` in `@trajgate/sdk/tfjs` returns copies).
  */
 export type CheckpointSource =
   | string

@@ -4,7 +4,7 @@ import type { TensorData } from './wire/safetensors.js';
 import type { MetricPoint } from './contract/api.js';
 
 /**
- * TensorFlow.js adapter (`trajgate/sdk/tfjs`). It uses only the public tfjs API and takes the `tf`
+ * TensorFlow.js adapter (`@trajgate/sdk/tfjs`). It uses only the public tfjs API and takes the `tf`
  * namespace as an argument, so it works the same with @tensorflow/tfjs, tfjs-node and tfjs-node-gpu:
  *
  *   import * as tf from '@tensorflow/tfjs-node';
