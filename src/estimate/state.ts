@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { METRIC_FIELDS } from '../model/records.js';
 
 /**
  * The stored state of a run's estimate accumulator (the catalog keeps it as opaque JSON per run): its zod
@@ -106,18 +107,8 @@ export type Snapshot = z.infer<typeof Snapshot>;
 const CheckpointNorm = z.object({ step: num, perStep: num.nullable() });
 export type CheckpointNorm = z.infer<typeof CheckpointNorm>;
 
-export const INPUT_FIELDS = [
-  'trainLoss',
-  'valLoss',
-  'lr',
-  'batchSize',
-  'gradNorm',
-  'gradVariance',
-  'updateNorm',
-  'gapIncrement',
-  'gapIncrementFresh',
-  'trainEvalLoss',
-] as const;
+/** The metric fields, plus the two the estimate reads from `extra`. */
+export const INPUT_FIELDS = [...METRIC_FIELDS, 'gapIncrementFresh', 'trainEvalLoss'] as const;
 const fieldCounts = z.object(Object.fromEntries(INPUT_FIELDS.map((k) => [k, num])) as Record<RecordField, typeof num>);
 export type FieldCounts = z.infer<typeof fieldCounts>;
 
