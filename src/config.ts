@@ -16,7 +16,14 @@ const bool = z
 
 const EnvSchema = z.object({
   PORT: int(0, 65535).default(8080),
-  HOST: z.string().min(1).default('0.0.0.0'),
+  /** Loopback by default: reaching the gateway from elsewhere is a decision (with access control on). */
+  HOST: z.string().min(1).default('127.0.0.1'),
+  /** `tokens`: bearer tokens required; `none`: open. Default: none on a loopback HOST, tokens elsewhere. */
+  TRAJGATE_AUTH: z.enum(['tokens', 'none']).optional(),
+  /** A bootstrap admin token (at least 32 characters), e.g. from a secret store. */
+  TRAJGATE_ADMIN_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
+  /** Most runs one token's scope may hold; creating another is refused. */
+  TRAJGATE_MAX_RUNS_PER_SCOPE: int(1).default(100_000),
   TRAJGATE_DATA_DIR: z.string().min(1).default('./data'),
   /** `file:///abs/dir`, a plain path, or `s3://bucket/prefix`. Default: `<data dir>/blobs`. */
   TRAJGATE_BLOB_URL: z.string().min(1).optional(),
@@ -35,6 +42,18 @@ const EnvSchema = z.object({
   TRAJGATE_MAX_TENSORS: int(1).default(100_000),
   /** Largest JSON or msgpack request body other than checkpoints (metric batches), in MiB. */
   TRAJGATE_MAX_JSON_MB: int(1, 1024).default(16),
+  /** Requests per second one caller (its token, else its address) may make; 0: no limit. */
+  TRAJGATE_RATE_LIMIT_RPS: int(0).default(200),
+  /** Requests a caller may make beyond that rate per 10-second window (short bursts); 0: none. */
+  TRAJGATE_RATE_LIMIT_BURST: int(0).default(400),
+  /** Most tags a run may have. */
+  TRAJGATE_MAX_TAGS: int(0).default(256),
+  /** Most `extra` keys in one metric point. */
+  TRAJGATE_MAX_EXTRA_KEYS: int(0, 100_000).default(64),
+  /** Most points in one metric batch. */
+  TRAJGATE_MAX_POINTS_PER_BATCH: int(1).default(100_000),
+  /** Most metric points one run may take per minute; 0: no limit. */
+  TRAJGATE_MAX_POINTS_PER_MINUTE: int(0).default(1_000_000),
   /** How often discarded checkpoints past their grace period are deleted from the blob store, in seconds. */
   TRAJGATE_COLLECT_INTERVAL_S: int(1, 86_400).default(60),
   TRAJGATE_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -59,7 +78,14 @@ export interface Config {
     maxHeaderBytes: number;
     maxTensors: number;
     maxJsonBytes: number;
+    rateLimitRps: number;
+    rateLimitBurst: number;
+    maxTags: number;
+    maxExtraKeys: number;
+    maxPointsPerBatch: number;
+    maxPointsPerMinute: number;
   };
+  auth: { mode: 'tokens' | 'none'; adminToken?: string; maxRunsPerScope: number };
   collectIntervalMs: number;
   logLevel: z.infer<typeof EnvSchema>['TRAJGATE_LOG_LEVEL'];
 }
@@ -79,6 +105,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
     throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
   }
   const e = parsed.data;
+  const loopback = isLoopback(e.HOST);
+  const authMode = e.TRAJGATE_AUTH ?? (loopback ? 'none' : 'tokens');
+  if (authMode === 'none' && !loopback && e.TRAJGATE_AUTH !== 'none') {
+    throw new ConfigError([
+      `HOST ${e.HOST} is not a loopback address: set TRAJGATE_AUTH=tokens, or TRAJGATE_AUTH=none to run open`,
+    ]);
+  }
+  if (authMode === 'none' && e.TRAJGATE_ADMIN_TOKEN) {
+    throw new ConfigError(['TRAJGATE_ADMIN_TOKEN is set but TRAJGATE_AUTH=none: tokens would not be checked']);
+  }
   const dataDir = path.resolve(e.TRAJGATE_DATA_DIR);
   return deepFreeze({
     port: e.PORT,
@@ -99,10 +135,22 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       maxHeaderBytes: e.TRAJGATE_MAX_HEADER_KB * 1024,
       maxTensors: e.TRAJGATE_MAX_TENSORS,
       maxJsonBytes: e.TRAJGATE_MAX_JSON_MB * MiB,
+      rateLimitRps: e.TRAJGATE_RATE_LIMIT_RPS,
+      rateLimitBurst: e.TRAJGATE_RATE_LIMIT_BURST,
+      maxTags: e.TRAJGATE_MAX_TAGS,
+      maxExtraKeys: e.TRAJGATE_MAX_EXTRA_KEYS,
+      maxPointsPerBatch: e.TRAJGATE_MAX_POINTS_PER_BATCH,
+      maxPointsPerMinute: e.TRAJGATE_MAX_POINTS_PER_MINUTE,
     },
+    auth: { mode: authMode, adminToken: e.TRAJGATE_ADMIN_TOKEN, maxRunsPerScope: e.TRAJGATE_MAX_RUNS_PER_SCOPE },
     collectIntervalMs: e.TRAJGATE_COLLECT_INTERVAL_S * 1000,
     logLevel: e.TRAJGATE_LOG_LEVEL,
   });
+}
+
+/** 127.0.0.0/8, ::1 and localhost: reachable from this machine only. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
 function deepFreeze<T>(value: T): Readonly<T> {

@@ -10,6 +10,8 @@ import { CheckpointIngest } from './ingest/ingest-checkpoint.js';
 import { startCollector } from './retention/collector.js';
 import { RetentionService } from './retention/service.js';
 import { RunEstimates } from './estimate/run-estimates.js';
+import { AuditTrail } from './auth/audit-trail.js';
+import { TokenService } from './auth/tokens.js';
 import { PolicyBook } from './runs/policy-book.js';
 import { RunService } from './runs/run-service.js';
 import { TrajectoryRecorder } from './runs/trajectory-recorder.js';
@@ -29,6 +31,13 @@ export interface RunningServer {
 /** Opens the stores named by `config`, builds the app and listens. Used by `main.ts`, the CLI and tests. */
 export async function startServer(config: Readonly<Config>, logger: Logger): Promise<RunningServer> {
   const context = await openContext(config, logger);
+  if (config.auth.mode === 'tokens' && !(await context.tokens.anyUsable())) {
+    await closeContext(context);
+    throw new Error(
+      'TRAJGATE_AUTH=tokens but no token can sign in: set TRAJGATE_ADMIN_TOKEN (at least 32 characters) ' +
+        'to create the first tokens with POST /v1/tokens',
+    );
+  }
   const collected = await context.blobs.collectStaging(STAGING_MAX_AGE_MS);
   if (collected > 0) logger.info({ collected }, 'removed leftover staged writes');
 
@@ -69,6 +78,7 @@ export async function openContext(config: Readonly<Config>, logger: Logger): Pro
   const catalog = await openCatalog(config.catalogUrl);
   const policies = new PolicyBook(catalog);
   const runs = new RunService({
+    maxRunsPerScope: config.auth.maxRunsPerScope,
     catalog,
     blobs,
     ingest: new CheckpointIngest(blobs, catalog, config.limits, logger),
@@ -81,7 +91,8 @@ export async function openContext(config: Readonly<Config>, logger: Logger): Pro
     const [catalogState, storage] = await Promise.all([check(() => catalog.ping()), check(() => blobs.ping())]);
     return { catalog: catalogState, storage };
   };
-  return { config, logger, catalog, blobs, runs, policies, readiness };
+  const tokens = new TokenService(catalog, config.auth.adminToken);
+  return { config, logger, catalog, blobs, runs, policies, tokens, audit: new AuditTrail(catalog), readiness };
 }
 
 export async function closeContext(context: GatewayContext): Promise<void> {

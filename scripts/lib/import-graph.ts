@@ -21,13 +21,14 @@ export const LAYERS: readonly { layer: string; may: readonly string[]; typesFrom
   { layer: 'ingest', may: ['sdk', 'util', 'errors', 'model', 'trajectory', 'storage', 'catalog'] },
   { layer: 'retention', may: ['sdk', 'util', 'errors', 'model', 'trajectory', 'storage', 'catalog'] },
   { layer: 'estimate', may: ['sdk', 'util', 'errors', 'model', 'trajectory', 'catalog'] },
+  { layer: 'auth', may: ['sdk', 'util', 'errors', 'model', 'catalog'] },
   {
     layer: 'runs',
     may: ['sdk', 'util', 'errors', 'model', 'trajectory', 'storage', 'catalog', 'ingest', 'retention', 'estimate'],
   },
   {
     layer: 'http',
-    may: ['sdk', 'util', 'errors', 'model', 'config', 'runs'],
+    may: ['sdk', 'util', 'errors', 'model', 'config', 'auth', 'runs'],
     typesFrom: ['logger', 'trajectory', 'storage', 'ingest', 'retention', 'estimate'],
   },
   {
@@ -51,7 +52,7 @@ export const LAYERS: readonly { layer: string; may: readonly string[]; typesFrom
   { layer: 'cli', may: ['sdk', 'config', 'logger', 'server', 'main'] },
 ];
 // server.ts wires runs and http together too; kept out of the list above for line length.
-const SERVER_ALSO = ['runs', 'http'];
+const SERVER_ALSO = ['auth', 'runs', 'http'];
 
 export interface ImportEdge {
   from: string;

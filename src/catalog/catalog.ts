@@ -1,3 +1,4 @@
+import type { AuditRecord, NewAuditEntry, Role, TokenRecord } from '../model/access.js';
 import type { CheckpointSummary } from '../model/summary.js';
 import type { CheckpointFormat } from '@trajgate/sdk/wire/formats';
 import type {
@@ -23,8 +24,10 @@ export interface Catalog {
   /** Returns the run, creating it with defaults if it does not exist (implicit creation on upload). */
   ensureRun(id: string): Promise<RunRecord>;
   getRun(id: string): Promise<RunRecord | null>;
-  /** Runs ordered by id, at most `limit`, starting after the id `after`. */
-  listRuns(page: { limit: number; after?: string }): Promise<RunRecord[]>;
+  /** Runs ordered by id, at most `limit`, starting after the id `after`, within `scope` when given. */
+  listRuns(page: { limit: number; after?: string; scope?: readonly string[] }): Promise<RunRecord[]>;
+  /** How many runs a scope covers. */
+  countRuns(scope: readonly string[]): Promise<number>;
 
   /**
    * Inserts a committed checkpoint and its trajectory summary, atomically. (run, step) is unique: when a
@@ -54,12 +57,22 @@ export interface Catalog {
   listPolicies(): Promise<PolicyRecord[]>;
   setRunPolicy(run: string, ref: RunPolicyRef | null): Promise<void>;
 
-  /** Writes a retention decision's per-checkpoint outcome, in one transaction. */
-  applyRetention(run: string, outcomes: readonly RetentionOutcome[]): Promise<void>;
+  /** Writes a retention decision's per-checkpoint outcome and its audit entries, in one transaction. */
+  applyRetention(run: string, outcomes: readonly RetentionOutcome[], audit?: readonly NewAuditEntry[]): Promise<void>;
   setPinned(run: string, step: number, pinned: boolean): Promise<void>;
   /** Discarded checkpoints whose grace period ended by `now` and whose bytes are still stored. */
   listDueDeletions(now: string, limit: number): Promise<{ run: string; step: number; blobKey: string }[]>;
-  markBlobDeleted(run: string, step: number): Promise<void>;
+  /** Records that a checkpoint's bytes are gone, with its audit entries, in one transaction. */
+  markBlobDeleted(run: string, step: number, audit?: readonly NewAuditEntry[]): Promise<void>;
+  /** Stores a new token (its secret only as a hash) and audits its creation, in one transaction. */
+  insertToken(token: NewToken): Promise<TokenRecord>;
+  tokenBySecretHash(hash: string): Promise<(TokenRecord & { secretHash: string }) | null>;
+  /** Every token, oldest first (revoked and expired ones too). */
+  listTokens(): Promise<TokenRecord[]>;
+  /** Revokes a token and audits it; null when there is no such token. Revoking twice changes nothing. */
+  revokeToken(id: string, actor: string): Promise<TokenRecord | null>;
+  appendAudit(entries: readonly NewAuditEntry[]): Promise<void>;
+  listAudit(query: AuditQuery): Promise<AuditRecord[]>;
 
   /** The run's stored generalization-estimate state (opaque JSON), or null. */
   getEstimateState(run: string): Promise<unknown>;
@@ -115,4 +128,26 @@ export interface MetricQuery {
   fromStep?: number;
   toStep?: number;
   limit: number;
+}
+
+export interface NewToken {
+  id: string;
+  name: string;
+  role: Role;
+  runs: string[];
+  secretHash: string;
+  expiresAt: string | null;
+  createdAt: string;
+  createdBy: string;
+}
+
+export interface AuditQuery {
+  limit: number;
+  /** Entries after this id. */
+  after?: number;
+  /** ISO-8601: entries at or after this time. */
+  since?: string;
+  run?: string;
+  /** Only entries about runs within this scope. */
+  scope?: readonly string[];
 }

@@ -1,5 +1,23 @@
 import { type Kysely, sql } from 'kysely';
-import type { Catalog, MetricQuery, NewCheckpoint, PolicyRecord, RetentionOutcome } from './catalog.js';
+import type { AuditRecord, NewAuditEntry, TokenRecord } from '../model/access.js';
+import {
+  appendAudit,
+  insertToken,
+  listAudit,
+  listTokens,
+  revokeToken,
+  tokenBySecretHash,
+  withinScope,
+} from './access.js';
+import type {
+  AuditQuery,
+  Catalog,
+  MetricQuery,
+  NewCheckpoint,
+  NewToken,
+  PolicyRecord,
+  RetentionOutcome,
+} from './catalog.js';
 import type { CheckpointSummary } from '../model/summary.js';
 import type {
   CheckpointIndicators,
@@ -79,12 +97,48 @@ export class KyselyCatalog implements Catalog {
     });
   }
 
-  listRuns(page: { limit: number; after?: string }): Promise<RunRecord[]> {
+  listRuns(page: { limit: number; after?: string; scope?: readonly string[] }): Promise<RunRecord[]> {
     return guard('listRuns', async () => {
       let q = this.db.selectFrom('runs').selectAll().orderBy('id').limit(page.limit);
       if (page.after !== undefined) q = q.where('id', '>', page.after);
+      if (page.scope) q = q.where(withinScope('id', page.scope));
       return (await q.execute()).map(toRunRecord);
     });
+  }
+
+  countRuns(scope: readonly string[]): Promise<number> {
+    return guard('countRuns', async () => {
+      const row = await this.db
+        .selectFrom('runs')
+        .select((eb) => eb.fn.countAll<number | string>().as('n'))
+        .where(withinScope('id', scope))
+        .executeTakeFirstOrThrow();
+      return num(row.n);
+    });
+  }
+
+  insertToken(token: NewToken): Promise<TokenRecord> {
+    return guard('insertToken', () => insertToken(this.db, token));
+  }
+
+  tokenBySecretHash(hash: string): Promise<(TokenRecord & { secretHash: string }) | null> {
+    return guard('tokenBySecretHash', () => tokenBySecretHash(this.db, hash));
+  }
+
+  listTokens(): Promise<TokenRecord[]> {
+    return guard('listTokens', () => listTokens(this.db));
+  }
+
+  revokeToken(id: string, actor: string): Promise<TokenRecord | null> {
+    return guard('revokeToken', () => revokeToken(this.db, id, actor));
+  }
+
+  appendAudit(entries: readonly NewAuditEntry[]): Promise<void> {
+    return guard('appendAudit', () => appendAudit(this.db, entries));
+  }
+
+  listAudit(query: AuditQuery): Promise<AuditRecord[]> {
+    return guard('listAudit', () => listAudit(this.db, query));
   }
 
   insertCheckpoint(row: NewCheckpoint): Promise<{ inserted: true } | { inserted: false; existing: CheckpointRecord }> {
@@ -203,10 +257,15 @@ export class KyselyCatalog implements Catalog {
     });
   }
 
-  applyRetention(run: string, outcomes: readonly RetentionOutcome[]): Promise<void> {
+  applyRetention(
+    run: string,
+    outcomes: readonly RetentionOutcome[],
+    audit: readonly NewAuditEntry[] = [],
+  ): Promise<void> {
     if (outcomes.length === 0) return Promise.resolve();
     return guard('applyRetention', () =>
       this.db.transaction().execute(async (trx) => {
+        await appendAudit(trx, audit);
         for (const o of outcomes) {
           await trx
             .updateTable('checkpoints')
@@ -251,15 +310,18 @@ export class KyselyCatalog implements Catalog {
     });
   }
 
-  markBlobDeleted(run: string, step: number): Promise<void> {
-    return guard('markBlobDeleted', async () => {
-      await this.db
-        .updateTable('checkpoints')
-        .set({ blob_deleted: 1 })
-        .where('run_id', '=', run)
-        .where('step', '=', step)
-        .execute();
-    });
+  markBlobDeleted(run: string, step: number, audit: readonly NewAuditEntry[] = []): Promise<void> {
+    return guard('markBlobDeleted', () =>
+      this.db.transaction().execute(async (trx) => {
+        await trx
+          .updateTable('checkpoints')
+          .set({ blob_deleted: 1 })
+          .where('run_id', '=', run)
+          .where('step', '=', step)
+          .execute();
+        await appendAudit(trx, audit);
+      }),
+    );
   }
 
   metricAtCheckpoints(

@@ -15,6 +15,34 @@ export interface Database {
   checkpoint_summaries: CheckpointSummariesTable;
   policies: PoliciesTable;
   estimate_states: EstimateStatesTable;
+  tokens: TokensTable;
+  audit: AuditTable;
+}
+
+export interface TokensTable {
+  id: string;
+  name: string;
+  role: string;
+  /** JSON array of run scope patterns. */
+  runs: string;
+  /** Hex SHA-256 of the secret; the secret itself is never stored. */
+  secret_hash: string;
+  expires_at: string | null;
+  created_at: string;
+  created_by: string;
+  revoked_at: string | null;
+}
+
+export interface AuditTable {
+  /** Assigned by the database (autoincrement / identity). */
+  id: ColumnType<number | string, never, never>;
+  at: string;
+  actor: string;
+  action: string;
+  run_id: string | null;
+  step: Int | null;
+  /** JSON object. */
+  details: string;
 }
 
 export interface EstimateStatesTable {

@@ -1,4 +1,6 @@
 import type { Logger } from 'pino';
+import type { AuditTrail } from '../auth/audit-trail.js';
+import type { TokenService } from '../auth/tokens.js';
 import type { Config } from '../config.js';
 import type { PolicyBook } from '../runs/policy-book.js';
 import type { RunService } from '../runs/run-service.js';
@@ -11,12 +13,15 @@ export interface Readiness {
 
 /**
  * What routes may reach, built once by `server.ts` (or a test) and handed to `createApp`: run state only
- * through the RunService, named policies through the PolicyBook (docs/architecture.md §2).
+ * through the RunService, named policies through the PolicyBook, tokens and the audit trail through theirs
+ * (docs/architecture.md §2).
  */
 export interface AppContext {
   config: Readonly<Config>;
   logger: Logger;
   runs: RunService;
   policies: PolicyBook;
+  tokens: TokenService;
+  audit: AuditTrail;
   readiness(): Promise<Readiness>;
 }

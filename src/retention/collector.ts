@@ -8,7 +8,8 @@ const BATCH = 500;
 /**
  * Deletes the bytes (and manifest) of discarded checkpoints whose grace period has ended. The catalog
  * keeps their statistics, sketches and indicators, so the trajectory still sees the whole run. A failed
- * delete is left for the next pass. Returns how many checkpoints' bytes were deleted.
+ * delete is left for the next pass. Each deletion is audited (actor `collector`). Returns how many
+ * checkpoints' bytes were deleted.
  */
 export async function collectDiscarded(
   catalog: Catalog,
@@ -24,7 +25,7 @@ export async function collectDiscarded(
       try {
         await blobs.delete(blobKey);
         await blobs.delete(manifestKeyFor(blobKey));
-        await catalog.markBlobDeleted(run, step);
+        await catalog.markBlobDeleted(run, step, [{ actor: 'collector', action: 'checkpoint.delete', run, step }]);
         deleted++;
         progressed++;
       } catch (err) {

@@ -2,6 +2,7 @@ import type { Catalog, RetentionOutcome } from '../catalog/catalog.js';
 import type { CheckpointIndicators, CheckpointRecord, RunRecord } from '../model/records.js';
 import { segmentRun, type PhaseAssignment } from '../trajectory/phase-segmentation.js';
 import { SKETCH_COVERAGE_MAX_CHECKPOINTS, decideRetention, type RetentionDecision } from './engine.js';
+import type { NewAuditEntry } from '../model/access.js';
 import type { Policy } from '../model/policy.js';
 
 /** What a decision is made on: the run's analysed checkpoints by step, their training loss and phases. */
@@ -65,8 +66,12 @@ export class RetentionService {
     });
   }
 
-  /** Decides with the run's policy and records the outcome; returns the decision. */
-  async apply(basis: DecisionBasis, now = new Date()): Promise<RetentionDecision> {
+  /**
+   * Decides with the run's policy and records the outcome, with an audit entry (by `actor`) for every
+   * checkpoint this decision evicts; returns the decision.
+   */
+  async apply(basis: DecisionBasis, options: { actor: string; now?: Date }): Promise<RetentionDecision> {
+    const now = options.now ?? new Date();
     const decision = await this.decide(basis);
     const byStep = new Map(basis.checkpoints.map((c) => [c.step, c]));
     const deleteAfter = new Date(now.getTime() + basis.policy.graceSeconds * 1000).toISOString();
@@ -92,7 +97,16 @@ export class RetentionService {
         deleteAfter: alreadyDiscarded ? current.deleteAfter : deleteAfter,
       };
     });
-    await this.catalog.applyRetention(basis.run.id, outcomes);
+    const evicted: NewAuditEntry[] = outcomes
+      .filter((o) => o.status === 'discarded' && byStep.get(o.step)!.status === 'kept')
+      .map((o) => ({
+        actor: options.actor,
+        action: 'checkpoint.discard',
+        run: basis.run.id,
+        step: o.step,
+        details: { reasons: o.reasons, deleteAfter: o.deleteAfter, before: 'kept', after: 'discarded' },
+      }));
+    await this.catalog.applyRetention(basis.run.id, outcomes, evicted);
     return decision;
   }
 }

@@ -28,13 +28,17 @@ export class PolicyBook {
     return describe(record);
   }
 
-  async put(name: string, input: PolicyInput): Promise<{ created: boolean; policy: PolicyView }> {
+  async put(name: string, input: PolicyInput, actor: string): Promise<{ created: boolean; policy: PolicyView }> {
     if (name === DEFAULT_POLICY_NAME) {
       throw errors.invalidRequest(
         `'${DEFAULT_POLICY_NAME}' is the built-in policy and cannot be replaced; store yours under another name`,
       );
     }
+    const before = await this.catalog.getPolicy(name);
     const { created, record } = await this.catalog.putPolicy(name, input);
+    await this.catalog.appendAudit([
+      { actor, action: 'policy.put', details: { name, before: before?.policy ?? null, after: record.policy } },
+    ]);
     return { created, policy: describe(record) };
   }
 

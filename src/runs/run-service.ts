@@ -18,12 +18,21 @@ import type { RetentionService } from '../retention/service.js';
 import type { BlobStore, ByteRange } from '../storage/blob-store.js';
 import { phaseBoundaries, type PhaseMethod } from '../trajectory/phase-segmentation.js';
 import { analyseRun, type RunTrajectory } from '../trajectory/run-analysis.js';
+import type { AuditAction } from '../model/access.js';
 import { KeyedLock } from '../util/keyed-lock.js';
 import { DEFAULT_POLICY_NAME, type PolicyBook } from './policy-book.js';
 import { loadRunSnapshot, type RunSnapshot } from './run-snapshot.js';
 import type { TrajectoryRecorder } from './trajectory-recorder.js';
 
+/** Who asks: the actor recorded in the audit trail, and the run scope new runs count against. */
+export interface Caller {
+  actor: string;
+  scope: readonly string[];
+}
+
 export interface RunServiceDeps {
+  /** Most runs one caller's scope may hold (TRAJGATE_MAX_RUNS_PER_SCOPE). */
+  maxRunsPerScope: number;
   catalog: Catalog;
   blobs: BlobStore;
   ingest: CheckpointIngest;
@@ -34,6 +43,7 @@ export interface RunServiceDeps {
 }
 
 export interface UploadRequest extends IngestRequest {
+  caller: Caller;
   /** Pin the checkpoint once stored (retention never evicts a pinned checkpoint). */
   pin?: boolean;
 }
@@ -68,18 +78,20 @@ export class RunService {
 
   // Runs
 
-  async putRun(id: string, input: RunInput): Promise<{ run: RunRecord; created: boolean }> {
+  async putRun(id: string, input: RunInput, caller: Caller): Promise<{ run: RunRecord; created: boolean }> {
     return this.lock.run(id, async () => {
       const before = await this.deps.catalog.getRun(id);
+      if (!before) await this.admitNewRun(id, caller);
       const result = await this.deps.catalog.putRun(id, input);
       // plannedSteps places checkpoints in phases (by fraction): the kept set may change with it.
-      if (before && before.plannedSteps !== result.run.plannedSteps) await this.decide(result.run);
+      if (before && before.plannedSteps !== result.run.plannedSteps) await this.decide(result.run, caller);
       return result;
     });
   }
 
-  listRuns(page: { limit: number; after?: string }): Promise<RunRecord[]> {
-    return this.deps.catalog.listRuns(page);
+  /** Runs by id, only those within `scope`. */
+  listRuns(page: { limit: number; after?: string }, scope: readonly string[]): Promise<RunRecord[]> {
+    return this.deps.catalog.listRuns({ ...page, scope });
   }
 
   async summary(id: string): Promise<RunSummary> {
@@ -106,14 +118,18 @@ export class RunService {
    * if asked, and decides retention.
    */
   async upload(req: UploadRequest): Promise<UploadOutcome> {
+    if (!(await this.deps.catalog.getRun(req.run))) await this.admitNewRun(req.run, req.caller);
     const received = await this.deps.ingest.ingest(req);
     if (received.status === 'unchanged') return { ...received, decision: null };
     const { run, step } = req;
     return this.lock.run(run, async () => {
       await this.deps.trajectory.record(run, step);
       await this.deps.estimates.addCheckpoint(run, step);
-      if (req.pin) await this.deps.catalog.setPinned(run, step, true);
-      const decision = await this.decide(await this.requireRun(run));
+      if (req.pin) {
+        await this.deps.catalog.setPinned(run, step, true);
+        await this.audit(req.caller, 'checkpoint.pin', run, step);
+      }
+      const decision = await this.decide(await this.requireRun(run), req.caller);
       return { status: 'created', checkpoint: await this.requireCheckpoint(run, step), decision };
     });
   }
@@ -157,11 +173,12 @@ export class RunService {
     return blob.body;
   }
 
-  setPinned(run: string, step: number, pinned: boolean): Promise<CheckpointRecord> {
+  setPinned(run: string, step: number, pinned: boolean, caller: Caller): Promise<CheckpointRecord> {
     return this.lock.run(run, async () => {
-      await this.requireCheckpoint(run, step);
+      const before = await this.requireCheckpoint(run, step);
       await this.deps.catalog.setPinned(run, step, pinned);
-      await this.decide(await this.requireRun(run));
+      if (before.pinned !== pinned) await this.audit(caller, pinned ? 'checkpoint.pin' : 'checkpoint.unpin', run, step);
+      await this.decide(await this.requireRun(run), caller);
       return this.requireCheckpoint(run, step);
     });
   }
@@ -170,7 +187,7 @@ export class RunService {
    * Brings a discarded checkpoint back while its bytes still exist, and pins it so the next decision
    * does not discard it again.
    */
-  restore(run: string, step: number): Promise<CheckpointRecord> {
+  restore(run: string, step: number, caller: Caller): Promise<CheckpointRecord> {
     return this.lock.run(run, async () => {
       const checkpoint = await this.requireCheckpoint(run, step);
       if (checkpoint.status === 'kept') return checkpoint;
@@ -182,7 +199,8 @@ export class RunService {
         );
       }
       await this.deps.catalog.setPinned(run, step, true);
-      await this.decide(await this.requireRun(run));
+      await this.audit(caller, 'checkpoint.restore', run, step, { reasons: checkpoint.reasons });
+      await this.decide(await this.requireRun(run), caller);
       return this.requireCheckpoint(run, step);
     });
   }
@@ -190,8 +208,9 @@ export class RunService {
   // Metrics
 
   /** Stores a metric batch and folds it into the run's estimate; creates the run if needed. */
-  appendMetrics(run: string, points: readonly MetricPoint[]): Promise<number> {
+  appendMetrics(run: string, points: readonly MetricPoint[], caller: Caller): Promise<number> {
     return this.lock.run(run, async () => {
+      if (!(await this.deps.catalog.getRun(run))) await this.admitNewRun(run, caller);
       await this.deps.catalog.ensureRun(run);
       const accepted = await this.deps.catalog.appendMetrics(run, points);
       await this.deps.estimates.addMetrics(run, points);
@@ -207,13 +226,17 @@ export class RunService {
   // Policies and retention
 
   /** Attaches a named or inline policy (null: the built-in default) and decides again at once. */
-  setPolicy(id: string, ref: RunPolicyRef): Promise<{ run: RunRecord; decision: RetentionDecision }> {
+  setPolicy(id: string, ref: RunPolicyRef, caller: Caller): Promise<{ run: RunRecord; decision: RetentionDecision }> {
     return this.lock.run(id, async () => {
       await this.deps.policies.resolve(ref); // an unknown name fails before anything is written
+      const before = await this.deps.catalog.getRun(id);
+      if (!before) await this.admitNewRun(id, caller);
       await this.deps.catalog.ensureRun(id);
-      await this.deps.catalog.setRunPolicy(id, 'name' in ref && ref.name === DEFAULT_POLICY_NAME ? null : ref);
+      const after = 'name' in ref && ref.name === DEFAULT_POLICY_NAME ? null : ref;
+      await this.deps.catalog.setRunPolicy(id, after);
+      await this.audit(caller, 'run.policy', id, null, { before: before?.policy ?? null, after });
       const run = await this.requireRun(id);
-      return { run, decision: await this.decide(run) };
+      return { run, decision: await this.decide(run, caller) };
     });
   }
 
@@ -263,9 +286,32 @@ export class RunService {
     return loadRunSnapshot(this.deps.catalog, run, await this.deps.policies.forRun(run));
   }
 
-  /** Decides retention for the run and records it; the caller holds the run's lock. */
-  private async decide(run: RunRecord): Promise<RetentionDecision> {
-    return this.deps.retention.apply(await this.snapshot(run));
+  /** Decides retention for the run and records it, auditing evictions; the caller holds the run's lock. */
+  private async decide(run: RunRecord, caller: Caller): Promise<RetentionDecision> {
+    return this.deps.retention.apply(await this.snapshot(run), { actor: caller.actor });
+  }
+
+  /** A caller may create a run while its scope holds fewer than maxRunsPerScope runs. */
+  private async admitNewRun(id: string, caller: Caller): Promise<void> {
+    const held = await this.deps.catalog.countRuns(caller.scope);
+    if (held >= this.deps.maxRunsPerScope) {
+      throw new AppError(
+        'limit_exceeded',
+        `cannot create run '${id}': the scope ${caller.scope.join(', ')} already holds ${held} runs ` +
+          `(TRAJGATE_MAX_RUNS_PER_SCOPE=${this.deps.maxRunsPerScope})`,
+        { limit: 'runs per scope', max: this.deps.maxRunsPerScope, value: held },
+      );
+    }
+  }
+
+  private audit(
+    caller: Caller,
+    action: AuditAction,
+    run: string,
+    step: number | null,
+    details: Record<string, unknown> = {},
+  ): Promise<void> {
+    return this.deps.catalog.appendAudit([{ actor: caller.actor, action, run, step, details }]);
   }
 
   private async requireRun(id: string): Promise<RunRecord> {

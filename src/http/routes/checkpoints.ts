@@ -7,6 +7,7 @@ import { AppError } from '../../errors.js';
 import type { DecisionSummary, RetentionDecision } from '@trajgate/sdk/contract';
 import type { ByteRange } from '../../storage/blob-store.js';
 import { FILE_EXTENSIONS, MEDIA_TYPES, SHA256_HEADER } from '@trajgate/sdk/wire/formats';
+import { callerOf, need } from '../access.js';
 import type { AppContext } from '../context.js';
 import { parseRunId, parseStep } from '../ids.js';
 import { resolveRange } from '../range.js';
@@ -19,11 +20,12 @@ const SHA256_PATTERN = /^[0-9a-f]{64}$/;
 export function checkpointRoutes(ctx: AppContext): Router {
   const router = Router();
 
-  router.put('/v1/runs/:run/checkpoints/:step', async (req, res) => {
+  router.put('/v1/runs/:run/checkpoints/:step', need('writer'), async (req, res) => {
     const run = parseRunId(req.params.run);
     const step = parseStep(req.params.step);
     const { pin } = parseInput(UploadQuery, req.query, 'query');
     const outcome = await ctx.runs.upload({
+      caller: callerOf(res),
       pin: pin === 'true',
       run,
       step,
@@ -38,28 +40,28 @@ export function checkpointRoutes(ctx: AppContext): Router {
   });
 
   for (const action of ['pin', 'unpin', 'restore'] as const) {
-    router.post(`/v1/runs/:run/checkpoints/:step/${action}`, async (req, res) => {
+    router.post(`/v1/runs/:run/checkpoints/:step/${action}`, need('operator'), async (req, res) => {
       const run = parseRunId(req.params.run);
       const step = parseStep(req.params.step);
       const checkpoint =
         action === 'restore'
-          ? await ctx.runs.restore(run, step)
-          : await ctx.runs.setPinned(run, step, action === 'pin');
+          ? await ctx.runs.restore(run, step, callerOf(res))
+          : await ctx.runs.setPinned(run, step, action === 'pin', callerOf(res));
       res.json(checkpoint);
     });
   }
 
-  router.get('/v1/runs/:run/checkpoints', async (req, res) => {
+  router.get('/v1/runs/:run/checkpoints', need('reader'), async (req, res) => {
     const run = parseRunId(req.params.run);
     const { status } = parseInput(ListQuery, req.query, 'query');
     res.json({ items: await ctx.runs.listCheckpoints(run, { status }) });
   });
 
-  router.get('/v1/runs/:run/checkpoints/:step', async (req, res) => {
+  router.get('/v1/runs/:run/checkpoints/:step', need('reader'), async (req, res) => {
     res.json(await ctx.runs.checkpoint(parseRunId(req.params.run), parseStep(req.params.step)));
   });
 
-  router.get('/v1/runs/:run/checkpoints/:step/content', async (req, res) => {
+  router.get('/v1/runs/:run/checkpoints/:step/content', need('reader'), async (req, res) => {
     const checkpoint = await ctx.runs.downloadable(parseRunId(req.params.run), parseStep(req.params.step));
     const etag = `"${checkpoint.sha256}"`;
     const ifRange = req.get('if-range');

@@ -1,5 +1,6 @@
 import { Router } from 'express';
 import { z } from 'zod';
+import { need } from '../access.js';
 import type { AppContext } from '../context.js';
 import { parseRunId } from '../ids.js';
 import { parseInput } from '../validate.js';
@@ -9,13 +10,13 @@ const EstimateQuery = z.object({ calibrateUntilStep: z.coerce.number().int().non
 export function estimateRoutes(ctx: AppContext): Router {
   const router = Router();
 
-  router.get('/v1/runs/:run/estimate', async (req, res) => {
+  router.get('/v1/runs/:run/estimate', need('reader'), async (req, res) => {
     const run = parseRunId(req.params.run);
     const { calibrateUntilStep } = parseInput(EstimateQuery, req.query, 'query');
     res.json(await ctx.runs.estimate(run, calibrateUntilStep));
   });
 
-  router.get('/v1/runs/:run/estimate/history', async (req, res) => {
+  router.get('/v1/runs/:run/estimate/history', need('reader'), async (req, res) => {
     res.json({ items: await ctx.runs.estimateHistory(parseRunId(req.params.run)) });
   });
 

@@ -2,6 +2,7 @@ import { Router } from 'express';
 import { AppError } from '../../errors.js';
 import { type RunPolicyRef, RunPolicyRefShape } from '../../model/records.js';
 import { PolicyInput } from '../../model/policy.js';
+import { callerOf, need } from '../access.js';
 import type { AppContext } from '../context.js';
 import { jsonBody } from '../json-body.js';
 import { RUN_ID_PATTERN, parseRunId } from '../ids.js';
@@ -11,28 +12,28 @@ export function policyRoutes(ctx: AppContext): Router {
   const router = Router();
   const json = jsonBody(ctx.config.limits.maxJsonBytes);
 
-  router.get('/v1/policies', async (_req, res) => {
+  router.get('/v1/policies', need('reader'), async (_req, res) => {
     res.json({ items: await ctx.policies.list() });
   });
 
-  router.get('/v1/policies/:name', async (req, res) => {
+  router.get('/v1/policies/:name', need('reader'), async (req, res) => {
     res.json(await ctx.policies.get(parsePolicyName(req.params.name)));
   });
 
-  router.put('/v1/policies/:name', json, async (req, res) => {
+  router.put('/v1/policies/:name', need('operator', { global: true }), json, async (req, res) => {
     const name = parsePolicyName(req.params.name);
     const input = parseInput(PolicyInput, req.body ?? {}, 'policy');
-    const { created, policy } = await ctx.policies.put(name, input);
+    const { created, policy } = await ctx.policies.put(name, input, res.locals.principal.id);
     res.status(created ? 201 : 200).json(policy);
   });
 
-  router.put('/v1/runs/:run/policy', json, async (req, res) => {
+  router.put('/v1/runs/:run/policy', need('operator'), json, async (req, res) => {
     const run = parseRunId(req.params.run);
     const ref = parsePolicyRef(req.body ?? {}, 'run policy (send {"name": ...} or {"policy": {...}})');
-    res.json(await ctx.runs.setPolicy(run, ref));
+    res.json(await ctx.runs.setPolicy(run, ref, callerOf(res)));
   });
 
-  router.post('/v1/runs/:run/retention/simulate', json, async (req, res) => {
+  router.post('/v1/runs/:run/retention/simulate', need('operator'), json, async (req, res) => {
     const run = parseRunId(req.params.run);
     const empty = !req.body || Object.keys(req.body).length === 0;
     const ref = empty ? undefined : parsePolicyRef(req.body, 'simulation request');

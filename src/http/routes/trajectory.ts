@@ -1,5 +1,6 @@
 import { Router } from 'express';
 import { z } from 'zod';
+import { need } from '../access.js';
 import type { AppContext } from '../context.js';
 import { parseRunId } from '../ids.js';
 import { parseInput } from '../validate.js';
@@ -16,7 +17,7 @@ const TrajectoryQuery = z
 export function trajectoryRoutes(ctx: AppContext): Router {
   const router = Router();
 
-  router.get('/v1/runs/:run/trajectory', async (req, res) => {
+  router.get('/v1/runs/:run/trajectory', need('reader'), async (req, res) => {
     const run = parseRunId(req.params.run);
     res.json(await ctx.runs.trajectory(run, parseInput(TrajectoryQuery, req.query, 'query')));
   });

@@ -227,3 +227,63 @@ export type {
 } from './estimate.js';
 /** One entry of GET /v1/runs/{run}/estimate/history. */
 export type { HistoryEntry as EstimateHistoryEntry } from './estimate.js';
+
+/**
+ * Access control (docs/architecture.md §8). Each role includes the ones before it: `reader` (every GET in
+ * scope), `writer` (training jobs: runs, uploads, metrics), `operator` (policies, pins, restores,
+ * simulations), `admin` (tokens, the audit trail, every run).
+ */
+export type Role = 'reader' | 'writer' | 'operator' | 'admin';
+
+/** POST /v1/tokens. `runs`: exact run ids or prefixes ending in `*` (`["team-a-*"]`, `["*"]` for all). */
+export interface TokenInput {
+  name: string;
+  role: Role;
+  runs: string[];
+  /** ISO-8601; absent or null: the token does not expire. */
+  expiresAt?: string | null;
+}
+
+/** A token as listed: never its secret. */
+export interface Token {
+  id: string;
+  name: string;
+  role: Role;
+  runs: string[];
+  expiresAt: string | null;
+  createdAt: string;
+  /** The token (id) or `admin-env` that created it. */
+  createdBy: string;
+  revokedAt: string | null;
+}
+
+/** The answer to POST /v1/tokens: the only time the secret is shown. */
+export interface CreatedToken extends Token {
+  /** Send as `Authorization: Bearer <token>`. Stored by the gateway only as a hash. */
+  token: string;
+}
+
+export type AuditAction =
+  | 'token.create'
+  | 'token.revoke'
+  | 'policy.put'
+  | 'run.policy'
+  | 'checkpoint.pin'
+  | 'checkpoint.unpin'
+  | 'checkpoint.restore'
+  | 'checkpoint.discard'
+  | 'checkpoint.delete';
+
+/** One entry of the audit trail (GET /v1/audit). */
+export interface AuditEntry {
+  /** Increasing; pages continue after it. */
+  id: number;
+  at: string;
+  /** A token id, `admin-env` (the bootstrap token), `anonymous` (no access control) or `collector`. */
+  actor: string;
+  action: AuditAction;
+  run: string | null;
+  step: number | null;
+  /** Before/after where the action changed something (a policy), reasons of a discard. */
+  details: Record<string, unknown>;
+}
