@@ -14,8 +14,12 @@ RUN npm run build && npm prune --omit=dev
 
 # Run: compiled code and production dependencies only, as an unprivileged user.
 FROM node:20-bookworm-slim
+# Reached from outside the container, so access control is on: pass TRAJGATE_ADMIN_TOKEN (from a secret) to
+# create the first tokens.
 ENV NODE_ENV=production \
     TRAJGATE_DATA_DIR=/var/lib/trajgate \
+    HOST=0.0.0.0 \
+    TRAJGATE_AUTH=tokens \
     PORT=8080
 WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules

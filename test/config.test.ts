@@ -54,6 +54,25 @@ describe('config', () => {
     );
   });
 
+  it('binds to loopback and runs open there; elsewhere access control is on unless explicitly off', () => {
+    const local = loadConfig({});
+    assert.equal(local.host, '127.0.0.1');
+    assert.equal(local.auth.mode, 'none');
+    assert.equal(loadConfig({ HOST: '0.0.0.0' }).auth.mode, 'tokens');
+    assert.equal(loadConfig({ HOST: '0.0.0.0', TRAJGATE_AUTH: 'none' }).auth.mode, 'none', 'explicitly open');
+    assert.equal(loadConfig({ TRAJGATE_AUTH: 'tokens' }).auth.mode, 'tokens');
+    assert.throws(
+      () => loadConfig({ TRAJGATE_AUTH: 'tokens', TRAJGATE_ADMIN_TOKEN: 'short' }),
+      /TRAJGATE_ADMIN_TOKEN: must be at least 32 characters/,
+    );
+    assert.throws(
+      () => loadConfig({ TRAJGATE_AUTH: 'none', TRAJGATE_ADMIN_TOKEN: 'x'.repeat(40) }),
+      /tokens would not be checked/,
+    );
+    for (const host of ['127.0.0.1', '127.1.2.3', 'localhost', '::1'])
+      assert.equal(loadConfig({ HOST: host }).auth.mode, 'none', host);
+  });
+
   it('is frozen', () => {
     const config = loadConfig({});
     assert.ok(Object.isFrozen(config) && Object.isFrozen(config.limits) && Object.isFrozen(config.s3));
