@@ -1,17 +1,31 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
-import type { Logger } from 'pino';
-import { AppError, isAppError } from '../errors.js';
+import { type Logger, stdSerializers } from 'pino';
+import { AppError, type ErrorCode, isAppError } from '../errors.js';
+import { loggableUrl } from './request-log.js';
 
 /**
  * The one place where errors become HTTP responses: `{error: {code, message, details?}}` with the status
  * from the catalogue. Errors raised by Express's own body parsers are translated; anything unknown is a
  * 500 `internal` whose details stay in the log.
+ *
+ * What the client sees is only the AppError's own message, which names the failure in the API's terms; the
+ * detail (the `cause`: an OS error with its path, an SDK error with its bucket or endpoint) goes to the log
+ * line of a 5xx, never into the response. The log line carries no headers and no secret query values.
  */
 export function errorHandler(logger: Logger): ErrorRequestHandler {
   return (err: unknown, req, res, _next) => {
     const appError = toAppError(err);
     if (appError.status >= 500) {
-      logger.error({ err, reqId: res.locals.reqId, method: req.method, url: req.originalUrl }, appError.message);
+      logger.error(
+        {
+          err,
+          cause: isAppError(err) ? serializeCause(err.cause) : undefined,
+          reqId: res.locals.reqId,
+          method: req.method,
+          url: loggableUrl(req.originalUrl),
+        },
+        appError.message,
+      );
     }
     if (res.headersSent) {
       res.destroy();
@@ -29,7 +43,7 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
     res.status(appError.status).json({
       error: {
         code: appError.code,
-        message: appError.message,
+        message: clientMessage(appError),
         ...(appError.details ? { details: appError.details } : {}),
       },
     });
@@ -39,6 +53,36 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
 export const notFoundHandler: RequestHandler = (req, _res, next) => {
   next(new AppError('not_found', `no route for ${req.method} ${req.path}`));
 };
+
+/** The cause of a 5xx as its own log field (code, syscall, path, S3 metadata and stack); undefined if none. */
+function serializeCause(cause: unknown): unknown {
+  if (cause === undefined) return undefined;
+  return cause instanceof Error ? stdSerializers.err(cause) : cause;
+}
+
+/**
+ * Messages of 5xx errors that look like they carry server internals (an absolute path, a URL, an OS error
+ * code) are a bug in whatever raised them; the client gets a generic message instead (the log has it all).
+ */
+const ERRNO = 'ENOENT|ENOTDIR|EISDIR|EEXIST|EACCES|EPERM|ENOSPC|EROFS|EIO|EMFILE|ENFILE|EPIPE';
+const LEAKY = new RegExp(
+  [
+    String.raw`(^|[\s'"(=:,[])/[\w.-]+`, // an absolute POSIX path
+    String.raw`\b[A-Za-z]:\\`, // a Windows path
+    String.raw`\b[a-z][a-z0-9+.-]*://`, // a URL (endpoint, s3://bucket)
+    String.raw`\b(${ERRNO}|ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENOTFOUND|EAI_AGAIN)\b`, // an OS error code
+  ].join('|'),
+);
+
+const GENERIC_MESSAGES: Partial<Record<ErrorCode, string>> = {
+  storage_unavailable: 'the blob store is unavailable',
+  catalog_unavailable: 'the catalog is unavailable',
+};
+
+function clientMessage(error: AppError): string {
+  if (error.status < 500 || !LEAKY.test(error.message)) return error.message;
+  return GENERIC_MESSAGES[error.code] ?? 'internal error';
+}
 
 function toAppError(err: unknown): AppError {
   if (isAppError(err)) return err;

@@ -23,3 +23,31 @@ export function manifestKeyFor(dataKey: string): string {
 export function isManifestKey(key: string): boolean {
   return key.endsWith('.json');
 }
+
+const CHECKPOINT_KEY = /^runs\/([A-Za-z0-9._-]{1,128})\/checkpoints\/(\d{10})-[^/]+\.([^./]+)$/;
+const RUN_KEY = /^runs\/([A-Za-z0-9._-]{1,128})\//;
+
+/**
+ * What a key holds, in the API's terms, for error messages that reach clients: "step 100 of run 'a'" or
+ * "the manifest of step 100 of run 'a'". Keys outside the layout are not echoed ("a stored object"): only
+ * run ids and steps, which the client sent, are named.
+ */
+export function describeKey(key: string): string {
+  const checkpoint = CHECKPOINT_KEY.exec(key);
+  if (checkpoint) {
+    const [, run, step, ext] = checkpoint;
+    const what = `step ${Number(step)} of run '${run}'`;
+    return ext === 'json' ? `the manifest of ${what}` : what;
+  }
+  const run = RUN_KEY.exec(key)?.[1];
+  return run === undefined ? 'a stored object' : `a stored object of run '${run}'`;
+}
+
+/** The same for a `list` prefix: "the checkpoints of run 'a'", "the stored checkpoints". */
+export function describePrefix(prefix: string): string {
+  const run = RUN_KEY.exec(prefix)?.[1];
+  if (run !== undefined) {
+    return prefix === checkpointPrefix(run) ? `the checkpoints of run '${run}'` : `the stored objects of run '${run}'`;
+  }
+  return prefix === '' || prefix === RUNS_PREFIX ? 'the stored checkpoints' : 'the stored objects';
+}

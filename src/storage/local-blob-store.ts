@@ -2,13 +2,18 @@ import { randomUUID } from 'node:crypto';
 import { createReadStream, type Dirent, type Stats } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { errors, isAppError } from '../errors.js';
 import type { BlobInfo, BlobReadResult, BlobStore, BlobWriter, ByteRange } from './blob-store.js';
+import { describeKey, describePrefix } from './keys.js';
+import { errnoCode, errnoReason, mapReadErrors, storageFailure } from './storage-errors.js';
 
 /**
  * A directory of blobs: `<root>/<key>`. Writes stage into `<root>/.staging/<random>` and are renamed into
  * place on commit (after fsync), so a key is either absent or whole. Anything left in `.staging` by a crash
  * is removed by `collectStaging`.
+ *
+ * Errors: a missing file is a null result; any other OS error becomes `storage_unavailable` whose message
+ * names the operation and the key in the API's terms, never the file path or the OS message (that is the
+ * error's `cause`, for the server log).
  */
 const STAGING_DIR = '.staging';
 
@@ -42,7 +47,7 @@ export class LocalBlobStore implements BlobStore {
       await rename(staged, target);
     } catch (err) {
       await rm(staged, { force: true }).catch(() => undefined);
-      throw storageError(`cannot write ${key}`, err);
+      throw storageError(`could not store ${describeKey(key)}`, err);
     }
   }
 
@@ -64,9 +69,10 @@ export class LocalBlobStore implements BlobStore {
     } catch (err) {
       body.destroy();
       if (errnoCode(err) === 'ENOENT') return null;
-      throw storageError(`cannot read ${key}`, err);
+      throw storageError(`could not read ${describeKey(key)}`, err);
     }
-    return range ? { body, size: info.size, range } : { body, size: info.size };
+    const mapped = mapReadErrors(body, (err) => storageError(`could not read ${describeKey(key)}`, err));
+    return range ? { body: mapped, size: info.size, range } : { body: mapped, size: info.size };
   }
 
   async head(key: string): Promise<BlobInfo | null> {
@@ -78,7 +84,7 @@ export class LocalBlobStore implements BlobStore {
     try {
       await rm(this.pathFor(key), { force: true });
     } catch (err) {
-      throw storageError(`cannot delete ${key}`, err);
+      throw storageError(`could not delete ${describeKey(key)}`, err);
     }
   }
 
@@ -86,7 +92,7 @@ export class LocalBlobStore implements BlobStore {
     try {
       yield* this.walk('', prefix);
     } catch (err) {
-      throw storageError(`cannot list ${prefix}`, err);
+      throw storageError(`could not list ${describePrefix(prefix)}`, err);
     }
   }
 
@@ -94,9 +100,11 @@ export class LocalBlobStore implements BlobStore {
     try {
       await mkdir(this.root, { recursive: true });
       const info = await stat(this.root);
-      if (!info.isDirectory()) throw new Error(`${this.root} is not a directory`);
+      if (!info.isDirectory()) {
+        throw Object.assign(new Error(`${this.root} is not a directory`), { code: 'ENOTDIR' });
+      }
     } catch (err) {
-      throw storageError(`blob directory ${this.root} is unavailable`, err);
+      throw storageError('the blob directory is unavailable', err);
     }
   }
 
@@ -107,14 +115,18 @@ export class LocalBlobStore implements BlobStore {
       names = await readdir(this.stagingDir);
     } catch (err) {
       if (errnoCode(err) === 'ENOENT') return 0;
-      throw storageError('cannot read the staging directory', err);
+      throw storageError('could not clean up unfinished uploads', err);
     }
     let removed = 0;
     for (const name of names) {
       const file = path.join(this.stagingDir, name);
       const info = await stat(file).catch(() => null);
       if (!info || info.mtimeMs >= cutoff) continue;
-      await rm(file, { force: true, recursive: true });
+      try {
+        await rm(file, { force: true, recursive: true });
+      } catch (err) {
+        throw storageError('could not clean up unfinished uploads', err);
+      }
       removed += 1;
     }
     return removed;
@@ -150,7 +162,7 @@ export class LocalBlobStore implements BlobStore {
     } catch (err) {
       const code = errnoCode(err);
       if (code === 'ENOENT' || code === 'ENOTDIR') return null;
-      throw storageError(`cannot stat ${key}`, err);
+      throw storageError(`could not look up ${describeKey(key)}`, err);
     }
   }
 
@@ -206,7 +218,7 @@ class LocalBlobWriter implements BlobWriter {
       }
       this.size += chunk.byteLength;
     } catch (err) {
-      throw storageError(`cannot write ${this.key}`, err);
+      throw storageError(`could not store ${describeKey(this.key)}`, err);
     }
   }
 
@@ -225,7 +237,7 @@ class LocalBlobWriter implements BlobWriter {
       return { key: this.key, size: this.size, lastModified: info.mtime };
     } catch (err) {
       await this.discard();
-      throw storageError(`cannot commit ${this.key}`, err);
+      throw storageError(`could not store ${describeKey(this.key)}`, err);
     }
   }
 
@@ -259,13 +271,7 @@ class LocalBlobWriter implements BlobWriter {
   }
 }
 
-function storageError(message: string, cause: unknown): Error {
-  if (isAppError(cause)) return cause;
-  const detail = cause instanceof Error ? `: ${cause.message}` : '';
-  return errors.storageUnavailable(`${message}${detail}`, cause);
-}
-
-function errnoCode(err: unknown): string | undefined {
-  if (err && typeof err === 'object' && 'code' in err && typeof err.code === 'string') return err.code;
-  return undefined;
+/** `storage_unavailable` for `what`, with a reason from the OS error code; the OS error is the cause. */
+function storageError(what: string, cause: unknown): Error {
+  return storageFailure(what, cause, errnoReason(cause));
 }

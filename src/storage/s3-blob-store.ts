@@ -18,7 +18,9 @@
  * response checksums likewise. The SDK default (WHEN_SUPPORTED) sends streamed bodies with aws-chunked
  * framing plus a trailing checksum, which several S3-compatible servers store verbatim.
  *
- * Errors: missing keys (NoSuchKey / NotFound) become null results, everything else `storage_unavailable`.
+ * Errors: missing keys (NoSuchKey / NotFound) become null results, everything else `storage_unavailable` whose
+ * message names the operation and the key in the API's terms and a coarse reason, never the bucket, the
+ * endpoint, a credential or the SDK's message (that is the error's `cause`, for the server log).
  */
 import { Readable, PassThrough } from 'node:stream';
 import {
@@ -34,8 +36,10 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { errors, isAppError } from '../errors.js';
+import { errors } from '../errors.js';
 import type { BlobInfo, BlobReadResult, BlobStore, BlobWriter, ByteRange } from './blob-store.js';
+import { describeKey, describePrefix } from './keys.js';
+import { errnoReason, mapReadErrors, storageFailure } from './storage-errors.js';
 
 export interface S3BlobStoreOptions {
   bucket: string;
@@ -49,6 +53,8 @@ export interface S3BlobStoreOptions {
   /** Parts uploaded concurrently per writer. */
   queueSize?: number;
 }
+
+const COLLECT = 'could not clean up unfinished uploads';
 
 /** How long `abort()` waits for the upload to be aborted server-side before giving up on it. */
 const ABORT_WAIT_MS = 10_000;
@@ -83,7 +89,7 @@ export class S3BlobStore implements BlobStore {
   }
 
   async putSmall(key: string, body: Uint8Array | string, contentType?: string): Promise<void> {
-    await this.send(`put ${key}`, () =>
+    await this.send(`could not store ${describeKey(key)}`, () =>
       this.client.send(
         new PutObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, Body: body, ContentType: contentType }),
       ),
@@ -91,7 +97,8 @@ export class S3BlobStore implements BlobStore {
   }
 
   async get(key: string, range?: ByteRange): Promise<BlobReadResult | null> {
-    const out = await this.sendOrNull(`get ${key}`, () =>
+    const what = `could not read ${describeKey(key)}`;
+    const out = await this.sendOrNull(what, () =>
       this.client.send(
         new GetObjectCommand({
           Bucket: this.bucket,
@@ -102,25 +109,31 @@ export class S3BlobStore implements BlobStore {
     );
     if (!out) return null;
     const body = out.Body;
-    if (!(body instanceof Readable)) throw errors.storageUnavailable(`get ${key}: response has no body stream`);
+    if (!(body instanceof Readable)) {
+      throw errors.storageUnavailable(`${what}: the blob store sent no data`, new Error('response has no body stream'));
+    }
+    const mapped = (stream: Readable) => mapReadErrors(stream, (err) => toStorageError(what, err));
     if (!range) {
-      if (out.ContentLength === undefined) throw failRead(body, `get ${key}: response has no Content-Length`);
-      return { body, size: out.ContentLength };
+      if (out.ContentLength === undefined) {
+        throw failRead(body, `${what}: the blob store sent no size`, 'response has no Content-Length');
+      }
+      return { body: mapped(body), size: out.ContentLength };
     }
     const served = parseContentRange(out.ContentRange, out.ContentLength);
     if (!served || served.start !== range.start || served.end < range.end) {
       throw failRead(
         body,
-        `get ${key}: asked for bytes ${range.start}-${range.end}, got ${out.ContentRange ?? 'none'}`,
+        `${what}: the blob store did not serve bytes ${range.start}-${range.end}`,
+        `asked for bytes ${range.start}-${range.end}, got ${out.ContentRange ?? 'none'}`,
       );
     }
     // Some S3-compatible servers (s3rver: `bytes=0-0`) send more than asked; pass on exactly the range.
     const exact = served.end > range.end ? truncate(body, range.end - range.start + 1) : body;
-    return { body: exact, size: served.total, range };
+    return { body: mapped(exact), size: served.total, range };
   }
 
   async head(key: string): Promise<BlobInfo | null> {
-    const out = await this.sendOrNull(`head ${key}`, () =>
+    const out = await this.sendOrNull(`could not look up ${describeKey(key)}`, () =>
       this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.prefix + key })),
     );
     if (!out) return null;
@@ -128,7 +141,7 @@ export class S3BlobStore implements BlobStore {
   }
 
   async delete(key: string): Promise<void> {
-    await this.sendOrNull(`delete ${key}`, () =>
+    await this.sendOrNull(`could not delete ${describeKey(key)}`, () =>
       this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.prefix + key })),
     );
   }
@@ -136,7 +149,7 @@ export class S3BlobStore implements BlobStore {
   async *list(prefix: string): AsyncIterable<BlobInfo> {
     let token: string | undefined;
     do {
-      const page = await this.send(`list ${prefix}`, () =>
+      const page = await this.send(`could not list ${describePrefix(prefix)}`, () =>
         this.client.send(
           new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix + prefix, ContinuationToken: token }),
         ),
@@ -154,7 +167,13 @@ export class S3BlobStore implements BlobStore {
   }
 
   async ping(): Promise<void> {
-    await this.send(`bucket ${this.bucket}`, () => this.client.send(new HeadBucketCommand({ Bucket: this.bucket })));
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+    } catch (err) {
+      // HeadBucket has no body, so a missing bucket is a bare 404.
+      const reason = httpStatus(err) === 404 ? 'the configured bucket does not exist' : undefined;
+      throw toStorageError('the blob store is unavailable', err, reason);
+    }
   }
 
   /**
@@ -179,12 +198,12 @@ export class S3BlobStore implements BlobStore {
         );
       } catch (err) {
         if (errorName(err) === 'NotImplemented' || httpStatus(err) === 501) return removed;
-        throw toStorageError('list multipart uploads', err);
+        throw toStorageError(COLLECT, err);
       }
       for (const upload of page.Uploads ?? []) {
         if (!upload.Key || !upload.UploadId || !upload.Initiated || upload.Initiated.getTime() >= cutoff) continue;
         const { Key, UploadId } = upload;
-        await this.sendOrNull(`abort upload of ${Key}`, () =>
+        await this.sendOrNull(COLLECT, () =>
           this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId })),
         );
         removed += 1;
@@ -270,13 +289,15 @@ class S3BlobWriter implements BlobWriter {
     this.stream.end();
     const outcome = await this.outcome;
     this.state = 'done';
-    if (!outcome.ok) throw toStorageError(`upload of ${this.key}`, outcome.error);
+    if (!outcome.ok) throw toStorageError(`could not store ${describeKey(this.key)}`, outcome.error);
     const info = await this.store.head(this.key);
     if (!info || info.size !== this.size) {
       // A server that stored different bytes (e.g. with transfer framing) must not leave a wrong blob behind.
       await this.store.delete(this.key).catch(() => undefined);
+      const kept = `the blob store kept ${info ? info.size : 'no'} bytes of ${this.size}`;
       throw errors.storageUnavailable(
-        `upload of ${this.key}: stored ${info ? info.size : 'no'} bytes, wrote ${this.size}`,
+        `could not store ${describeKey(this.key)}: ${kept}`,
+        new Error(`${this.key}: ${kept}`),
       );
     }
     this.state = 'committed';
@@ -302,7 +323,7 @@ class S3BlobWriter implements BlobWriter {
   }
 
   private throwIfFailed(): void {
-    if (this.failure !== null) throw toStorageError(`upload of ${this.key}`, this.failure);
+    if (this.failure !== null) throw toStorageError(`could not store ${describeKey(this.key)}`, this.failure);
   }
 
   /** Waits for the stream to take more, or for the upload to fail (then nothing will ever drain it). */
@@ -320,10 +341,26 @@ class S3BlobWriter implements BlobWriter {
   }
 }
 
-function toStorageError(what: string, err: unknown): Error {
-  if (isAppError(err)) return err;
-  const detail = err instanceof Error ? `${errorName(err) ?? 'Error'}: ${err.message}` : String(err);
-  return errors.storageUnavailable(`S3 ${what} failed (${detail})`, err);
+/** `storage_unavailable` for `what`, with a client-safe reason; the SDK error (bucket, endpoint) is the cause. */
+function toStorageError(what: string, err: unknown, reason?: string): Error {
+  return storageFailure(what, err, reason ?? s3Reason(err));
+}
+
+const DENIED = new Set(['AccessDenied', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'ExpiredToken', 'InvalidToken']);
+const UNREACHABLE = new Set(['TimeoutError', 'RequestTimeout', 'NetworkingError']);
+
+/** A reason that names no bucket, endpoint or credential, from the error's name, status or OS code. */
+function s3Reason(err: unknown): string | undefined {
+  const os = errnoReason(err);
+  if (os) return os;
+  const name = errorName(err) ?? '';
+  const status = httpStatus(err) ?? 0;
+  if (name === 'NoSuchBucket') return 'the configured bucket does not exist';
+  if (DENIED.has(name) || status === 401 || status === 403) return 'the blob store denied access';
+  if (UNREACHABLE.has(name)) return 'the blob store is unreachable';
+  if (name === 'SlowDown' || status === 503) return 'the blob store is overloaded';
+  if (status >= 500) return 'the blob store reported an internal error';
+  return undefined;
 }
 
 function isMissingKey(err: unknown): boolean {
@@ -352,9 +389,9 @@ function parseContentRange(
   return match ? { start: Number(match[1]), end: Number(match[2]), total: Number(match[3]) } : null;
 }
 
-function failRead(body: Readable, message: string): Error {
+function failRead(body: Readable, message: string, detail: string): Error {
   body.destroy();
-  return errors.storageUnavailable(message);
+  return errors.storageUnavailable(message, new Error(detail));
 }
 
 /** The first `length` bytes of `body`; the rest is not read (the source is destroyed when done). */
