@@ -56,6 +56,10 @@ const EnvSchema = z.object({
   TRAJGATE_MAX_POINTS_PER_MINUTE: int(0).default(1_000_000),
   /** How often discarded checkpoints past their grace period are deleted from the blob store, in seconds. */
   TRAJGATE_COLLECT_INTERVAL_S: int(1, 86_400).default(60),
+  /** An upload whose client sends nothing for this long is abandoned (408), in seconds; 0: never. */
+  TRAJGATE_UPLOAD_IDLE_S: int(0, 86_400).default(60),
+  /** On SIGTERM/SIGINT, how long in-flight requests may finish before they are cut, in seconds. */
+  TRAJGATE_SHUTDOWN_GRACE_S: int(0, 3600).default(30),
   TRAJGATE_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -78,6 +82,7 @@ export interface Config {
     maxHeaderBytes: number;
     maxTensors: number;
     maxJsonBytes: number;
+    uploadIdleMs: number;
     rateLimitRps: number;
     rateLimitBurst: number;
     maxTags: number;
@@ -87,6 +92,7 @@ export interface Config {
   };
   auth: { mode: 'tokens' | 'none'; adminToken?: string; maxRunsPerScope: number };
   collectIntervalMs: number;
+  shutdownGraceMs: number;
   logLevel: z.infer<typeof EnvSchema>['TRAJGATE_LOG_LEVEL'];
 }
 
@@ -135,6 +141,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       maxHeaderBytes: e.TRAJGATE_MAX_HEADER_KB * 1024,
       maxTensors: e.TRAJGATE_MAX_TENSORS,
       maxJsonBytes: e.TRAJGATE_MAX_JSON_MB * MiB,
+      uploadIdleMs: e.TRAJGATE_UPLOAD_IDLE_S * 1000,
       rateLimitRps: e.TRAJGATE_RATE_LIMIT_RPS,
       rateLimitBurst: e.TRAJGATE_RATE_LIMIT_BURST,
       maxTags: e.TRAJGATE_MAX_TAGS,
@@ -144,6 +151,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
     },
     auth: { mode: authMode, adminToken: e.TRAJGATE_ADMIN_TOKEN, maxRunsPerScope: e.TRAJGATE_MAX_RUNS_PER_SCOPE },
     collectIntervalMs: e.TRAJGATE_COLLECT_INTERVAL_S * 1000,
+    shutdownGraceMs: e.TRAJGATE_SHUTDOWN_GRACE_S * 1000,
     logLevel: e.TRAJGATE_LOG_LEVEL,
   });
 }

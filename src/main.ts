@@ -19,8 +19,8 @@ async function main(): Promise<void> {
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    logger.info({ signal }, 'shutting down');
-    server.close().then(
+    logger.info({ signal, graceSeconds: config.shutdownGraceMs / 1000 }, 'shutting down');
+    server.close(config.shutdownGraceMs).then(
       () => process.exit(0),
       (err: unknown) => {
         logger.error({ err }, 'shutdown failed');

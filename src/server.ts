@@ -25,8 +25,16 @@ const STAGING_MAX_AGE_MS = 60 * 60 * 1000;
 export interface RunningServer {
   url: string;
   context: GatewayContext;
-  close(): Promise<void>;
+  /**
+   * Stops accepting connections and reports not-ready at once, lets in-flight requests finish for up to
+   * `graceMs` (default 0: cut them now), cuts the rest (their uploads abort cleanly and leave nothing), waits
+   * for those aborts, then closes the stores.
+   */
+  close(graceMs?: number): Promise<void>;
 }
+
+/** The most an aborted upload may take to clean up after the grace period before the stores close anyway. */
+const ABORT_SETTLE_MS = 10_000;
 
 /** Opens the stores named by `config`, builds the app and listens. Used by `main.ts`, the CLI and tests. */
 export async function startServer(config: Readonly<Config>, logger: Logger): Promise<RunningServer> {
@@ -43,6 +51,9 @@ export async function startServer(config: Readonly<Config>, logger: Logger): Pro
 
   const collector = startCollector(context.catalog, context.blobs, logger, config.collectIntervalMs);
 
+  const shutdown = { started: false };
+  const readiness = context.readiness;
+  context.readiness = async () => ({ ...(await readiness()), shutdown: shutdown.started ? 'shutting down' : 'ok' });
   const server = http.createServer(createApp(context));
   // Checkpoints take minutes to stream; only the headers are on a clock.
   server.requestTimeout = 0;
@@ -58,9 +69,17 @@ export async function startServer(config: Readonly<Config>, logger: Logger): Pro
   return {
     url,
     context,
-    async close() {
+    async close(graceMs = 0) {
+      shutdown.started = true;
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      const cut = setTimeout(() => {
+        logger.warn('grace period over: cutting the requests still in flight');
+        server.closeAllConnections();
+      }, graceMs);
+      await closed;
+      clearTimeout(cut);
+      await context.runs.drained(ABORT_SETTLE_MS);
       await collector.stop();
       await closeContext(context);
     },

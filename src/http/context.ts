@@ -9,6 +9,8 @@ import type { RunService } from '../runs/run-service.js';
 export interface Readiness {
   catalog: string;
   storage: string;
+  /** `shutting down` once the process was asked to stop. */
+  shutdown?: string;
 }
 
 /**

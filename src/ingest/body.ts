@@ -2,20 +2,30 @@ import { AppError } from '../errors.js';
 
 /**
  * Normalises a request body stream: reports a client that went away mid-body as truncated_body (the
- * connection error Node raises then is not the client's checksum or format problem), and enforces the
- * size cap as bytes arrive rather than trusting Content-Length.
+ * connection error Node raises then is not the client's checksum or format problem), enforces the size
+ * cap as bytes arrive rather than trusting Content-Length, and, with `idleMs`, gives up with
+ * request_timeout when the client sends nothing for that long. Only time spent waiting for the client
+ * counts: a slow write downstream never looks like an idle client.
  */
-export async function* readBody(body: AsyncIterable<Uint8Array>, maxBytes: number): AsyncGenerator<Uint8Array> {
+export async function* readBody(
+  body: AsyncIterable<Uint8Array>,
+  maxBytes: number,
+  idleMs = 0,
+): AsyncGenerator<Uint8Array> {
+  const iterator = body[Symbol.asyncIterator]();
+  const idle = idleMs > 0 ? new IdleTimer(idleMs) : null;
   let received = 0;
   try {
-    for await (const chunk of body) {
-      received += chunk.byteLength;
+    for (;;) {
+      const next = idle ? await idle.wait(iterator.next(), received) : await iterator.next();
+      if (next.done) return;
+      received += next.value.byteLength;
       if (received > maxBytes) {
         throw new AppError('body_too_large', `checkpoint body exceeds the limit of ${maxBytes} bytes`, {
           limit: maxBytes,
         });
       }
-      yield chunk;
+      yield next.value;
     }
   } catch (err) {
     if (err instanceof AppError) throw err;
@@ -26,6 +36,55 @@ export async function* readBody(body: AsyncIterable<Uint8Array>, maxBytes: numbe
       {
         cause: err,
       },
+    );
+  } finally {
+    idle?.stop();
+  }
+}
+
+/** One timer for the whole body, re-armed for each wait: no timer per chunk. */
+class IdleTimer {
+  private readonly timer: NodeJS.Timeout;
+  private waiting: ((err: AppError) => void) | null = null;
+  private received = 0;
+
+  constructor(private readonly idleMs: number) {
+    this.timer = setTimeout(() => this.expire(), idleMs);
+    this.timer.unref();
+  }
+
+  wait<T>(next: Promise<T>, received: number): Promise<T> {
+    this.received = received;
+    this.timer.refresh();
+    return new Promise<T>((resolve, reject) => {
+      this.waiting = reject;
+      next.then(
+        (value) => {
+          this.waiting = null;
+          resolve(value);
+        },
+        (err: unknown) => {
+          this.waiting = null;
+          reject(err);
+        },
+      );
+    });
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+  }
+
+  private expire(): void {
+    const reject = this.waiting;
+    if (!reject) return; // not waiting for the client: the next wait re-arms the timer
+    this.waiting = null;
+    reject(
+      new AppError(
+        'request_timeout',
+        `no bytes arrived for ${this.idleMs / 1000} s after ${this.received} bytes (TRAJGATE_UPLOAD_IDLE_S); the upload was abandoned`,
+        { received: this.received, idleSeconds: this.idleMs / 1000 },
+      ),
     );
   }
 }

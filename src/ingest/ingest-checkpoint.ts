@@ -13,6 +13,8 @@ import { SNIFF_BYTES, createDecoder, formatFromContentType, sniffFormat } from '
 
 export interface IngestLimits extends DecoderLimits {
   maxCheckpointBytes: number;
+  /** Abandon an upload when the client sends nothing for this long (0: never). */
+  uploadIdleMs: number;
 }
 
 export interface IngestRequest {
@@ -64,7 +66,7 @@ export class CheckpointIngest {
         supported: [...Object.values(MEDIA_TYPES), OCTET_STREAM],
       });
     }
-    const body = readBody(req.body, this.limits.maxCheckpointBytes);
+    const body = readBody(req.body, this.limits.maxCheckpointBytes, this.limits.uploadIdleMs);
     const existing = await this.catalog.getCheckpoint(req.run, req.step);
     if (existing) return this.compareWithCommitted(existing, body, req.sha256);
 

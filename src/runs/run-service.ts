@@ -73,6 +73,9 @@ export interface TrajectoryView {
  */
 export class RunService {
   private readonly lock = new KeyedLock();
+  /** Uploads in progress, so a shutdown can wait for their commit or clean abort. */
+  private uploads = 0;
+  private readonly idle = new Set<() => void>();
 
   constructor(private readonly deps: RunServiceDeps) {}
 
@@ -118,6 +121,29 @@ export class RunService {
    * if asked, and decides retention.
    */
   async upload(req: UploadRequest): Promise<UploadOutcome> {
+    this.uploads++;
+    try {
+      return await this.receive(req);
+    } finally {
+      if (--this.uploads === 0) for (const resolve of this.idle) resolve();
+    }
+  }
+
+  /** Resolves once no upload is in progress, or after `timeoutMs`. */
+  drained(timeoutMs: number): Promise<void> {
+    if (this.uploads === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.idle.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.idle.add(done);
+    });
+  }
+
+  private async receive(req: UploadRequest): Promise<UploadOutcome> {
     if (!(await this.deps.catalog.getRun(req.run))) await this.admitNewRun(req.run, req.caller);
     const received = await this.deps.ingest.ingest(req);
     if (received.status === 'unchanged') return { ...received, decision: null };

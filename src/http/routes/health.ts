@@ -8,7 +8,7 @@ export function healthRoutes(ctx: AppContext): Router {
   });
   router.get('/readyz', async (_req, res) => {
     const checks = await ctx.readiness();
-    const ready = checks.catalog === 'ok' && checks.storage === 'ok';
+    const ready = Object.values(checks).every((state) => state === 'ok');
     res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'unavailable', checks });
   });
   return router;

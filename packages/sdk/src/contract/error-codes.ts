@@ -23,6 +23,7 @@ export const ERROR_STATUS = {
   checkpoint_conflict: 409,
   checkpoint_discarded: 410,
   checkpoint_not_restorable: 409,
+  request_timeout: 408,
   header_too_large: 413,
   body_too_large: 413,
   unsupported_media_type: 415,
