@@ -72,6 +72,19 @@ describe('runs', () => {
     assert.equal(badId.body.error.code, 'invalid_run_id');
   });
 
+  it('answers 400, not 500, to malformed percent-encoding in the path and to __proto__ keys', async () => {
+    for (const path of ['/v1/runs/%', '/v1/runs/%zz', '/v1/runs/%/checkpoints/1', '/v1/runs/a%E0%A4%A/trajectory']) {
+      const res = await request(gw.app).get(path);
+      assert.equal(res.status, 400, path);
+      assert.equal(res.body.error.code, 'invalid_request', path);
+    }
+    for (const body of ['{"__proto__": {"latest": 0}}', '{"budget": {"__proto__": {"maxCheckpoints": 1}}}']) {
+      const res = await request(gw.app).put('/v1/policies/proto').set('content-type', 'application/json').send(body);
+      assert.equal(res.status, 400, body);
+      assert.match(res.body.error.message, /__proto__/);
+    }
+  });
+
   it('refuses a body that is not JSON instead of ignoring it, and unknown list parameters', async () => {
     for (const [url, method] of [
       ['/v1/runs/r2', 'PUT'],

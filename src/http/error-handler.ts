@@ -86,6 +86,10 @@ function clientMessage(error: AppError): string {
 
 function toAppError(err: unknown): AppError {
   if (isAppError(err)) return err;
+  // The router decodes path parameters with decodeURIComponent: `%` or `%zz` in a run id.
+  if (err instanceof URIError) {
+    return new AppError('invalid_request', 'the request path is not valid percent-encoding (a lone or malformed %)');
+  }
   const bodyParserType = typeof err === 'object' && err !== null && 'type' in err ? String(err.type) : undefined;
   switch (bodyParserType) {
     case 'entity.parse.failed':
