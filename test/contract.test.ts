@@ -6,7 +6,9 @@ import { DTYPES } from '@trajgate/sdk/wire/dtypes';
 import { encodeSafetensors } from '@trajgate/sdk/wire/safetensors';
 import request from 'supertest';
 import { z } from 'zod';
+import type { CreatedToken } from '../src/auth/tokens.js';
 import type { Estimate, HistoryEntry } from '../src/estimate/types.js';
+import { AUDIT_ACTIONS, type AuditRecord, ROLES, type Role, TokenInput, TokenRecord } from '../src/model/access.js';
 import { type Policy, PolicyInput } from '../src/model/policy.js';
 import {
   CheckpointIndicators,
@@ -52,6 +54,11 @@ same<Same<RetentionDecision, wire.RetentionDecision>>();
 same<Same<Estimate, wire.Estimate>>();
 same<Same<HistoryEntry, wire.EstimateHistoryEntry>>();
 same<Same<UploadOutcome['checkpoint'], wire.Checkpoint>>();
+same<Same<Role, wire.Role>>();
+same<Same<z.infer<typeof TokenInput>, wire.TokenInput>>();
+same<Same<z.infer<typeof TokenRecord>, wire.Token>>();
+same<Same<CreatedToken, wire.CreatedToken>>();
+same<Same<AuditRecord, wire.AuditEntry>>();
 
 // ---- the OpenAPI file
 
@@ -84,6 +91,8 @@ describe('the OpenAPI file agrees with the server', () => {
     assert.deepEqual(sorted(components.ErrorCode.enum as string[]), sorted(ERROR_CODES));
     assert.deepEqual(sorted(components.Dtype.enum as string[]), sorted(DTYPES));
     assert.deepEqual(sorted(components.CheckpointStatus.enum as string[]), sorted(CheckpointStatus.options));
+    assert.deepEqual(sorted(components.Role.enum as string[]), sorted(ROLES));
+    assert.deepEqual(sorted(components.AuditAction.enum as string[]), sorted(AUDIT_ACTIONS));
   });
 
   const pairs: [string, z.ZodType][] = [
@@ -94,6 +103,8 @@ describe('the OpenAPI file agrees with the server', () => {
     ['Checkpoint', CheckpointRecord],
     ['MetricPoint', MetricPoint],
     ['Policy', PolicyInput],
+    ['TokenInput', TokenInput],
+    ['Token', TokenRecord],
   ];
   for (const [name, schema] of pairs) {
     it(`${name}: the same fields, the same required ones, as the server's schema`, () => {
@@ -158,4 +169,35 @@ describe('real responses carry exactly the documented fields', () => {
     const estimate = (await request(app).get('/v1/runs/contract/estimate').expect(200)).body;
     assertFields(estimate, 'Estimate');
   });
+});
+
+describe('real access-control answers carry exactly the documented fields', () => {
+  let gw: TestGateway;
+  before(async () => {
+    gw = await createTestGateway();
+  });
+  after(() => gw.close());
+
+  it('for tokens and the audit trail', async () => {
+    const app = gw.app;
+    const created = await request(app)
+      .post('/v1/tokens')
+      .send({ name: 'contract', role: 'reader', runs: ['contract-*'], expiresAt: '2999-01-01T00:00:00Z' })
+      .expect(201);
+    assertShape(created.body, 'CreatedToken');
+    const listed = await request(app).get('/v1/tokens').expect(200);
+    assertShape(listed.body.items[0], 'Token');
+    const revoked = await request(app).delete(`/v1/tokens/${created.body.id}`).expect(200);
+    assertShape(revoked.body, 'Token');
+    const audit = await request(app).get('/v1/audit').expect(200);
+    assert.ok(audit.body.items.length >= 2, 'token.create and token.revoke are audited');
+    for (const entry of audit.body.items) assertShape(entry, 'AuditEntry');
+  });
+
+  function assertShape(body: Record<string, unknown>, component: string): void {
+    const { properties, required } = shapeOf(components[component]);
+    const sent = new Set(Object.keys(body));
+    assert.deepEqual(sorted([...sent].filter((k) => !properties.has(k))), [], `${component}: undocumented fields`);
+    assert.deepEqual(sorted([...required].filter((k) => !sent.has(k))), [], `${component}: missing fields`);
+  }
 });

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { realpathSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
+import { parse } from 'yaml';
 
 /**
  * `redocly lint` (the recommended ruleset as redocly.yaml adjusts it) over openapi/trajgate.yaml must
@@ -86,5 +87,12 @@ describe('redocly lint openapi/trajgate.yaml', () => {
       `redocly lint found problems:\n${problems.join('\n')}`,
     );
     assert.deepEqual(problems, []);
+  });
+
+  it('keeps the access-control rule on: every operation declares its security, the probes opt out', () => {
+    const config = parse(readFileSync(new URL('../redocly.yaml', import.meta.url), 'utf8')) as {
+      rules?: Record<string, unknown>;
+    };
+    assert.ok(!['off', 'warn'].includes(String(config.rules?.['security-defined'])), 'security-defined is on');
   });
 });
