@@ -5,8 +5,15 @@
  * trajectory and the generalization estimate. It also trains the same model without the SDK first and
  * reports the SDK's overhead on the training loop.
  *
- *   npm run demo -- [--url http://localhost:8080] [--steps 900] [--checkpoint-every 30] [--budget 8]
+ * The embedded gateway runs with access control on (TRAJGATE_AUTH=tokens, a random bootstrap admin token):
+ * the admin creates a writer token scoped to the demo's run and sets the run's policy (an operator's
+ * action); training uploads, metrics and reads go with the writer token. With --url the gateway is yours,
+ * and every call uses --token or $TRAJGATE_TOKEN (if it has access control on, the token must be an
+ * operator's or admin's, to set the run's policy).
+ *
+ *   npm run demo -- [--url http://localhost:8080] [--token tg_...] [--steps 900] [--checkpoint-every 30] [--budget 8]
  */
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -22,6 +29,7 @@ import { trainMnist, type TrainMnistOptions } from './lib/mnist-train.js';
 const { values } = parseArgs({
   options: {
     url: { type: 'string' },
+    token: { type: 'string' },
     steps: { type: 'string', default: '900' },
     'checkpoint-every': { type: 'string', default: '30' },
     budget: { type: 'string', default: '8' },
@@ -64,15 +72,33 @@ async function main(): Promise<void> {
   const started = performance.now();
   let dataDir: string | null = null;
   let server: Awaited<ReturnType<typeof startServer>> | null = null;
-  let url = values.url;
-  if (!url) {
+  const runId = `demo-${Date.now().toString(36)}`;
+  // `client` trains and reads; `setup` sets the run's policy (an operator's action).
+  let client: TrajgateClient;
+  let setup: TrajgateClient;
+  if (values.url) {
+    client = setup = new TrajgateClient({ url: values.url, token: values.token });
+  } else {
     dataDir = await mkdtemp(path.join(os.tmpdir(), 'trajgate-demo-'));
+    const adminToken = randomBytes(32).toString('base64url');
     server = await startServer(
-      loadConfig({ TRAJGATE_DATA_DIR: dataDir, PORT: '0', HOST: '127.0.0.1' }),
+      loadConfig({
+        TRAJGATE_DATA_DIR: dataDir,
+        PORT: '0',
+        HOST: '127.0.0.1',
+        TRAJGATE_AUTH: 'tokens',
+        TRAJGATE_ADMIN_TOKEN: adminToken,
+      }),
       pino({ level: 'warn' }),
     );
-    url = server.url;
-    console.log(`gateway on embedded defaults at ${url} (data in ${dataDir})`);
+    const admin = new TrajgateClient({ url: server.url, token: adminToken });
+    const writer = await admin.createToken({ name: 'demo-training', role: 'writer', runs: [runId] });
+    client = new TrajgateClient({ url: server.url, token: writer.token });
+    setup = admin;
+    console.log(
+      `gateway on embedded defaults with access control at ${server.url} (data in ${dataDir}); ` +
+        `training with writer token ${writer.id}, scoped to ${runId}`,
+    );
   }
   try {
     // 1. The same training without the SDK: the baseline for its overhead.
@@ -83,10 +109,8 @@ async function main(): Promise<void> {
     baselineBar.stop();
 
     // 2. With the SDK: metrics every step, a checkpoint every N steps, through background queues.
-    const client = new TrajgateClient({ url });
-    const runId = `demo-${Date.now().toString(36)}`;
     await client.putRun(runId, { plannedSteps: steps, trainSize: training.trainSize });
-    await client.setRunPolicy(runId, { policy: { budget: { maxCheckpoints: Number(values.budget) } } });
+    await setup.setRunPolicy(runId, { policy: { budget: { maxCheckpoints: Number(values.budget) } } });
     const run = client.run(runId);
     const bar = progress('training with trajgate');
     const t0 = performance.now();

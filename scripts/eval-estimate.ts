@@ -1,11 +1,14 @@
 /**
  * Does the generalization estimate (docs/architecture.md §7) rank and track the true gap? Real MNIST runs with tfjs
  * (scripts/lib/mnist-train.ts) over learning rate × symmetric label noise, each run's metric points logged
- * through the SDK to a gateway (started on embedded defaults in a temporary directory), and the estimate
- * read back from GET /v1/runs/{run}/estimate and /estimate/history.
+ * through the SDK to a gateway (started on embedded defaults in a temporary directory, or --url), and the
+ * estimate read back from GET /v1/runs/{run}/estimate and /estimate/history. The embedded gateway runs with
+ * access control on (TRAJGATE_AUTH=tokens, a random bootstrap admin token); the runs are logged and read
+ * with a writer token scoped to this evaluation's run ids. With --url, calls use --token or $TRAJGATE_TOKEN.
  *
  *   npx tsx scripts/eval-estimate.ts --quick   12 runs (4 lr × 3 noise), 1000 steps: about a minute on 2 cores
  *   npx tsx scripts/eval-estimate.ts           32 runs (4 lr × 4 noise × 2 seeds), 1250 steps (40 epochs): ~4 minutes
+ *   npx tsx scripts/eval-estimate.ts [--quick] --url http://localhost:8080 [--token tg_...]
  *
  * Protocol (fixed before looking at results, after research/estimate-reference.md):
  * - MLP 784-64-10, plain SGD, batch 32, constant lr; n = 1000 training digits, 3000 held out (never
@@ -23,16 +26,23 @@
  * - Baselines: distance from initialisation ||w_T − w_0|| / sqrt(n), and − final training loss.
  */
 import { trainMnist, type TrainMnistOptions } from './lib/mnist-train.js';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { loadConfig } from '../src/config.js';
 import { TrajgateClient } from '@trajgate/sdk';
 import { startServer } from '../src/server.js';
 import type { TensorData } from '@trajgate/sdk/wire/safetensors';
 
-const quick = process.argv.includes('--quick');
+const { values: args } = parseArgs({
+  options: { quick: { type: 'boolean', default: false }, url: { type: 'string' }, token: { type: 'string' } },
+});
+const quick = args.quick;
+/** Every run id starts with it: the writer token's scope, and no clash with an earlier evaluation's runs. */
+const runPrefix = `eval-${Date.now().toString(36)}-`;
 const config = quick
   ? { lrs: [0.01, 0.03, 0.1, 0.3], noises: [0, 0.2, 0.4], seeds: [1], steps: 1000 }
   : { lrs: [0.01, 0.03, 0.1, 0.3], noises: [0, 0.2, 0.4, 0.6], seeds: [1, 2], steps: 1250 };
@@ -108,7 +118,7 @@ async function runOne(lr: number, noise: number, seed: number): Promise<RunOutco
     evalEvery: 50,
     gapEvery: 5,
   };
-  const runId = `lr${lr}-noise${noise}-seed${seed}`;
+  const runId = `${runPrefix}lr${lr}-noise${noise}-seed${seed}`;
   const run = gateway.client.run(runId, { run: { trainSize: n } });
   let w0: Float64Array | null = null;
   let distance = NaN;
@@ -167,12 +177,32 @@ const median = (xs: readonly number[]): number => {
 };
 const mean = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
 
-const dataDir = await mkdtemp(path.join(os.tmpdir(), 'trajgate-eval-estimate-'));
-const server = await startServer(
-  loadConfig({ TRAJGATE_DATA_DIR: dataDir, PORT: '0', HOST: '127.0.0.1' }),
-  pino({ level: 'warn' }),
-);
-const gateway = { client: new TrajgateClient({ url: server.url }) };
+/** The gateway: one of yours (--url), or embedded with access control on, used through a writer token. */
+async function openGateway(): Promise<{ client: TrajgateClient; close(): Promise<void> }> {
+  if (args.url) return { client: new TrajgateClient({ url: args.url, token: args.token }), close: async () => {} };
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'trajgate-eval-estimate-'));
+  const adminToken = randomBytes(32).toString('base64url');
+  const server = await startServer(
+    loadConfig({
+      TRAJGATE_DATA_DIR: dataDir,
+      PORT: '0',
+      HOST: '127.0.0.1',
+      TRAJGATE_AUTH: 'tokens',
+      TRAJGATE_ADMIN_TOKEN: adminToken,
+    }),
+    pino({ level: 'warn' }),
+  );
+  const admin = new TrajgateClient({ url: server.url, token: adminToken });
+  const writer = await admin.createToken({ name: 'eval-estimate', role: 'writer', runs: [`${runPrefix}*`] });
+  return {
+    client: new TrajgateClient({ url: server.url, token: writer.token }),
+    async close() {
+      await server.close();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+const gateway = await openGateway();
 
 const started = performance.now();
 const runs: RunOutcome[] = [];
@@ -250,5 +280,4 @@ console.log(
 const ratios = runs.map((r) => r.trueGap / r.indicator);
 console.log(`true gap / B_T at the end: ${fmt(Math.min(...ratios), 4)} – ${fmt(Math.max(...ratios), 4)}`);
 console.log(`wall ${((performance.now() - started) / 1000).toFixed(0)} s`);
-await server.close();
-await rm(dataDir, { recursive: true, force: true });
+await gateway.close();

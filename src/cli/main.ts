@@ -1,8 +1,8 @@
 #!/usr/bin/env node
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import { TrajgateClient, TrajgateConnectionError, TrajgateError } from '@trajgate/sdk';
-import type { Progress } from '@trajgate/sdk';
+import type { Progress, Role } from '@trajgate/sdk';
 import { formatTable } from './table.js';
 
 /**
@@ -15,12 +15,19 @@ const program = new Command()
   .name('trajgate')
   .description('Checkpoint storage that keeps what the learning trajectory needs')
   .option('--url <url>', 'gateway URL (default: $TRAJGATE_URL or http://localhost:8080)')
+  .option(
+    '--token <token>',
+    'bearer token for a gateway with access control on (default: $TRAJGATE_TOKEN, which ps does not show)',
+  )
   .option('--json', 'print JSON for scripts instead of tables')
   .exitOverride();
 
+/** The token given, by --token or $TRAJGATE_TOKEN; the SDK reads the variable itself when --token is absent. */
+const tokenGiven = () => Boolean(program.opts<{ token?: string }>().token || process.env.TRAJGATE_TOKEN);
 const client = () =>
   new TrajgateClient({
     url: program.opts<{ url?: string }>().url ?? process.env.TRAJGATE_URL ?? 'http://localhost:8080',
+    token: program.opts<{ token?: string }>().token,
     retry: { retries: 2 },
   });
 const json = () => program.opts<{ json?: boolean }>().json === true;
@@ -31,6 +38,7 @@ const step = (value: string) => {
     throw new CommanderError(EXIT.usage, 'trajgate.usage', `step must be a non-negative integer, got '${value}'`);
   return Number(value);
 };
+const usage = (message: string) => new CommanderError(EXIT.usage, 'trajgate.usage', message);
 
 function progressBar(label: string): { onProgress: Progress; stop(): void } {
   const bar = new cliProgress.SingleBar(
@@ -223,6 +231,76 @@ program.command('estimate <run>').action(async (run: string) => {
   );
 });
 
+const ROLES: readonly Role[] = ['reader', 'writer', 'operator', 'admin'];
+
+const tokens = program.command('tokens').description('access tokens (admin only)');
+tokens
+  .command('create <name>')
+  .description('create a token; its secret is printed once, on stdout (the rest goes to stderr)')
+  .addOption(new Option('--role <role>', 'what it may do').choices(ROLES).makeOptionMandatory())
+  .requiredOption('--runs <patterns>', "runs it may touch: ids or prefixes ending in *, comma-separated ('team-a-*,x')")
+  .option('--expires <iso>', 'expiry, ISO-8601 with a time zone (default: never)')
+  .action(async (name: string, options: { role: Role; runs: string; expires?: string }) => {
+    const runs = options.runs
+      .split(',')
+      .map((r) => r.trim())
+      .filter((r) => r !== '');
+    if (runs.length === 0) throw usage('--runs needs at least one run id or prefix');
+    const created = await client().createToken({ name, role: options.role, runs, expiresAt: options.expires });
+    if (json()) {
+      process.stdout.write(`${JSON.stringify(created, null, 2)}\n`);
+      return;
+    }
+    process.stderr.write(
+      `created ${created.id} '${created.name}': ${created.role} on ${created.runs.join(', ')}, ` +
+        `expires ${created.expiresAt ?? 'never'}\n` +
+        'the token follows; it is not shown again (store it now; if it is lost, revoke it and create another):\n',
+    );
+    process.stdout.write(`${created.token}\n`);
+  });
+tokens.command('ls').action(async () => {
+  const items = await client().listTokens();
+  print(items, () =>
+    formatTable(
+      ['id', 'name', 'role', 'runs', 'expires', 'revoked'],
+      items.map((t) => [t.id, t.name, t.role, t.runs.join(','), t.expiresAt ?? 'never', t.revokedAt ?? '']),
+    ),
+  );
+});
+tokens.command('revoke <id>').action(async (id: string) => {
+  const t = await client().revokeToken(id);
+  print(t, () => `revoked ${t.id} '${t.name}' at ${t.revokedAt}`);
+});
+
+program
+  .command('audit')
+  .description('the audit trail, oldest first (admins: every entry; operators: their runs)')
+  .option('--run <run>', 'entries about this run only')
+  .option('--since <iso>', 'entries at or after this time (ISO-8601 with a time zone)')
+  .option('--after <id>', 'entries after this id (the next page)')
+  .option('--limit <n>', 'at most this many entries, 1 to 1000 (default 100)')
+  .action(async (options: { run?: string; since?: string; after?: string; limit?: string }) => {
+    const count = (value: string | undefined, flag: string, min: number, max: number) => {
+      if (value === undefined) return undefined;
+      if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max)
+        throw usage(`${flag} must be a whole number from ${min} to ${max}, got '${value}'`);
+      return Number(value);
+    };
+    const page = await client().listAudit({
+      run: options.run,
+      since: options.since,
+      after: count(options.after, '--after', 0, Number.MAX_SAFE_INTEGER),
+      limit: count(options.limit, '--limit', 1, 1000),
+    });
+    print(page, () =>
+      formatTable(
+        ['id', 'at', 'actor', 'action', 'run', 'step'],
+        page.items.map((e) => [e.id, e.at, e.actor, e.action, e.run, e.step]),
+      ),
+    );
+    if (page.next !== null && !json()) process.stderr.write(`more entries: --after ${page.next}\n`);
+  });
+
 function fmt(v: number | null): string {
   return v === null ? '-' : v.toPrecision(4);
 }
@@ -249,13 +327,18 @@ program.parseAsync(process.argv).then(
   // Pooled keep-alive connections would hold a one-shot command open; `serve` runs until signalled.
   () => isServe || process.exit(EXIT.ok),
   (err: unknown) => {
-    if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? EXIT.ok : EXIT.usage);
+    if (err instanceof CommanderError) {
+      // Commander prints its own; ours (a bad step, --limit) are printed here.
+      if (err.code === 'trajgate.usage') process.stderr.write(`trajgate: ${err.message}\n`);
+      process.exit(err.exitCode === 0 ? EXIT.ok : EXIT.usage);
+    }
     if (err instanceof TrajgateConnectionError) {
       process.stderr.write(`trajgate: ${err.message}\n`);
       process.exit(EXIT.connection);
     }
     if (err instanceof TrajgateError) {
-      process.stderr.write(`trajgate: ${err.code}: ${err.message}\n`);
+      const hint = err.code === 'unauthenticated' && !tokenGiven() ? ' (give --token or set $TRAJGATE_TOKEN)' : '';
+      process.stderr.write(`trajgate: ${err.code}: ${err.message}${hint}\n`);
       process.exit(EXIT.server);
     }
     process.stderr.write(`trajgate: ${err instanceof Error ? err.message : String(err)}\n`);

@@ -9,8 +9,10 @@ import { RunLogger, type RunLoggerOptions } from './run-logger.js';
 import { DEFAULT_HASH_FIRST_BYTES, prepareSource, type ByteStream, type CheckpointSource } from './source.js';
 import { Transport } from './transport.js';
 import type {
+  AuditEntry,
   Checkpoint,
   CheckpointStatus,
+  CreatedToken,
   Estimate,
   EstimateHistoryEntry,
   MetricPoint,
@@ -21,6 +23,8 @@ import type {
   Run,
   RunInput,
   RunSummary,
+  Token,
+  TokenInput,
   Trajectory,
   UploadResult,
 } from './contract/api.js';
@@ -29,6 +33,12 @@ import type { Progress } from './progress.js';
 export interface ClientOptions {
   /** The gateway, e.g. `http://localhost:8080`. */
   url: string;
+  /**
+   * A bearer token for a gateway with access control on (`TRAJGATE_AUTH=tokens`), sent as
+   * `Authorization: Bearer <token>` on every request. Default: `$TRAJGATE_TOKEN`; `null` or `''` sends none.
+   * Surrounding whitespace is trimmed; the SDK never puts the token in an error message.
+   */
+  token?: string | null;
   /** Backoff for connection errors, 429 and 5xx (default: 5 retries, 200 ms doubling, at most 10 s). */
   retry?: RetryOptions;
   /** Per-request timeout for JSON calls, in ms; uploads and downloads are not timed. Default 30,000. */
@@ -59,13 +69,25 @@ export interface MetricsQuery {
   limit?: number;
 }
 
+export interface AuditQuery {
+  /** Entries about this run only. */
+  run?: string;
+  /** Entries at or after this time (ISO-8601). */
+  since?: string;
+  /** Entries after this id: the previous page's `next`. */
+  after?: number;
+  /** At most 1000; the server's default is 100. */
+  limit?: number;
+}
+
 /** The most points the server takes in one batch. */
 const MAX_POINTS_PER_REQUEST = 100_000;
 
 /**
  * A typed client for trajgate's REST API. Safe to share; every call is independent. Server errors become
  * `TrajgateError` (with the server's catalogue `code`), failures to connect `TrajgateConnectionError`;
- * connection errors, 429 and 5xx are retried with backoff, other 4xx never.
+ * connection errors, 429 and 5xx are retried with backoff, other 4xx never (so 401 `unauthenticated` and
+ * 403 `forbidden` fail at once).
  */
 export class TrajgateClient {
   /** The gateway's base URL, without a trailing slash. */
@@ -74,7 +96,13 @@ export class TrajgateClient {
 
   constructor(options: ClientOptions) {
     this.url = options.url.replace(/\/+$/, '');
-    this.transport = new Transport(this.url, options.fetch ?? fetch, options.timeoutMs ?? 30_000, options.retry ?? {});
+    this.transport = new Transport(
+      this.url,
+      options.fetch ?? fetch,
+      options.timeoutMs ?? 30_000,
+      options.retry ?? {},
+      bearerToken(options.token === undefined ? process.env.TRAJGATE_TOKEN : options.token),
+    );
   }
 
   /**
@@ -280,6 +308,30 @@ export class TrajgateClient {
     ).items;
   }
 
+  /** Creates an access token (admin only). The answer's `token` is the secret, shown this once. */
+  createToken(input: TokenInput): Promise<CreatedToken> {
+    return this.transport.json('POST', '/v1/tokens', { json: input });
+  }
+
+  /** Every access token, revoked and expired ones included, never their secrets (admin only). */
+  async listTokens(): Promise<Token[]> {
+    return (await this.transport.json<{ items: Token[] }>('GET', '/v1/tokens')).items;
+  }
+
+  /** Revokes a token (admin only): its next request fails with `unauthenticated`. Returns it as revoked. */
+  revokeToken(id: string): Promise<Token> {
+    return this.transport.json('DELETE', `/v1/tokens/${enc(id)}`);
+  }
+
+  /**
+   * One page of the audit trail, oldest first: admins read every entry, operators those about runs in their
+   * scope. `since`: ISO-8601; `after`: continue after this entry id (the previous page's `next`); `limit`:
+   * 1–1000, default 100. `next` is null on the last page.
+   */
+  listAudit(q: AuditQuery = {}): Promise<{ items: AuditEntry[]; next: number | null }> {
+    return this.transport.json('GET', `/v1/audit${query({ ...q })}`);
+  }
+
   private async postMetrics(
     run: string,
     points: readonly MetricPoint[],
@@ -293,6 +345,19 @@ export class TrajgateClient {
 }
 
 const enc = encodeURIComponent;
+
+/**
+ * The token to send, or null. Checked here because fetch rejects a header value with control characters
+ * with an error that quotes the value, which would put the secret in a message.
+ */
+function bearerToken(token: string | null | undefined): string | null {
+  const t = token?.trim();
+  if (!t) return null;
+  if (!/^[\x21-\x7e]+$/.test(t)) {
+    throw new TypeError('the trajgate token (option `token` or $TRAJGATE_TOKEN) has spaces or non-ASCII characters');
+  }
+  return t;
+}
 
 function query(params: Record<string, string | number | undefined>): string {
   const search = new URLSearchParams();

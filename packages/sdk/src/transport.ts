@@ -13,14 +13,23 @@ export interface RequestSpec {
   timed?: boolean;
 }
 
-/** One HTTP exchange at a time: errors typed, retries with backoff, JSON in and out. */
+/**
+ * One HTTP exchange at a time: errors typed, retries with backoff, JSON in and out, the bearer token on
+ * every request. The token lives in a private field (so `util.inspect` and `JSON.stringify` of a client
+ * never show it) and is cut out of any error message that would carry it.
+ */
 export class Transport {
+  readonly #token: string | null;
+
   constructor(
     readonly url: string,
     private readonly fetchImpl: typeof fetch,
     private readonly timeoutMs: number,
     readonly retry: RetryOptions,
-  ) {}
+    token: string | null = null,
+  ) {
+    this.#token = token;
+  }
 
   /** The request, retried as the spec allows; the parsed JSON answer. */
   json<T>(method: string, path: string, spec: RequestSpec = {}): Promise<T> {
@@ -32,6 +41,7 @@ export class Transport {
   /** One attempt: a 2xx Response, or a TrajgateError / TrajgateConnectionError. */
   async send(method: string, path: string, spec: RequestSpec = {}): Promise<Response> {
     const headers: Record<string, string> = { accept: 'application/json', ...spec.headers };
+    if (this.#token !== null) headers.authorization = `Bearer ${this.#token}`;
     let body: ReadableStream<Uint8Array> | string | undefined;
     if (spec.json !== undefined) {
       headers['content-type'] = 'application/json';
@@ -49,10 +59,20 @@ export class Transport {
       // A body that failed on its own (a one-shot stream read twice, a file gone) is not a network error.
       const cause = err instanceof Error ? err.cause : undefined;
       if (cause instanceof TrajgateError || isLocalIoError(cause)) throw cause;
-      throw new TrajgateConnectionError(this.url, err);
+      throw this.redact(new TrajgateConnectionError(this.url, err));
     }
-    if (!res.ok) throw await errorFromResponse(res);
+    if (!res.ok) throw this.redact(await errorFromResponse(res));
     return res;
+  }
+
+  /** The error with the token cut out of its message and stack (a proxy echoing headers, say). */
+  private redact<E extends Error>(err: E): E {
+    const token = this.#token;
+    if (token === null) return err;
+    const cut = (text: string) => text.split(token).join('<token>');
+    if (err.message.includes(token)) err.message = cut(err.message);
+    if (err.stack?.includes(token)) err.stack = cut(err.stack);
+    return err;
   }
 
   private async readJson<T>(res: Response): Promise<T> {
@@ -60,12 +80,12 @@ export class Transport {
     try {
       text = await res.text();
     } catch (err) {
-      throw new TrajgateConnectionError(this.url, err);
+      throw this.redact(new TrajgateConnectionError(this.url, err));
     }
     try {
       return JSON.parse(text) as T;
     } catch {
-      throw new TrajgateError(res.status, 'invalid_response', `expected JSON, got: ${text.slice(0, 200)}`);
+      throw this.redact(new TrajgateError(res.status, 'invalid_response', `expected JSON, got: ${text.slice(0, 200)}`));
     }
   }
 }
