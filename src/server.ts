@@ -8,6 +8,7 @@ import { createApp } from './http/app.js';
 import type { AppContext } from './http/context.js';
 import { CheckpointIngest } from './ingest/ingest-checkpoint.js';
 import { startCollector } from './retention/collector.js';
+import { staleAge } from './retention/reconcile.js';
 import { RetentionService } from './retention/service.js';
 import { RunEstimates } from './estimate/run-estimates.js';
 import { AuditTrail } from './auth/audit-trail.js';
@@ -18,9 +19,6 @@ import { TrajectoryRecorder } from './runs/trajectory-recorder.js';
 import type { Catalog } from './catalog/catalog.js';
 import type { BlobStore } from './storage/blob-store.js';
 import { createBlobStore } from './storage/factory.js';
-
-/** Leftover staged writes older than this are removed at start-up (another replica may still be writing newer ones). */
-const STAGING_MAX_AGE_MS = 60 * 60 * 1000;
 
 export interface RunningServer {
   url: string;
@@ -46,10 +44,10 @@ export async function startServer(config: Readonly<Config>, logger: Logger): Pro
         'to create the first tokens with POST /v1/tokens',
     );
   }
-  const collected = await context.blobs.collectStaging(STAGING_MAX_AGE_MS);
-  if (collected > 0) logger.info({ collected }, 'removed leftover staged writes');
-
-  const collector = startCollector(context.catalog, context.blobs, logger, config.collectIntervalMs);
+  const collector = startCollector(context.catalog, context.blobs, logger, {
+    intervalMs: config.collectIntervalMs,
+    staleMs: staleAge(config.limits.uploadIdleMs),
+  });
 
   const shutdown = { started: false };
   const readiness = context.readiness;

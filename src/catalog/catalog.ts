@@ -38,6 +38,8 @@ export interface Catalog {
   getCheckpoint(run: string, step: number): Promise<CheckpointRecord | null>;
   /** The run's checkpoint with the lowest step, or null. */
   firstCheckpoint(run: string): Promise<CheckpointRecord | null>;
+  /** The upload id of each committed checkpoint of the run, by step (what reconciliation keeps). */
+  uploadIds(run: string): Promise<Map<number, string>>;
   /** The run's checkpoints ordered by step. */
   listCheckpoints(run: string, filter?: { status?: CheckpointStatus }): Promise<CheckpointRecord[]>;
 

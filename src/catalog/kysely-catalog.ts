@@ -106,6 +106,17 @@ export class KyselyCatalog implements Catalog {
     });
   }
 
+  uploadIds(run: string): Promise<Map<number, string>> {
+    return guard('uploadIds', async () => {
+      const rows = await this.db
+        .selectFrom('checkpoints')
+        .select(['step', 'upload_id'])
+        .where('run_id', '=', run)
+        .execute();
+      return new Map(rows.map((r) => [num(r.step), r.upload_id]));
+    });
+  }
+
   countRuns(scope: readonly string[]): Promise<number> {
     return guard('countRuns', async () => {
       const row = await this.db

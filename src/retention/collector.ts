@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { Catalog } from '../catalog/catalog.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { manifestKeyFor } from '../storage/keys.js';
+import { reconcile } from './reconcile.js';
 
 const BATCH = 500;
 
@@ -36,24 +37,32 @@ export async function collectDiscarded(
   }
 }
 
-/** Runs `collectDiscarded` now and then every `intervalMs`, until `stop()`. */
+/**
+ * Runs `collectDiscarded` now and then every `intervalMs`, and `reconcile` now and then every `staleMs`,
+ * until `stop()`. Passes never overlap.
+ */
 export function startCollector(
   catalog: Catalog,
   blobs: BlobStore,
   logger: Logger,
-  intervalMs: number,
+  options: { intervalMs: number; staleMs: number },
 ): { stop(): Promise<void> } {
   let running: Promise<unknown> = Promise.resolve();
+  let lastReconcile = Number.NEGATIVE_INFINITY;
+  const pass = async () => {
+    const deleted = await collectDiscarded(catalog, blobs, logger);
+    if (deleted > 0) logger.info({ deleted }, 'deleted discarded checkpoints after their grace period');
+    if (Date.now() - lastReconcile >= options.staleMs) {
+      lastReconcile = Date.now();
+      const found = await reconcile(catalog, blobs, logger, options.staleMs);
+      if (found.orphans + found.staged > 0) logger.info(found, 'reconciled storage with the catalog');
+    }
+  };
   const tick = () => {
-    running = collectDiscarded(catalog, blobs, logger).then(
-      (n) => {
-        if (n > 0) logger.info({ deleted: n }, 'deleted discarded checkpoints after their grace period');
-      },
-      (err: unknown) => logger.error({ err }, 'discarded-checkpoint collector failed'),
-    );
+    running = running.then(pass).catch((err: unknown) => logger.error({ err }, 'collector pass failed'));
   };
   tick();
-  const timer = setInterval(tick, intervalMs);
+  const timer = setInterval(tick, options.intervalMs);
   timer.unref();
   return {
     async stop() {

@@ -40,8 +40,9 @@ export interface BlobStore {
   ping(): Promise<void>;
 
   /**
-   * Removes leftovers of writes that were neither committed nor aborted (a crash), older than
-   * `olderThanMs`. Returns how many were removed. Called at start-up.
+   * Removes leftovers of writes that were neither committed nor aborted (a crash): staged writes that took
+   * no byte for `olderThanMs`. A live writer — of this process or another replica — keeps writing (an idle
+   * upload is abandoned after TRAJGATE_UPLOAD_IDLE_S), so it is never touched. Returns how many were removed.
    */
   collectStaging(olderThanMs: number): Promise<number>;
 

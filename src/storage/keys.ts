@@ -25,6 +25,15 @@ export function isManifestKey(key: string): boolean {
 }
 
 const CHECKPOINT_KEY = /^runs\/([A-Za-z0-9._-]{1,128})\/checkpoints\/(\d{10})-[^/]+\.([^./]+)$/;
+const CHECKPOINT_PARTS = /^runs\/([A-Za-z0-9._-]{1,128})\/checkpoints\/(\d{10})-([^/.]+)\.([^./]+)$/;
+
+/** The run, step and upload of a checkpoint's data or manifest key, or null for any other key. */
+export function parseCheckpointKey(
+  key: string,
+): { run: string; step: number; uploadId: string; manifest: boolean } | null {
+  const m = CHECKPOINT_PARTS.exec(key);
+  return m ? { run: m[1], step: Number(m[2]), uploadId: m[3], manifest: m[4] === 'json' } : null;
+}
 const RUN_KEY = /^runs\/([A-Za-z0-9._-]{1,128})\//;
 
 /**

@@ -30,6 +30,7 @@ import {
   HeadBucketCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
+  ListPartsCommand,
   type ListMultipartUploadsCommandOutput,
   ListObjectsV2Command,
   PutObjectCommand,
@@ -203,6 +204,11 @@ export class S3BlobStore implements BlobStore {
       for (const upload of page.Uploads ?? []) {
         if (!upload.Key || !upload.UploadId || !upload.Initiated || upload.Initiated.getTime() >= cutoff) continue;
         const { Key, UploadId } = upload;
+        // A part written since the cutoff means a writer (maybe another replica) is still at it.
+        const parts = await this.sendOrNull(COLLECT, () =>
+          this.client.send(new ListPartsCommand({ Bucket: this.bucket, Key, UploadId })),
+        );
+        if (parts?.Parts?.some((p) => p.LastModified && p.LastModified.getTime() >= cutoff)) continue;
         await this.sendOrNull(COLLECT, () =>
           this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId })),
         );

@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import { z } from 'zod';
-import { allow } from '../access.js';
+import { allow, need } from '../access.js';
 import type { AppContext } from '../context.js';
 import { parseRunId } from '../ids.js';
 import { parseInput } from '../validate.js';
@@ -16,7 +16,7 @@ export function auditRoutes(ctx: AppContext): Router {
   const router = Router();
 
   /** Admins read every entry; operators the entries about runs in their scope. */
-  router.get('/v1/audit', async (req, res) => {
+  router.get('/v1/audit', need('operator'), async (req, res) => {
     const query = parseInput(AuditQuery, req.query, 'query');
     const run = query.run === undefined ? undefined : parseRunId(query.run);
     const reader = allow(res, 'operator', run === undefined ? {} : { run });
