@@ -13,6 +13,7 @@ import { RetentionService } from './retention/service.js';
 import { RunEstimates } from './estimate/run-estimates.js';
 import { AuditTrail } from './auth/audit-trail.js';
 import { TokenService } from './auth/tokens.js';
+import { Telemetry } from './observability/telemetry.js';
 import { PolicyBook } from './runs/policy-book.js';
 import { RunService } from './runs/run-service.js';
 import { TrajectoryRecorder } from './runs/trajectory-recorder.js';
@@ -47,6 +48,7 @@ export async function startServer(config: Readonly<Config>, logger: Logger): Pro
   const collector = startCollector(context.catalog, context.blobs, logger, {
     intervalMs: config.collectIntervalMs,
     staleMs: staleAge(config.limits.uploadIdleMs),
+    telemetry: context.telemetry,
   });
 
   const shutdown = { started: false };
@@ -94,7 +96,9 @@ export async function openContext(config: Readonly<Config>, logger: Logger): Pro
   const blobs = createBlobStore({ blobUrl: config.blobUrl, s3: config.s3 });
   const catalog = await openCatalog(config.catalogUrl);
   const policies = new PolicyBook(catalog);
+  const telemetry = new Telemetry();
   const runs = new RunService({
+    telemetry,
     maxRunsPerScope: config.auth.maxRunsPerScope,
     catalog,
     blobs,
@@ -109,7 +113,18 @@ export async function openContext(config: Readonly<Config>, logger: Logger): Pro
     return { catalog: catalogState, storage };
   };
   const tokens = new TokenService(catalog, config.auth.adminToken);
-  return { config, logger, catalog, blobs, runs, policies, tokens, audit: new AuditTrail(catalog), readiness };
+  return {
+    config,
+    logger,
+    catalog,
+    blobs,
+    runs,
+    policies,
+    tokens,
+    audit: new AuditTrail(catalog),
+    telemetry,
+    readiness,
+  };
 }
 
 export async function closeContext(context: GatewayContext): Promise<void> {

@@ -13,23 +13,29 @@ export const LAYERS: readonly { layer: string; may: readonly string[]; typesFrom
   { layer: 'util', may: [] },
   { layer: 'errors', may: ['sdk'] },
   { layer: 'model', may: ['sdk'] },
+  { layer: 'observability', may: [] },
   { layer: 'config', may: ['errors'] },
   { layer: 'logger', may: ['config'] },
   { layer: 'trajectory', may: ['sdk', 'util', 'errors', 'model'] },
   { layer: 'storage', may: ['sdk', 'util', 'errors', 'config'] },
   { layer: 'catalog', may: ['sdk', 'util', 'errors', 'model'] },
   { layer: 'ingest', may: ['sdk', 'util', 'errors', 'model', 'trajectory', 'storage', 'catalog'] },
-  { layer: 'retention', may: ['sdk', 'util', 'errors', 'model', 'trajectory', 'storage', 'catalog'] },
+  {
+    layer: 'retention',
+    may: ['sdk', 'util', 'errors', 'model', 'trajectory', 'storage', 'catalog'],
+    typesFrom: ['observability'],
+  },
   { layer: 'estimate', may: ['sdk', 'util', 'errors', 'model', 'trajectory', 'catalog'] },
   { layer: 'auth', may: ['sdk', 'util', 'errors', 'model', 'catalog'] },
   {
     layer: 'runs',
     may: ['sdk', 'util', 'errors', 'model', 'trajectory', 'storage', 'catalog', 'ingest', 'retention', 'estimate'],
+    typesFrom: ['observability'],
   },
   {
     layer: 'http',
     may: ['sdk', 'util', 'errors', 'model', 'config', 'auth', 'runs'],
-    typesFrom: ['logger', 'trajectory', 'storage', 'ingest', 'retention', 'estimate'],
+    typesFrom: ['logger', 'observability', 'trajectory', 'storage', 'ingest', 'retention', 'estimate'],
   },
   {
     layer: 'server',
@@ -52,7 +58,7 @@ export const LAYERS: readonly { layer: string; may: readonly string[]; typesFrom
   { layer: 'cli', may: ['sdk', 'config', 'logger', 'server', 'main'] },
 ];
 // server.ts wires runs and http together too; kept out of the list above for line length.
-const SERVER_ALSO = ['auth', 'runs', 'http'];
+const SERVER_ALSO = ['auth', 'observability', 'runs', 'http'];
 
 export interface ImportEdge {
   from: string;

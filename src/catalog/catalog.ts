@@ -63,7 +63,10 @@ export interface Catalog {
   applyRetention(run: string, outcomes: readonly RetentionOutcome[], audit?: readonly NewAuditEntry[]): Promise<void>;
   setPinned(run: string, step: number, pinned: boolean): Promise<void>;
   /** Discarded checkpoints whose grace period ended by `now` and whose bytes are still stored. */
-  listDueDeletions(now: string, limit: number): Promise<{ run: string; step: number; blobKey: string }[]>;
+  listDueDeletions(
+    now: string,
+    limit: number,
+  ): Promise<{ run: string; step: number; blobKey: string; bytes: number }[]>;
   /** Records that a checkpoint's bytes are gone, with its audit entries, in one transaction. */
   markBlobDeleted(run: string, step: number, audit?: readonly NewAuditEntry[]): Promise<void>;
   /** Stores a new token (its secret only as a hash) and audits its creation, in one transaction. */

@@ -306,18 +306,21 @@ export class KyselyCatalog implements Catalog {
     });
   }
 
-  listDueDeletions(now: string, limit: number): Promise<{ run: string; step: number; blobKey: string }[]> {
+  listDueDeletions(
+    now: string,
+    limit: number,
+  ): Promise<{ run: string; step: number; blobKey: string; bytes: number }[]> {
     return guard('listDueDeletions', async () => {
       const rows = await this.db
         .selectFrom('checkpoints')
-        .select(['run_id', 'step', 'blob_key'])
+        .select(['run_id', 'step', 'blob_key', 'bytes'])
         .where('status', '=', 'discarded')
         .where('blob_deleted', '=', 0)
         .where('delete_after', '<=', now)
         .orderBy('delete_after')
         .limit(limit)
         .execute();
-      return rows.map((r) => ({ run: r.run_id, step: num(r.step), blobKey: r.blob_key }));
+      return rows.map((r) => ({ run: r.run_id, step: num(r.step), blobKey: r.blob_key, bytes: num(r.bytes) }));
     });
   }
 

@@ -5,6 +5,7 @@ import { requestLog } from './request-log.js';
 import { authenticate } from './access.js';
 import { auditRoutes } from './routes/audit.js';
 import { checkpointRoutes } from './routes/checkpoints.js';
+import { telemetryRoutes } from './routes/telemetry.js';
 import { tokenRoutes } from './routes/tokens.js';
 import { estimateRoutes } from './routes/estimate.js';
 import { healthRoutes } from './routes/health.js';
@@ -21,7 +22,8 @@ export function createApp(ctx: AppContext): Express {
   app.set('query parser', 'simple');
   app.use(requestLog(ctx.logger));
   app.use(healthRoutes(ctx));
-  app.use('/v1', authenticate(ctx.config.auth.mode, ctx.tokens));
+  app.use(['/v1', '/metrics'], authenticate(ctx.config.auth.mode, ctx.tokens));
+  app.use(telemetryRoutes(ctx));
   app.use(tokenRoutes(ctx));
   app.use(auditRoutes(ctx));
   app.use(runRoutes(ctx));
@@ -31,6 +33,6 @@ export function createApp(ctx: AppContext): Express {
   app.use(policyRoutes(ctx));
   app.use(estimateRoutes(ctx));
   app.use(notFoundHandler);
-  app.use(errorHandler(ctx.logger));
+  app.use(errorHandler(ctx.logger, ctx.telemetry));
   return app;
 }

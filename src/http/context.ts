@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { AuditTrail } from '../auth/audit-trail.js';
 import type { TokenService } from '../auth/tokens.js';
+import type { Telemetry } from '../observability/telemetry.js';
 import type { Config } from '../config.js';
 import type { PolicyBook } from '../runs/policy-book.js';
 import type { RunService } from '../runs/run-service.js';
@@ -25,5 +26,6 @@ export interface AppContext {
   policies: PolicyBook;
   tokens: TokenService;
   audit: AuditTrail;
+  telemetry: Telemetry;
   readiness(): Promise<Readiness>;
 }

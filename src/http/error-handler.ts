@@ -1,5 +1,6 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import { type Logger, stdSerializers } from 'pino';
+import type { Telemetry } from '../observability/telemetry.js';
 import { AppError, type ErrorCode, isAppError } from '../errors.js';
 import { loggableUrl } from './request-log.js';
 
@@ -12,9 +13,10 @@ import { loggableUrl } from './request-log.js';
  * detail (the `cause`: an OS error with its path, an SDK error with its bucket or endpoint) goes to the log
  * line of a 5xx, never into the response. The log line carries no headers and no secret query values.
  */
-export function errorHandler(logger: Logger): ErrorRequestHandler {
+export function errorHandler(logger: Logger, telemetry?: Telemetry): ErrorRequestHandler {
   return (err: unknown, req, res, _next) => {
     const appError = toAppError(err);
+    telemetry?.error(appError.code, appError.status);
     if (appError.status >= 500) {
       logger.error(
         {

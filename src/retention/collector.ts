@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { Catalog } from '../catalog/catalog.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { manifestKeyFor } from '../storage/keys.js';
+import type { Telemetry } from '../observability/telemetry.js';
 import { reconcile } from './reconcile.js';
 
 const BATCH = 500;
@@ -18,22 +19,34 @@ export async function collectDiscarded(
   logger: Logger,
   now = new Date(),
 ): Promise<number> {
+  return (await collectDiscardedBytes(catalog, blobs, logger, now)).deleted;
+}
+
+/** `collectDiscarded`, also counting the bytes deleted. */
+async function collectDiscardedBytes(
+  catalog: Catalog,
+  blobs: BlobStore,
+  logger: Logger,
+  now: Date,
+): Promise<{ deleted: number; bytes: number }> {
   let deleted = 0;
+  let bytes = 0;
   for (;;) {
     const due = await catalog.listDueDeletions(now.toISOString(), BATCH);
     let progressed = 0;
-    for (const { run, step, blobKey } of due) {
+    for (const { run, step, blobKey, bytes: size } of due) {
       try {
         await blobs.delete(blobKey);
         await blobs.delete(manifestKeyFor(blobKey));
         await catalog.markBlobDeleted(run, step, [{ actor: 'collector', action: 'checkpoint.delete', run, step }]);
         deleted++;
+        bytes += size;
         progressed++;
       } catch (err) {
         logger.warn({ err, run, step }, 'could not delete a discarded checkpoint; will retry');
       }
     }
-    if (due.length < BATCH || progressed === 0) return deleted;
+    if (due.length < BATCH || progressed === 0) return { deleted, bytes };
   }
 }
 
@@ -45,21 +58,27 @@ export function startCollector(
   catalog: Catalog,
   blobs: BlobStore,
   logger: Logger,
-  options: { intervalMs: number; staleMs: number },
+  options: { intervalMs: number; staleMs: number; telemetry: Telemetry },
 ): { stop(): Promise<void> } {
   let running: Promise<unknown> = Promise.resolve();
   let lastReconcile = Number.NEGATIVE_INFINITY;
+  const { telemetry } = options;
   const pass = async () => {
-    const deleted = await collectDiscarded(catalog, blobs, logger);
+    const { deleted, bytes } = await collectDiscardedBytes(catalog, blobs, logger, new Date());
+    telemetry.collectorPass(true, deleted, bytes);
     if (deleted > 0) logger.info({ deleted }, 'deleted discarded checkpoints after their grace period');
     if (Date.now() - lastReconcile >= options.staleMs) {
       lastReconcile = Date.now();
       const found = await reconcile(catalog, blobs, logger, options.staleMs);
+      telemetry.reconciled(found.orphans, found.staged);
       if (found.orphans + found.staged > 0) logger.info(found, 'reconciled storage with the catalog');
     }
   };
   const tick = () => {
-    running = running.then(pass).catch((err: unknown) => logger.error({ err }, 'collector pass failed'));
+    running = running.then(pass).catch((err: unknown) => {
+      telemetry.collectorPass(false, 0, 0);
+      logger.error({ err }, 'collector pass failed');
+    });
   };
   tick();
   const timer = setInterval(tick, options.intervalMs);

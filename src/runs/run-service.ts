@@ -19,6 +19,7 @@ import type { BlobStore, ByteRange } from '../storage/blob-store.js';
 import { phaseBoundaries, type PhaseMethod } from '../trajectory/phase-segmentation.js';
 import { analyseRun, type RunTrajectory } from '../trajectory/run-analysis.js';
 import type { AuditAction } from '../model/access.js';
+import type { Telemetry } from '../observability/telemetry.js';
 import { KeyedLock } from '../util/keyed-lock.js';
 import { DEFAULT_POLICY_NAME, type PolicyBook } from './policy-book.js';
 import { loadRunSnapshot, type RunSnapshot } from './run-snapshot.js';
@@ -40,6 +41,7 @@ export interface RunServiceDeps {
   retention: RetentionService;
   estimates: RunEstimates;
   policies: PolicyBook;
+  telemetry: Telemetry;
 }
 
 export interface UploadRequest extends IngestRequest {
@@ -122,9 +124,19 @@ export class RunService {
    */
   async upload(req: UploadRequest): Promise<UploadOutcome> {
     this.uploads++;
+    const ended = this.deps.telemetry.uploadStarted();
+    const started = performance.now();
     try {
-      return await this.receive(req);
+      const outcome = await this.receive(req);
+      const { format, bytes } = outcome.checkpoint;
+      this.deps.telemetry.uploadFinished(format, outcome.status, bytes, (performance.now() - started) / 1000);
+      return outcome;
+    } catch (err) {
+      const code = err instanceof AppError ? err.code : 'internal';
+      this.deps.telemetry.uploadFinished('unknown', code, 0, 0);
+      throw err;
     } finally {
+      ended();
       if (--this.uploads === 0) for (const resolve of this.idle) resolve();
     }
   }
@@ -151,6 +163,7 @@ export class RunService {
     return this.lock.run(run, async () => {
       await this.deps.trajectory.record(run, step);
       await this.deps.estimates.addCheckpoint(run, step);
+      this.deps.telemetry.folded('checkpoints', 1);
       if (req.pin) {
         await this.deps.catalog.setPinned(run, step, true);
         await this.audit(req.caller, 'checkpoint.pin', run, step);
@@ -196,6 +209,7 @@ export class RunService {
         `the blob of step ${checkpoint.step} of run '${checkpoint.run}' is missing from storage`,
       );
     }
+    this.deps.telemetry.download(range !== undefined, range ? range.end - range.start + 1 : checkpoint.bytes);
     return blob.body;
   }
 
@@ -240,6 +254,7 @@ export class RunService {
       await this.deps.catalog.ensureRun(run);
       const accepted = await this.deps.catalog.appendMetrics(run, points);
       await this.deps.estimates.addMetrics(run, points);
+      this.deps.telemetry.folded('metric_points', points.length);
       return accepted;
     });
   }
@@ -314,7 +329,13 @@ export class RunService {
 
   /** Decides retention for the run and records it, auditing evictions; the caller holds the run's lock. */
   private async decide(run: RunRecord, caller: Caller): Promise<RetentionDecision> {
-    return this.deps.retention.apply(await this.snapshot(run), { actor: caller.actor });
+    const started = performance.now();
+    const snapshot = await this.snapshot(run);
+    const decision = await this.deps.retention.apply(snapshot, { actor: caller.actor });
+    const wasKept = new Set(snapshot.checkpoints.filter((c) => c.status === 'kept').map((c) => c.step));
+    const evicted = decision.checkpoints.filter((c) => !c.keep && wasKept.has(c.step)).length;
+    this.deps.telemetry.decision((performance.now() - started) / 1000, evicted);
+    return decision;
   }
 
   /** A caller may create a run while its scope holds fewer than maxRunsPerScope runs. */
