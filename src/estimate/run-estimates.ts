@@ -1,3 +1,4 @@
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Catalog } from '../catalog/catalog.js';
 import type { MetricPoint, RunRecord } from '../model/records.js';
 import { EstimateAccumulator } from './accumulator.js';
@@ -40,14 +41,21 @@ export class RunEstimates {
   /** Loads in progress, so concurrent calls for a run share one accumulator. */
   private readonly loading = new Map<string, Promise<Loaded>>();
   private static readonly CACHE_RUNS = 64;
+  private static readonly ADD_CHUNK = 1000;
 
   constructor(private readonly catalog: EstimateCatalog) {}
 
-  /** Folds a metric batch in; call after the batch is stored in the catalog. */
+  /**
+   * Folds a metric batch in; call after the batch is stored in the catalog. Folds ADD_CHUNK points per
+   * event-loop turn (any batching gives the same state), so a large batch does not hold other requests.
+   */
   async addMetrics(run: string, points: readonly MetricPoint[]): Promise<void> {
     const { acc, rebuilt } = await this.load(run);
     if (rebuilt) return;
-    acc.add(points);
+    for (let i = 0; i < points.length; i += RunEstimates.ADD_CHUNK) {
+      if (i > 0) await nextTurn();
+      acc.add(points.length <= RunEstimates.ADD_CHUNK ? points : points.slice(i, i + RunEstimates.ADD_CHUNK));
+    }
     await this.catalog.putEstimateState(run, acc.toJSON());
   }
 

@@ -1,9 +1,12 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import { RunInput } from '../../model/records.js';
+import { checkRunInput } from '../../model/limits.js';
+import { callerOf, need } from '../access.js';
 import type { AppContext } from '../context.js';
 import { jsonBody } from '../json-body.js';
 import { parseRunId } from '../ids.js';
+import { refuseOverLimit } from '../rate-limit.js';
 import { parseInput } from '../validate.js';
 
 const ListQuery = z.strictObject({
@@ -15,21 +18,23 @@ export function runRoutes(ctx: AppContext): Router {
   const router = Router();
   const json = jsonBody(ctx.config.limits.maxJsonBytes);
 
-  router.put('/v1/runs/:run', json, async (req, res) => {
+  router.put('/v1/runs/:run', need('writer'), json, async (req, res) => {
     const id = parseRunId(req.params.run);
     const input = parseInput(RunInput, req.body ?? {}, 'run');
-    const { run, created } = await ctx.runs.putRun(id, input);
+    refuseOverLimit(checkRunInput(input, ctx.config.limits));
+    const { run, created } = await ctx.runs.putRun(id, input, callerOf(res));
     res.status(created ? 201 : 200).json(run);
   });
 
-  router.get('/v1/runs', async (req, res) => {
+  router.get('/v1/runs', need('reader'), async (req, res) => {
     const query = parseInput(ListQuery, req.query, 'query');
-    const items = await ctx.runs.listRuns(query);
+    const principal = res.locals.principal;
+    const items = await ctx.runs.listRuns(query, principal.role === 'admin' ? ['*'] : principal.runs);
     const next = items.length === query.limit ? items[items.length - 1].id : null;
     res.json({ items, next });
   });
 
-  router.get('/v1/runs/:run', async (req, res) => {
+  router.get('/v1/runs/:run', need('reader'), async (req, res) => {
     res.json(await ctx.runs.summary(parseRunId(req.params.run)));
   });
 
