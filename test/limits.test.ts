@@ -364,3 +364,37 @@ describe('limits: large batches (read a chunk at a time)', () => {
     assert.equal((await series(gw.app, 'bad')).status, 404, 'nothing stored');
   });
 });
+
+describe('the request-rate limit as the gateway mounts it', () => {
+  it('counts per token: one token over its rate gets 429 with Retry-After, another token does not', async () => {
+    const admin = 'r'.repeat(40);
+    const gw = await createTestGateway({
+      TRAJGATE_AUTH: 'tokens',
+      TRAJGATE_ADMIN_TOKEN: admin,
+      TRAJGATE_RATE_LIMIT_RPS: '3',
+      TRAJGATE_RATE_LIMIT_BURST: '0',
+    });
+    try {
+      const created = await request(gw.app)
+        .post('/v1/tokens')
+        .set('authorization', `Bearer ${admin}`)
+        .send({ name: 'reader', role: 'reader', runs: ['*'] })
+        .expect(201);
+      const statuses: number[] = [];
+      let refused: request.Response | undefined;
+      for (let i = 0; i < 6; i++) {
+        const res = await request(gw.app).get('/v1/runs').set('authorization', `Bearer ${admin}`);
+        statuses.push(res.status);
+        if (res.status === 429) refused ??= res;
+      }
+      assert.ok(refused, `the admin token was never limited: ${statuses.join(' ')}`);
+      assert.equal(refused.body.error.code, 'rate_limited');
+      assert.ok(Number(refused.headers['retry-after']) >= 1);
+      assert.match(refused.body.error.message, /TRAJGATE_RATE_LIMIT_RPS/);
+      const other = await request(gw.app).get('/v1/runs').set('authorization', `Bearer ${created.body.token}`);
+      assert.equal(other.status, 200, 'another token has its own budget');
+    } finally {
+      await gw.close();
+    }
+  });
+});

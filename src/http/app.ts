@@ -1,6 +1,8 @@
-import express, { type Express } from 'express';
+import express, { type Express, type Request, type Response } from 'express';
+import { ANONYMOUS } from '../auth/principal.js';
 import type { AppContext } from './context.js';
 import { errorHandler, notFoundHandler } from './error-handler.js';
+import { rateLimit } from './rate-limit.js';
 import { requestLog } from './request-log.js';
 import { authenticate } from './access.js';
 import { auditRoutes } from './routes/audit.js';
@@ -23,6 +25,11 @@ export function createApp(ctx: AppContext): Express {
   app.use(requestLog(ctx.logger));
   app.use(healthRoutes(ctx));
   app.use(['/v1', '/metrics'], authenticate(ctx.config.auth.mode, ctx.tokens));
+  // Per token; without access control everyone is `anonymous`, so per address then.
+  const caller = (req: Request, res: Response) =>
+    res.locals.principal.id === ANONYMOUS.id ? `ip:${req.ip}` : res.locals.principal.id;
+  const { rateLimitRps, rateLimitBurst } = ctx.config.limits;
+  app.use(['/v1', '/metrics'], rateLimit({ pointsPerSecond: rateLimitRps, burst: rateLimitBurst }, caller));
   app.use(telemetryRoutes(ctx));
   app.use(tokenRoutes(ctx));
   app.use(auditRoutes(ctx));

@@ -21,7 +21,15 @@ export async function testEnv(
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'trajgate-test-'));
   return {
     dataDir,
-    env: { TRAJGATE_DATA_DIR: dataDir, TRAJGATE_LOG_LEVEL: 'silent', PORT: '0', HOST: '127.0.0.1', ...extra },
+    // Tests fire requests far faster than any client; the request-rate limit is tested on its own (limits.test.ts).
+    env: {
+      TRAJGATE_DATA_DIR: dataDir,
+      TRAJGATE_LOG_LEVEL: 'silent',
+      PORT: '0',
+      HOST: '127.0.0.1',
+      TRAJGATE_RATE_LIMIT_RPS: '0',
+      ...extra,
+    },
   };
 }
 
