@@ -183,11 +183,23 @@ describe('safetensors decoder: malformed checkpoints', () => {
   });
 
   it('classifies dtypes: valid-but-unsupported → unsupported_dtype, missing or garbage → malformed', () => {
-    for (const dtype of ['U16', 'U32', 'U64', 'F8_E4M3', 'F8_E5M2']) {
+    for (const dtype of ['F4', 'F6_E2M3', 'F6_E3M2', 'C64']) {
       assertCode(
         feedAll(create, withHeader({ w: entry(dtype, [2], [0, 2]) }, new Uint8Array(2))),
         'unsupported_dtype',
-        /'w'.*F8|'w'.*U/,
+        new RegExp(`'w' has dtype ${dtype}, which trajgate does not store: a (sub-byte|complex) type`),
+      );
+    }
+    for (const dtype of ['U16', 'U32', 'U64', 'F8_E4M3', 'F8_E5M2', 'F8_E8M0'] as const) {
+      const w = tensor(prng(3), 'w', dtype, [2]);
+      const body = withHeader({ w: entry(dtype, [2], [0, w.data.byteLength]) }, w.data);
+      assertDecodedAs(decode(create, body, 1), [w], null);
+    }
+    for (const dtype of ['F8_E4M3FNUZ', 'F8_E5M2FNUZ', 'F32 ', 'I4', 'U4']) {
+      assertCode(
+        feedAll(create, withHeader({ w: entry(dtype, [1], [0, 1]) }, new Uint8Array(1))),
+        'malformed_checkpoint',
+        /'w' has an invalid dtype/,
       );
     }
     for (const dtype of ['F33', 'f32', '', 4, null]) {

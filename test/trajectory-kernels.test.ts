@@ -1,12 +1,29 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { CheckpointAccumulator, summariseTensors } from '../src/trajectory/accumulator.js';
-import { BF16_TABLE, F16_TABLE, decodeBF16, decodeF16 } from '../src/trajectory/float-decode.js';
+import {
+  BF16_TABLE,
+  F16_TABLE,
+  F8_E4M3_TABLE,
+  F8_E5M2_TABLE,
+  F8_E8M0_TABLE,
+  decodeBF16,
+  decodeF16,
+} from '../src/trajectory/float-decode.js';
 import { DIRECT_MAX } from '../src/trajectory/kernels.js';
 import { fold, sketchValues, tensorDistances } from '../src/trajectory/sketch-distance.js';
+import { elementHash, nameHash } from '../src/trajectory/sketch-hash.js';
 import { TENSOR_SKETCH_BUDGET, planTensorSketches } from '../src/trajectory/tensor-sketch-plan.js';
 import { DTYPE_SIZES, type Dtype } from '@trajgate/sdk/wire/dtypes';
-import { bruteSketch, relClose, rng, summariseChunked, tensor, toF16Bits } from './helpers/trajectory-fixtures.js';
+import {
+  type TestTensor,
+  bruteSketch,
+  relClose,
+  rng,
+  summariseChunked,
+  tensor,
+  toF16Bits,
+} from './helpers/trajectory-fixtures.js';
 
 const K = 8192;
 
@@ -217,6 +234,181 @@ describe('CountSketch', () => {
     assert.equal(summary.tensorSketches[1].length, 0);
     assert.ok(relClose(summary.weightNorm, Math.sqrt(0.25 + 1.5625 + 9), 1e-12));
     assert.deepEqual(Array.from(summary.sketch), Array.from(bruteSketch([{ name: 'bias', held: values }], K)));
+  });
+});
+
+describe('FP8', () => {
+  /** Independent decoders, from the format definitions (NaN as NaN). */
+  const reference: Record<'F8_E4M3' | 'F8_E5M2' | 'F8_E8M0', (b: number) => number> = {
+    F8_E4M3: (b) => {
+      const sign = b & 0x80 ? -1 : 1;
+      const [e, m] = [(b >> 3) & 15, b & 7];
+      if (e === 15 && m === 7) return Number.NaN;
+      return e === 0 ? (sign * m) / 512 : sign * (1 + m / 8) * 2 ** (e - 7);
+    },
+    F8_E5M2: (b) => {
+      const sign = b & 0x80 ? -1 : 1;
+      const [e, m] = [(b >> 2) & 31, b & 3];
+      if (e === 31) return m ? Number.NaN : sign * Number.POSITIVE_INFINITY;
+      return e === 0 ? (sign * m) / 65536 : sign * (1 + m / 4) * 2 ** (e - 15);
+    },
+    F8_E8M0: (b) => (b === 255 ? Number.NaN : 2 ** (b - 127)),
+  };
+  const tables = { F8_E4M3: F8_E4M3_TABLE, F8_E5M2: F8_E5M2_TABLE, F8_E8M0: F8_E8M0_TABLE };
+  type Fp8 = keyof typeof tables;
+  const FP8: Fp8[] = ['F8_E4M3', 'F8_E5M2', 'F8_E8M0'];
+
+  /** A tensor of `n` FP8 elements drawn from the finite patterns (plus the given specials, at the front). */
+  function fp8Tensor(name: string, dtype: Fp8, n: number, random: () => number, specials: number[] = []): TestTensor {
+    const finite = Array.from({ length: 256 }, (_, b) => b).filter((b) => Number.isFinite(reference[dtype](b)));
+    const bytes = Uint8Array.from({ length: n }, (_, i) =>
+      i < specials.length ? specials[i] : finite[Math.floor(random() * finite.length)],
+    );
+    return { name, dtype, shape: [n], bytes, held: Float64Array.from(bytes, reference[dtype]) };
+  }
+
+  it('decodes all 256 patterns of each type bit for bit', () => {
+    for (const dtype of FP8) {
+      for (let b = 0; b < 256; b++) {
+        const want = reference[dtype](b);
+        const got = tables[dtype][b];
+        assert.ok(Object.is(got, want) || (Number.isNaN(got) && Number.isNaN(want)), `${dtype} 0x${b.toString(16)}`);
+      }
+    }
+    assert.deepEqual(
+      [F8_E4M3_TABLE[0x7e], F8_E4M3_TABLE[0xfe], F8_E4M3_TABLE[0x01], F8_E4M3_TABLE[0x38]],
+      [448, -448, 2 ** -9, 1],
+    );
+    assert.ok(Number.isNaN(F8_E4M3_TABLE[0x7f]) && Number.isNaN(F8_E4M3_TABLE[0xff]));
+    assert.equal(F8_E4M3_TABLE.filter((v) => !Number.isFinite(v)).length, 2, 'E4M3fn has no infinities');
+    assert.deepEqual(
+      [F8_E5M2_TABLE[0x7b], F8_E5M2_TABLE[0x7c], F8_E5M2_TABLE[0xfc], F8_E5M2_TABLE[0x01]],
+      [57344, Infinity, -Infinity, 2 ** -16],
+    );
+    assert.deepEqual([F8_E8M0_TABLE[0], F8_E8M0_TABLE[127], F8_E8M0_TABLE[254]], [2 ** -127, 1, 2 ** 127]);
+  });
+
+  /** Per bucket, the sum of |terms|: float64 sums in another order may differ by a few ulps of it. */
+  function bucketScale(tensors: readonly TestTensor[], k: number): Float64Array {
+    const scale = new Float64Array(k);
+    for (const t of tensors) {
+      const th = nameHash(t.name);
+      t.held.forEach((v, i) => {
+        scale[elementHash(th, i) & (k - 1)] += Math.abs(v);
+      });
+    }
+    return scale;
+  }
+
+  it('statistics, sketch and per-tensor values match brute force at any size, chunking and alignment', () => {
+    const random = rng(88);
+    for (const dtype of FP8) {
+      const tensors = [3, 64, DIRECT_MAX, DIRECT_MAX + 1, 40_000].map((n, i) =>
+        fp8Tensor(`l${i}.${dtype}`, dtype, n, random),
+      );
+      const expected = bruteSketch(tensors, K);
+      const scale = bucketScale(tensors, K);
+      const summary = summariseChunked(0, tensors, random, { maxElements: 9000 });
+      for (let b = 0; b < K; b++) {
+        assert.ok(Math.abs(summary.sketch[b] - expected[b]) <= 1e-13 * scale[b], `${dtype} bucket ${b}`);
+      }
+      summary.tensors.forEach((stats, i) => {
+        const t = tensors[i];
+        const held = Array.from(t.held);
+        const sumSq = held.reduce((acc, v) => acc + v * v, 0);
+        const sumAbs = held.reduce((acc, v) => acc + Math.abs(v), 0);
+        assert.ok(relClose(stats.norm, Math.sqrt(sumSq), 1e-12), `${stats.name} norm`);
+        const mean = held.reduce((acc, v) => acc + v, 0) / held.length;
+        assert.ok(Math.abs(stats.mean - mean) <= (1e-13 * sumAbs) / held.length, `${stats.name} mean`);
+        assert.equal(stats.maxAbs, Math.max(...held.map(Math.abs)));
+        const own = summary.tensorSketches[i];
+        if (held.length <= 64) assert.deepEqual(Array.from(own), held);
+        else {
+          const [brute, ownScale] = [bruteSketch([t], 64), bucketScale([t], 64)];
+          for (let b = 0; b < 64; b++) assert.ok(Math.abs(own[b] - brute[b]) <= 1e-13 * ownScale[b], `${t.name} ${b}`);
+        }
+      });
+    }
+  });
+
+  it('count NaN and Inf and leave them out of the statistics, in small and large tensors', () => {
+    const cases: [Fp8, number[], number, number][] = [
+      ['F8_E4M3', [0x7f, 0xff, 0x38, 0x7f], 3, 0],
+      ['F8_E5M2', [0x7c, 0xfc, 0x7d, 0x3c, 0xff], 2, 2],
+      ['F8_E8M0', [0xff, 0x7f], 1, 0],
+    ];
+    for (const [dtype, specials, nans, infs] of cases) {
+      for (const n of [7, 3 * DIRECT_MAX]) {
+        const t = fp8Tensor('w', dtype, n, rng(n), specials);
+        const [stats] = summariseChunked(0, [t], rng(2)).tensors;
+        const finite = Array.from(t.held).filter(Number.isFinite);
+        assert.deepEqual([stats.nanCount, stats.infCount], [nans, infs], `${dtype} × ${n}`);
+        assert.ok(relClose(stats.norm, Math.sqrt(finite.reduce((a, v) => a + v * v, 0)), 1e-12), `${dtype} × ${n}`);
+        assert.equal(stats.maxAbs, Math.max(...finite.map(Math.abs)));
+      }
+    }
+  });
+});
+
+describe('exact integer statistics', () => {
+  const INTEGERS = ['I64', 'U64', 'I32', 'U32', 'I16', 'U16', 'I8', 'U8', 'BOOL'] as const;
+  type IntDtype = (typeof INTEGERS)[number];
+  const ranges: Record<IntDtype, [bigint, bigint]> = {
+    I64: [-(2n ** 63n), 2n ** 63n - 1n],
+    U64: [0n, 2n ** 64n - 1n],
+    I32: [-(2n ** 31n), 2n ** 31n - 1n],
+    U32: [0n, 2n ** 32n - 1n],
+    I16: [-32768n, 32767n],
+    U16: [0n, 65535n],
+    I8: [-128n, 127n],
+    U8: [0n, 255n],
+    BOOL: [0n, 1n],
+  };
+
+  /** Little-endian bytes of `values`, which must fit `dtype`. */
+  function encodeInts(dtype: IntDtype, values: bigint[]): Uint8Array {
+    const size = DTYPE_SIZES[dtype];
+    const bytes = new Uint8Array(values.length * size);
+    values.forEach((v, i) => {
+      let u = v < 0n ? v + (1n << BigInt(8 * size)) : v;
+      for (let k = 0; k < size; k++, u >>= 8n) bytes[i * size + k] = Number(u & 0xffn);
+    });
+    return bytes;
+  }
+
+  it('are the exact sums rounded once, for every integer dtype, past the fold interval, at any chunking', () => {
+    const random = rng(64);
+    for (const dtype of INTEGERS) {
+      const [lo, hi] = ranges[dtype];
+      const span = hi - lo + 1n;
+      const draw = () =>
+        lo + (((BigInt(Math.floor(random() * 2 ** 32)) << 32n) | BigInt(Math.floor(random() * 2 ** 32))) % span);
+      for (const n of [1, 5, 16_384, 40_000]) {
+        // The extremes first, then pairs that cancel (large ± small) and random values.
+        const values = [lo, hi, ...Array.from({ length: n }, (_, i) => (i % 3 === 2 ? -draw() : draw()))]
+          .slice(0, n)
+          .map((v) => (v < lo ? lo : v > hi ? hi : v));
+        const bytes = encodeInts(dtype, values);
+        const t = { name: 'ints', dtype, shape: [n], bytes, held: new Float64Array(0) };
+        const [stats] = summariseChunked(0, [t], random, { maxElements: 7000 }).tensors;
+        const sum = values.reduce((a, v) => a + v, 0n);
+        const sumSq = values.reduce((a, v) => a + v * v, 0n);
+        let maxAbs = 0n;
+        for (const v of values) if ((v < 0n ? -v : v) > maxAbs) maxAbs = v < 0n ? -v : v;
+        assert.equal(stats.mean, Number(sum) / n, `${dtype} × ${n} mean`);
+        assert.equal(stats.norm, Math.sqrt(Number(sumSq)), `${dtype} × ${n} norm`);
+        assert.equal(stats.maxAbs, Number(maxAbs), `${dtype} × ${n} maxAbs`);
+      }
+    }
+  });
+
+  it('keep cancellation that float64 sums lose (I64 beyond 2^53)', () => {
+    const values = [2n ** 62n + 1n, -(2n ** 62n), 2n ** 62n + 3n, -(2n ** 62n), -(2n ** 63n), 2n ** 63n - 1n];
+    const [stats] = summariseTensors(0, [
+      { name: 'c', dtype: 'I64', shape: [6], bytes: encodeInts('I64', values) },
+    ]).tensors;
+    assert.equal(stats.mean, 3 / 6);
+    assert.equal(stats.maxAbs, 2 ** 63);
   });
 });
 

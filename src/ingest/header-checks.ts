@@ -3,20 +3,19 @@
  * shape and string metadata, each violation raising the error the decoder contract names.
  */
 import { AppError, errors } from '../errors.js';
-import { DTYPE_SIZES, isDtype, type Dtype } from '@trajgate/sdk/wire/dtypes';
+import { DTYPES, DTYPE_SIZES, isDtype, type Dtype } from '@trajgate/sdk/wire/dtypes';
 
-/** safetensors dtypes that are valid in the format but that trajgate does not store (unsupported_dtype). */
-const KNOWN_UNSUPPORTED_DTYPES: ReadonlySet<string> = new Set([
-  'U16',
-  'U32',
-  'U64',
-  'F8_E4M3',
-  'F8_E5M2',
-  'F8_E8M0',
-  'F6_E2M3',
-  'F6_E3M2',
-  'F4',
-  'C64',
+/**
+ * safetensors dtypes that are valid in the format but that trajgate does not store (unsupported_dtype), with
+ * the reason. The sub-byte float types pack 2 (F4) or 1⅓ (F6: four elements in three bytes) elements per
+ * byte in a bit order the safetensors format leaves undefined, so their values, hence statistics, could
+ * only be guessed; a C64 element is a complex number, whose mean the tensor table's real `mean` cannot hold.
+ */
+const KNOWN_UNSUPPORTED_DTYPES: ReadonlyMap<string, string> = new Map([
+  ['F4', 'a sub-byte type (4 bits, bit packing undefined by the format)'],
+  ['F6_E2M3', 'a sub-byte type (6 bits, bit packing undefined by the format)'],
+  ['F6_E3M2', 'a sub-byte type (6 bits, bit packing undefined by the format)'],
+  ['C64', 'a complex type (the statistics are real numbers)'],
 ]);
 
 /**
@@ -25,12 +24,13 @@ const KNOWN_UNSUPPORTED_DTYPES: ReadonlySet<string> = new Set([
  */
 export function checkDtype(tensor: string, dtype: unknown): Dtype {
   if (isDtype(dtype)) return dtype;
-  if (typeof dtype === 'string' && KNOWN_UNSUPPORTED_DTYPES.has(dtype)) {
-    throw new AppError('unsupported_dtype', `tensor '${tensor}' has dtype ${dtype}, which trajgate does not store`, {
-      tensor,
-      dtype,
-      supported: Object.keys(DTYPE_SIZES),
-    });
+  const reason = typeof dtype === 'string' ? KNOWN_UNSUPPORTED_DTYPES.get(dtype) : undefined;
+  if (reason !== undefined) {
+    throw new AppError(
+      'unsupported_dtype',
+      `tensor '${tensor}' has dtype ${dtype}, which trajgate does not store: ${reason}`,
+      { tensor, dtype, supported: DTYPES, unsupported: [...KNOWN_UNSUPPORTED_DTYPES.keys()] },
+    );
   }
   throw errors.malformed(`tensor '${tensor}' has an invalid dtype ${describe(dtype)}`, { tensor });
 }

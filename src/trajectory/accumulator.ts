@@ -1,5 +1,11 @@
-import { DTYPE_SIZES, elementCount, type Dtype } from '@trajgate/sdk/wire/dtypes';
-import { Scratch } from './float-decode.js';
+import {
+  DTYPE_SIZES,
+  elementCount,
+  isFloatDtype,
+  type Dtype,
+  type FloatDtype,
+  type IntegerDtype,
+} from '@trajgate/sdk/wire/dtypes';
 import {
   ACC_INF,
   ACC_MAX_ABS,
@@ -7,9 +13,10 @@ import {
   ACC_SIZE,
   ACC_SUM,
   ACC_SUM_SQ,
+  ExactIntegerStats,
   MAX_K,
-  accumulateStatsOnly,
   feedFloat,
+  feedInteger,
   releaseWork,
   type SketchTarget,
 } from './kernels.js';
@@ -25,16 +32,16 @@ export interface TensorShape {
   shape: number[];
 }
 
-/** Integer elements decoded per call (I64 goes through a float64 scratch of this size). */
-const INT_PIECE = 16384;
-
 interface TensorState {
   meta: TensorShape;
   count: number;
   byteLength: number;
   acc: Float64Array;
-  /** Null for integer and boolean tensors. */
+  /** Float tensors: the dtype and where their sketch contributions go; null for integer and boolean ones. */
+  float: FloatDtype | null;
   target: SketchTarget | null;
+  /** Integer and boolean tensors: exact statistics (folded into `acc` by finish); null for float ones. */
+  integer: ExactIntegerStats | null;
   plan: TensorSketchPlan;
   /** Raw values of a tensor kept exactly (plan.kind 'exact'). */
   exact: Float64Array | null;
@@ -50,16 +57,15 @@ interface TensorState {
  * past its tensor. Several accumulators may be fed interleaved (concurrent uploads); each gives the
  * same summary as when fed alone.
  *
- * Float tensors (F64, F32, F16, BF16, decoded bit-exactly to float64 arithmetic) feed statistics, the
- * whole-vector sketch and their per-tensor values (tensor-sketch-plan.ts). Integer and boolean tensors
- * (step counters, masks) are not weights: statistics only, no sketch, not in weightNorm.
+ * Float tensors (F64, F32, F16, BF16 and the FP8 types, decoded bit-exactly to float64 arithmetic) feed
+ * statistics, the whole-vector sketch and their per-tensor values (tensor-sketch-plan.ts). Integer and
+ * boolean tensors (step counters, masks) are not weights: statistics only (exact, whatever their size: see
+ * kernels.ts), no sketch, not in weightNorm.
  */
 export class CheckpointAccumulator {
   readonly spec: SketchSpec;
   private readonly sketch: Float64Array;
   private tensors: TensorState[] = [];
-  private readonly scratch = new Scratch();
-  private readonly intScratch = new Float64Array(INT_PIECE);
 
   constructor(spec: SketchSpec = DEFAULT_SKETCH_SPEC) {
     for (const k of [spec.k, spec.tensorK]) {
@@ -78,8 +84,8 @@ export class CheckpointAccumulator {
     this.tensors = tensors.map((meta, i) => {
       const plan = plans[i];
       const count = elementCount(meta.shape);
-      const isFloat = meta.dtype === 'F64' || meta.dtype === 'F32' || meta.dtype === 'F16' || meta.dtype === 'BF16';
-      const target: SketchTarget | null = isFloat
+      const float = isFloatDtype(meta.dtype) ? meta.dtype : null;
+      const target: SketchTarget | null = float
         ? {
             sketch: this.sketch,
             mask: this.spec.k - 1,
@@ -96,7 +102,9 @@ export class CheckpointAccumulator {
         count,
         byteLength: count * DTYPE_SIZES[meta.dtype],
         acc: new Float64Array(ACC_SIZE),
+        float,
         target,
+        integer: float ? null : new ExactIntegerStats(),
         plan,
         exact,
       };
@@ -119,21 +127,18 @@ export class CheckpointAccumulator {
       );
     }
     const firstIndex = byteOffset / size;
-    const { target, acc, exact } = state;
-    const dtype = state.meta.dtype;
-    if (target && (dtype === 'F32' || dtype === 'F64' || dtype === 'F16' || dtype === 'BF16')) {
+    const { float, target, acc, exact, integer } = state;
+    if (float && target) {
       feedFloat(
-        dtype,
+        float,
         bytes,
         firstIndex,
         target,
         acc,
         exact ? (values, first) => copyFinite(values, exact, first) : null,
       );
-      return;
-    }
-    for (let offset = 0; offset < bytes.byteLength; offset += INT_PIECE * size) {
-      accumulateStatsOnly(this.decodeInteger(dtype, bytes.subarray(offset, offset + INT_PIECE * size)), acc);
+    } else if (integer) {
+      feedInteger(state.meta.dtype as IntegerDtype, bytes, integer);
     }
   }
 
@@ -142,7 +147,8 @@ export class CheckpointAccumulator {
     let weightSumSq = 0;
     const tensors: TensorStats[] = [];
     const tensorSketches: Float64Array[] = [];
-    for (const { meta, count, acc, target, plan, exact } of this.tensors) {
+    for (const { meta, count, acc, target, plan, exact, integer } of this.tensors) {
+      integer?.finish(acc);
       const finite = count - acc[ACC_NAN] - acc[ACC_INF];
       tensors.push({
         name: meta.name,
@@ -159,28 +165,6 @@ export class CheckpointAccumulator {
       tensorSketches.push(exact ?? (target && plan.kind === 'sketch' ? target.tensorSketch : new Float64Array(0)));
     }
     return { step, spec: this.spec, sketch: this.sketch, tensors, tensorSketches, weightNorm: Math.sqrt(weightSumSq) };
-  }
-
-  private decodeInteger(dtype: Dtype, bytes: Uint8Array): ArrayLike<number> {
-    switch (dtype) {
-      case 'U8':
-      case 'BOOL':
-        return bytes;
-      case 'I8':
-        return new Int8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-      case 'I16':
-        return this.scratch.view(Int16Array, bytes);
-      case 'I32':
-        return this.scratch.view(Int32Array, bytes);
-      case 'I64': {
-        const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-        const out = this.intScratch.subarray(0, bytes.byteLength / 8);
-        for (let i = 0; i < out.length; i++) out[i] = Number(view.getBigInt64(i * 8, true));
-        return out;
-      }
-      default:
-        throw new Error(`not an integer dtype: ${dtype}`);
-    }
   }
 }
 

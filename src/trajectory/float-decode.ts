@@ -1,7 +1,6 @@
 /**
- * Bit-exact decoding of half-precision formats through 65536-entry tables (every F16 and BF16 value is
- * exactly representable as an F32), and typed views over little-endian bytes that may sit at any
- * alignment (copied into caller-owned scratch when misaligned).
+ * Bit-exact decoding of half-precision formats through 65536-entry tables and of the FP8 formats through
+ * 256-entry tables (every F16, BF16 and FP8 value is exactly representable as an F32).
  */
 function f16ToNumber(h: number): number {
   const sign = h & 0x8000 ? -1 : 1;
@@ -27,28 +26,49 @@ export const BF16_TABLE: Float32Array = (() => {
   return new Float32Array(words.buffer);
 })();
 
+/**
+ * FP8 E4M3, the OCP "fn" variant (torch.float8_e4m3fn): sign, 4 exponent bits (bias 7), 3 mantissa bits;
+ * no infinities, NaN only at 0x7F and 0xFF, largest finite ±448, subnormals m · 2^−9.
+ */
+function e4m3ToNumber(b: number): number {
+  const sign = b & 0x80 ? -1 : 1;
+  const exponent = (b >>> 3) & 0xf;
+  const mantissa = b & 0x7;
+  if (exponent === 0xf && mantissa === 0x7) return NaN;
+  if (exponent === 0) return sign * mantissa * 2 ** -9;
+  return sign * (8 + mantissa) * 2 ** (exponent - 10);
+}
+
+/** FP8 E5M2 (IEEE-like, torch.float8_e5m2): 5 exponent bits (bias 15), 2 mantissa bits, ±Inf and NaNs. */
+function e5m2ToNumber(b: number): number {
+  const sign = b & 0x80 ? -1 : 1;
+  const exponent = (b >>> 2) & 0x1f;
+  const mantissa = b & 0x3;
+  if (exponent === 0x1f) return mantissa ? NaN : sign * Infinity;
+  if (exponent === 0) return sign * mantissa * 2 ** -16;
+  return sign * (4 + mantissa) * 2 ** (exponent - 17);
+}
+
+/** FP8 E8M0 (OCP MX scale, torch.float8_e8m0fnu): 2^(b − 127), no sign, no zero; 0xFF is NaN. */
+function e8m0ToNumber(b: number): number {
+  return b === 0xff ? NaN : 2 ** (b - 127);
+}
+
+function buildByteTable(decode: (bits: number) => number): Float32Array {
+  const table = new Float32Array(256);
+  for (let bits = 0; bits < 256; bits++) table[bits] = decode(bits);
+  return table;
+}
+
+/** Every FP8 value is exactly representable as an F32 (2^−127 as a subnormal). */
+export const F8_E4M3_TABLE: Float32Array = buildByteTable(e4m3ToNumber);
+export const F8_E5M2_TABLE: Float32Array = buildByteTable(e5m2ToNumber);
+export const F8_E8M0_TABLE: Float32Array = buildByteTable(e8m0ToNumber);
+
 export function decodeF16(bits: number): number {
   return F16_TABLE[bits & 0xffff];
 }
 
 export function decodeBF16(bits: number): number {
   return BF16_TABLE[bits & 0xffff];
-}
-
-/** Reusable buffers, grown on demand, so the hot path allocates nothing per chunk. */
-export class Scratch {
-  private bytes = new Uint8Array(0);
-
-  /** A view of `src` as `Ctor` elements: zero-copy when aligned, else copied into scratch. */
-  view<T extends Float32Array | Float64Array | Uint16Array | Int32Array | Int16Array>(
-    Ctor: { new (buffer: ArrayBufferLike, byteOffset: number, length: number): T; BYTES_PER_ELEMENT: number },
-    src: Uint8Array,
-  ): T {
-    const size = Ctor.BYTES_PER_ELEMENT;
-    const length = src.byteLength / size;
-    if (src.byteOffset % size === 0) return new Ctor(src.buffer, src.byteOffset, length);
-    if (this.bytes.byteLength < src.byteLength) this.bytes = new Uint8Array(Math.max(src.byteLength, 65536));
-    this.bytes.set(src);
-    return new Ctor(this.bytes.buffer, 0, length);
-  }
 }

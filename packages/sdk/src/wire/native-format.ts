@@ -14,9 +14,10 @@ import type { TensorData, TensorSpec } from './safetensors.js';
  *   format:   the string "trajgate-checkpoint"
  *   version:  the integer 1
  *   tensors:  an array of maps {name: string, dtype: string, shape: array of uint}, exactly those keys;
- *             names are non-empty and unique; dtype is one of F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL
- *             (safetensors names, little-endian; BOOL is one byte, 0 or 1); shape [] is a scalar (one
- *             element). A tensor's byte length is product(shape) * size(dtype).
+ *             names are non-empty and unique; dtype is one of F64 F32 F16 BF16 F8_E5M2 F8_E4M3 F8_E8M0
+ *             I64 I32 I16 I8 U64 U32 U16 U8 BOOL (safetensors names and encodings, little-endian; see
+ *             dtypes.ts; BOOL is one byte, 0 or 1); shape [] is a scalar (one element). A tensor's byte
+ *             length is product(shape) * size(dtype).
  *   metadata: optional; a map of string keys to string values
  * Readers cap the header's encoded size and the tensor count (the trajgate server: 16 MiB and 100,000 by
  * default; see TRAJGATE_MAX_HEADER_KB and TRAJGATE_MAX_TENSORS).
