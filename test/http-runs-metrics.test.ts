@@ -114,6 +114,45 @@ describe('metrics', () => {
   });
   after(() => gw.close());
 
+  it('stores a batch sent again with the same Idempotency-Key once, also after a cut-off attempt', async () => {
+    const points = Array.from({ length: 50 }, (_, i) => ({ step: i + 1, trainLoss: 1 / (i + 1) }));
+    const post = (run: string, key: string) =>
+      request(gw.app).post(`/v1/runs/${run}/metrics`).set('idempotency-key', key).send({ points });
+    const count = async (run: string) =>
+      (await request(gw.app).get(`/v1/runs/${run}/metrics`).expect(200)).body.items.length as number;
+    const folded = async (run: string) =>
+      (await request(gw.app).get(`/v1/runs/${run}/estimate`).expect(200)).body.counts.points as number;
+
+    const first = await post('idem', 'batch-0001-aaaa').expect(200);
+    assert.equal(first.body.accepted, 50);
+    assert.equal(first.headers['idempotency-replayed'], undefined);
+    const again = await post('idem', 'batch-0001-aaaa').expect(200);
+    assertMatchesSpec(again, 'POST', '/v1/runs/{run}/metrics');
+    assert.equal(again.body.accepted, 50);
+    assert.equal(again.headers['idempotency-replayed'], 'true');
+    assert.equal(await count('idem'), 50);
+    assert.equal(await folded('idem'), 50, 'folded into the estimate once');
+    await post('idem', 'batch-0002-bbbb').expect(200);
+    assert.equal(await count('idem'), 100, 'another key is another batch');
+
+    // A first attempt cut part-way left some of its points; the retry stores each point once.
+    await request(gw.app).put('/v1/runs/idem-cut').send({}).expect(201);
+    await gw.context.catalog.appendMetrics('idem-cut', points.slice(0, 20), 'batch-cut-0001');
+    assert.equal((await post('idem-cut', 'batch-cut-0001').expect(200)).body.accepted, 50);
+    assert.equal(await count('idem-cut'), 50);
+    assert.equal(await folded('idem-cut'), 50);
+
+    // Stored whole but cut before it was folded: the retry folds it, stores nothing more.
+    await request(gw.app).put('/v1/runs/idem-fold').send({}).expect(201);
+    await gw.context.catalog.appendMetrics('idem-fold', points, 'batch-fold-0001');
+    await post('idem-fold', 'batch-fold-0001').expect(200);
+    assert.equal(await count('idem-fold'), 50);
+    assert.equal(await folded('idem-fold'), 50);
+
+    const bad = await post('idem', 'short').expect(400);
+    assert.match(bad.body.error.message, /Idempotency-Key/);
+  });
+
   it('appends JSON and msgpack batches and returns the series in step order', async () => {
     const json = await request(gw.app)
       .post('/v1/runs/m1/metrics')

@@ -267,6 +267,25 @@ describe('SDK against a real gateway', () => {
     }
   });
 
+  it('retries a metric batch whose answer was lost, and the batch is stored once', async () => {
+    // The answer is cut after its first bytes: the gateway stored the batch, the client never heard.
+    const proxy = await cuttingProxy(server.url, { direction: 'response', afterBytes: 5, cuts: 2 });
+    try {
+      const viaProxy = new TrajgateClient({ url: proxy.url, retry: { baseDelayMs: 5 } });
+      const points = Array.from({ length: 200 }, (_, i) => ({ step: i + 1, trainLoss: 2 - i / 200 }));
+      assert.equal(await viaProxy.logMetrics('lost-answer', points), 200);
+      assert.ok(proxy.connections() >= 3, `retried: ${proxy.connections()} connections`);
+      const stored = await client.getMetrics('lost-answer');
+      assert.equal(stored.length, 200, 'each point once');
+      assert.deepEqual(
+        stored.map((p) => p.step),
+        points.map((p) => p.step),
+      );
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it('retries an upload cut mid-stream and ends with exactly one checkpoint for the step', async () => {
     const proxy = await cuttingProxy(server.url, { direction: 'request', afterBytes: 50_000, cuts: 2 });
     try {

@@ -48,8 +48,14 @@ export interface Catalog {
   /** Stores computed indicators of checkpoints of the run, in one transaction. */
   setIndicators(run: string, entries: readonly { step: number; indicators: CheckpointIndicators }[]): Promise<void>;
 
-  /** Appends points in the given order; returns how many were stored. */
-  appendMetrics(run: string, points: readonly MetricPoint[]): Promise<number>;
+  /**
+   * Appends points in the given order (tagged with the batch's Idempotency-Key when given); returns how many
+   * were stored. Large batches commit in chunks, so a failure part-way leaves the earlier chunks.
+   */
+  appendMetrics(run: string, points: readonly MetricPoint[], batchKey?: string | null): Promise<number>;
+  /** Points stored under an idempotent batch's key, and whether the batch was recorded as folded. */
+  batchProgress(run: string, key: string): Promise<{ stored: number; folded: boolean }>;
+  deleteBatchPoints(run: string, key: string): Promise<void>;
   /** Points ordered by (step, arrival), with step in [fromStep, toStep], at most `limit`. */
   listMetrics(run: string, query: MetricQuery): Promise<MetricPoint[]>;
 
@@ -81,7 +87,8 @@ export interface Catalog {
 
   /** The run's stored generalization-estimate state (opaque JSON), or null. */
   getEstimateState(run: string): Promise<unknown>;
-  putEstimateState(run: string, state: unknown): Promise<void>;
+  /** Stores the state; with `folded`, also records that batch as folded, in one transaction. */
+  putEstimateState(run: string, state: unknown, folded?: { key: string; points: number }): Promise<void>;
 
   /**
    * Per checkpoint of the run (ordered by step), the mean or the last value of `field` logged in

@@ -31,7 +31,7 @@ import type {
 } from '../model/records.js';
 import { getEstimateState, putEstimateState } from './estimate-states.js';
 import { guard } from './guard.js';
-import { appendMetrics, listMetrics, metricAtCheckpoints } from './metrics.js';
+import { appendMetrics, batchProgress, deleteBatchPoints, listMetrics, metricAtCheckpoints } from './metrics.js';
 import { getPolicy, listPolicies, putPolicy } from './policies.js';
 import {
   inserted,
@@ -238,8 +238,16 @@ export class KyselyCatalog implements Catalog {
     );
   }
 
-  appendMetrics(run: string, points: readonly MetricPoint[]): Promise<number> {
-    return guard('appendMetrics', () => appendMetrics(this.db, run, points));
+  appendMetrics(run: string, points: readonly MetricPoint[], batchKey: string | null = null): Promise<number> {
+    return guard('appendMetrics', () => appendMetrics(this.db, run, points, batchKey));
+  }
+
+  batchProgress(run: string, key: string): Promise<{ stored: number; folded: boolean }> {
+    return guard('batchProgress', () => batchProgress(this.db, run, key));
+  }
+
+  deleteBatchPoints(run: string, key: string): Promise<void> {
+    return guard('deleteBatchPoints', () => deleteBatchPoints(this.db, run, key));
   }
 
   listMetrics(run: string, query: MetricQuery): Promise<MetricPoint[]> {
@@ -350,8 +358,8 @@ export class KyselyCatalog implements Catalog {
     return guard('getEstimateState', () => getEstimateState(this.db, run));
   }
 
-  putEstimateState(run: string, state: unknown): Promise<void> {
-    return guard('putEstimateState', () => putEstimateState(this.db, run, state));
+  putEstimateState(run: string, state: unknown, folded?: { key: string; points: number }): Promise<void> {
+    return guard('putEstimateState', () => putEstimateState(this.db, run, state, folded));
   }
 
   ping(): Promise<void> {

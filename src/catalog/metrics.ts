@@ -44,10 +44,11 @@ export async function appendMetrics(
   db: Kysely<Database>,
   run: string,
   points: readonly MetricPoint[],
+  batchKey: string | null = null,
 ): Promise<number> {
   for (let i = 0; i < points.length; i += METRIC_CHUNK_ROWS) {
     if (i > 0) await nextTurn();
-    const rows = points.slice(i, i + METRIC_CHUNK_ROWS).map((p) => toMetricRow(run, p));
+    const rows = points.slice(i, i + METRIC_CHUNK_ROWS).map((p) => toMetricRow(run, p, batchKey));
     await db.insertInto('metric_points').values(rows).execute();
   }
   return points.length;
@@ -95,7 +96,7 @@ export async function metricAtCheckpoints(
   return rows.map((r) => ({ step: num(r.step), value: r.value === null ? null : Number(r.value) }));
 }
 
-function toMetricRow(run: string, p: MetricPoint): MetricInsert {
+function toMetricRow(run: string, p: MetricPoint, batchKey: string | null): MetricInsert {
   // Every row carries every column (null when absent): a multi-row VALUES needs the same column list.
   return {
     run_id: run,
@@ -109,7 +110,31 @@ function toMetricRow(run: string, p: MetricPoint): MetricInsert {
     update_norm: p.updateNorm ?? null,
     gap_increment: p.gapIncrement ?? null,
     extra: p.extra === undefined ? null : JSON.stringify(p.extra),
+    batch_key: batchKey,
   };
+}
+
+/** How far an idempotent batch got: points stored with its key, and whether it was folded (recorded). */
+export async function batchProgress(
+  db: Kysely<Database>,
+  run: string,
+  key: string,
+): Promise<{ stored: number; folded: boolean }> {
+  const [count, batch] = await Promise.all([
+    db
+      .selectFrom('metric_points')
+      .select((eb) => eb.fn.countAll<number | string>().as('n'))
+      .where('run_id', '=', run)
+      .where('batch_key', '=', key)
+      .executeTakeFirstOrThrow(),
+    db.selectFrom('metric_batches').select('points').where('run_id', '=', run).where('batch_key', '=', key).executeTakeFirst(),
+  ]);
+  return { stored: num(count.n), folded: batch !== undefined };
+}
+
+/** Removes the points a batch left when it was cut part-way (so the retry stores each once). */
+export async function deleteBatchPoints(db: Kysely<Database>, run: string, key: string): Promise<void> {
+  await db.deleteFrom('metric_points').where('run_id', '=', run).where('batch_key', '=', key).execute();
 }
 
 type MetricRow = Pick<Selectable<MetricPointsTable>, (typeof METRIC_SELECT)[number]>;

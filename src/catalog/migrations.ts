@@ -165,6 +165,25 @@ function migrations(dialect: SqlDialect): Record<string, Migration> {
         await db.schema.createIndex('audit_run').on('audit').columns(['run_id', 'id']).execute();
       },
     },
+    '0006_idempotent_batches': {
+      async up(db: Kysely<unknown>) {
+        // A metric batch sent with an Idempotency-Key tags its points, and is recorded once folded.
+        await db.schema.alterTable('metric_points').addColumn('batch_key', 'text').execute();
+        await db.schema
+          .createIndex('metric_points_batch')
+          .on('metric_points')
+          .columns(['run_id', 'batch_key'])
+          .execute();
+        await db.schema
+          .createTable('metric_batches')
+          .addColumn('run_id', 'text', (c) => c.notNull())
+          .addColumn('batch_key', 'text', (c) => c.notNull())
+          .addColumn('points', 'bigint', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('metric_batches_pk', ['run_id', 'batch_key'])
+          .execute();
+      },
+    },
   };
 }
 

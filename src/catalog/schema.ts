@@ -17,6 +17,7 @@ export interface Database {
   estimate_states: EstimateStatesTable;
   tokens: TokensTable;
   audit: AuditTable;
+  metric_batches: MetricBatchesTable;
 }
 
 export interface TokensTable {
@@ -132,4 +133,14 @@ export interface MetricPointsTable {
   gap_increment: number | null;
   /** JSON object of string -> number, or null. */
   extra: string | null;
+  /** The Idempotency-Key of the batch that brought the point, or null. */
+  batch_key: string | null;
+}
+
+/** Idempotent metric batches whose points are stored and folded into the estimate. */
+export interface MetricBatchesTable {
+  run_id: string;
+  batch_key: string;
+  points: Int;
+  created_at: string;
 }

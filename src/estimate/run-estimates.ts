@@ -49,14 +49,19 @@ export class RunEstimates {
    * Folds a metric batch in; call after the batch is stored in the catalog. Folds ADD_CHUNK points per
    * event-loop turn (any batching gives the same state), so a large batch does not hold other requests.
    */
-  async addMetrics(run: string, points: readonly MetricPoint[]): Promise<void> {
+  async addMetrics(run: string, points: readonly MetricPoint[], batchKey?: string): Promise<void> {
+    const folded = batchKey === undefined ? undefined : { key: batchKey, points: points.length };
     const { acc, rebuilt } = await this.load(run);
-    if (rebuilt) return;
+    if (rebuilt) {
+      // The rebuild replayed the catalog, this batch included; only the batch's record is missing.
+      if (folded) await this.catalog.putEstimateState(run, acc.toJSON(), folded);
+      return;
+    }
     for (let i = 0; i < points.length; i += RunEstimates.ADD_CHUNK) {
       if (i > 0) await nextTurn();
       acc.add(points.length <= RunEstimates.ADD_CHUNK ? points : points.slice(i, i + RunEstimates.ADD_CHUNK));
     }
-    await this.catalog.putEstimateState(run, acc.toJSON());
+    await this.catalog.putEstimateState(run, acc.toJSON(), folded);
   }
 
   /** Feeds the gateway's own update norm for a committed checkpoint (used when clients log none). */

@@ -247,15 +247,35 @@ export class RunService {
 
   // Metrics
 
-  /** Stores a metric batch and folds it into the run's estimate; creates the run if needed. */
-  appendMetrics(run: string, points: readonly MetricPoint[], caller: Caller): Promise<number> {
+  /**
+   * Stores a metric batch and folds it into the run's estimate; creates the run if needed. With an
+   * Idempotency-Key the batch takes effect once however often it is sent: its points are stored tagged
+   * with the key, and the estimate's state is written together with a record of the folded batch. A retry
+   * finds the record (nothing to do), or all points stored but not folded (fold them), or some points
+   * left by a cut-off attempt (drop them, start over). `replayed` tells the caller which.
+   */
+  appendMetrics(
+    run: string,
+    points: readonly MetricPoint[],
+    caller: Caller,
+    idempotencyKey?: string,
+  ): Promise<{ accepted: number; replayed: boolean }> {
     return this.lock.run(run, async () => {
       if (!(await this.deps.catalog.getRun(run))) await this.admitNewRun(run, caller);
       await this.deps.catalog.ensureRun(run);
+      if (idempotencyKey !== undefined) {
+        const { stored, folded } = await this.deps.catalog.batchProgress(run, idempotencyKey);
+        if (folded) return { accepted: stored, replayed: true };
+        if (stored > 0 && stored !== points.length) await this.deps.catalog.deleteBatchPoints(run, idempotencyKey);
+        if (stored !== points.length) await this.deps.catalog.appendMetrics(run, points, idempotencyKey);
+        await this.deps.estimates.addMetrics(run, points, idempotencyKey);
+        this.deps.telemetry.folded('metric_points', points.length);
+        return { accepted: points.length, replayed: stored === points.length };
+      }
       const accepted = await this.deps.catalog.appendMetrics(run, points);
       await this.deps.estimates.addMetrics(run, points);
       this.deps.telemetry.folded('metric_points', points.length);
-      return accepted;
+      return { accepted, replayed: false };
     });
   }
 

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import { pack } from 'msgpackr';
 import { MSGPACK, SHA256_HEADER } from './wire/formats.js';
@@ -338,9 +338,14 @@ export class TrajgateClient {
     format: 'msgpack' | 'json',
   ): Promise<{ accepted: number }> {
     const path = `/v1/runs/${enc(run)}/metrics`;
-    if (format === 'json') return this.transport.json('POST', path, { json: { points } });
+    // One key per batch, the same on every retry: a batch whose answer was lost is stored once.
+    const idempotency = { 'idempotency-key': randomUUID() };
+    if (format === 'json') return this.transport.json('POST', path, { json: { points }, headers: idempotency });
     const bytes = pack({ points });
-    return this.transport.json('POST', path, { headers: { 'content-type': MSGPACK }, body: () => once(bytes) });
+    return this.transport.json('POST', path, {
+      headers: { 'content-type': MSGPACK, ...idempotency },
+      body: () => once(bytes),
+    });
   }
 }
 

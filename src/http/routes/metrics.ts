@@ -45,6 +45,17 @@ const SeriesQuery = z
   .strict();
 
 const MSGPACK_TYPES = ['application/msgpack', 'application/x-msgpack'];
+const IDEMPOTENCY_HEADER = 'idempotency-key';
+const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{8,128}$/;
+
+/** A batch's Idempotency-Key: a retry with the same key stores the batch once. */
+function idempotencyKey(header: string | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  if (!IDEMPOTENCY_KEY.test(header)) {
+    throw new AppError('invalid_request', 'Idempotency-Key must be 8-128 characters from [A-Za-z0-9._:-] (a UUID is)');
+  }
+  return header;
+}
 
 export function metricRoutes(ctx: AppContext): Router {
   const router = Router();
@@ -59,16 +70,21 @@ export function metricRoutes(ctx: AppContext): Router {
 
   router.post('/v1/runs/:run/metrics', need('writer'), body, async (req, res) => {
     const run = parseRunId(req.params.run);
+    const key = idempotencyKey(req.get(IDEMPOTENCY_HEADER));
     const points = await readPoints(batchReader(req, limits), limits);
     await perMinute.take(run, points.length, res);
-    let accepted: number;
+    let outcome: { accepted: number; replayed: boolean };
     try {
-      accepted = await ctx.runs.appendMetrics(run, points, callerOf(res));
+      outcome = await ctx.runs.appendMetrics(run, points, callerOf(res), key);
     } catch (err) {
       await perMinute.giveBack(run, points.length);
       throw err;
     }
-    res.json({ accepted });
+    if (outcome.replayed) {
+      await perMinute.giveBack(run, points.length);
+      res.setHeader('Idempotency-Replayed', 'true');
+    }
+    res.json({ accepted: outcome.accepted });
   });
 
   router.get('/v1/runs/:run/metrics', need('reader'), async (req, res) => {
