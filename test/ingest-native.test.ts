@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { pack, unpack, unpackMultiple } from 'msgpackr';
+import request from 'supertest';
 import { isAppError } from '../src/errors.js';
 import type { TensorVisitor } from '../src/ingest/decoder.js';
 import { createNativeDecoder } from '../src/ingest/native-decoder.js';
@@ -26,6 +27,7 @@ import {
   tensor,
   decodeThroughReusedBuffer,
 } from './helpers/checkpoints.js';
+import { createTestGateway } from './helpers/gateway.js';
 
 const create = createNativeDecoder;
 const MiB = 2 ** 20;
@@ -200,8 +202,11 @@ describe('native decoder: malformed checkpoints', () => {
     const big = header({ tensors: [], metadata: { pad: 'x'.repeat(LIMITS.maxHeaderBytes) } });
     for (const chunking of [1, 1000, big.length])
       assertCode(feedAll(create, big, chunking), 'header_too_large', /exceeds the limit/);
-    // A header that never ends: a map16 promising 65535 entries followed by endless small strings.
-    const endless = Buffer.concat([Buffer.from([0xde, 0xff, 0xff]), Buffer.alloc(4 * LIMITS.maxHeaderBytes, 0xa0)]);
+    // A header that never ends: a map16 promising 65535 entries, the first an array32 promising 2^32 − 1 nils.
+    const endless = Buffer.concat([
+      Buffer.from([0xde, 0xff, 0xff, 0xa1, 0x61, 0xdd, 0xff, 0xff, 0xff, 0xff]),
+      Buffer.alloc(4 * LIMITS.maxHeaderBytes, 0xc0),
+    ]);
     const decoder = create(new RecordingVisitor(), LIMITS);
     let written = 0;
     assertCode(() => {
@@ -334,6 +339,202 @@ describe('native decoder: malformed checkpoints', () => {
       }
     }
     decode(create, body, 1);
+  });
+});
+
+describe('native decoder: hostile headers', () => {
+  /** A msgpack str (fixstr or str8). */
+  const str = (text: string): Buffer => {
+    const bytes = Buffer.from(text);
+    const head = bytes.length < 32 ? [0xa0 | bytes.length] : [0xd9, bytes.length];
+    return Buffer.concat([Buffer.from(head), bytes]);
+  };
+  /** A header map written key by key, values given as raw msgpack. */
+  const rawHeader = (entries: [Buffer | string, Buffer][]): Buffer =>
+    Buffer.concat([
+      Buffer.from([0x80 | entries.length]),
+      ...entries.flatMap(([key, value]) => [typeof key === 'string' ? str(key) : key, value]),
+    ]);
+  const FORMAT: [string, Buffer] = ['format', pack('trajgate-checkpoint')];
+  const NO_TENSORS: [string, Buffer] = ['tensors', pack([])];
+  const u8 = spec('u', 'U8', [1]);
+
+  it('requires the version to be a msgpack integer: 1.0 as a float32 or float64 is refused', () => {
+    const floats = [Buffer.from([0xca, 0x3f, 0x80, 0, 0]), Buffer.from([0xcb, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0])];
+    for (const version of floats) {
+      assert.equal(unpack(version), 1, 'msgpackr reads the float as the number 1');
+      for (const chunking of [1, 1000]) {
+        assertCode(
+          feedAll(create, rawHeader([FORMAT, ['version', version], NO_TENSORS]), chunking),
+          'malformed_checkpoint',
+          new RegExp(
+            `version must be a msgpack integer, got 1 encoded as a float \\(type byte 0x${version[0].toString(16)}\\)`,
+          ),
+        );
+      }
+    }
+    assertCode(
+      feedAll(create, rawHeader([FORMAT, ['version', Buffer.from([0xcb, 0x40, 0, 0, 0, 0, 0, 0, 0])], NO_TENSORS])),
+      'malformed_checkpoint',
+      /version must be a msgpack integer, got 2 encoded as a float/,
+    );
+    // Every integer encoding of 1 is the version 1.
+    const integers = [[0x01], [0xcc, 1], [0xcd, 0, 1], [0xce, 0, 0, 0, 1], [0xd0, 1], [0xd3, 0, 0, 0, 0, 0, 0, 0, 1]];
+    for (const version of integers) {
+      const body = Buffer.concat([
+        rawHeader([FORMAT, ['version', Buffer.from(version)], ['tensors', pack([u8])]]),
+        record(0, new Uint8Array([5])),
+      ]);
+      assert.deepEqual(decode(create, body, 2).visitor.bytesOf('u'), Buffer.from([5]));
+    }
+  });
+
+  it('rejects nesting deeper than 64 levels as soon as it arrives, without unpacking (msgpackr recurses)', () => {
+    const deep = (levels: number) => Buffer.concat([Buffer.alloc(levels, 0x91), Buffer.from([0xc0])]);
+    for (const [key, value] of [
+      ['metadata', Buffer.concat([Buffer.from([0x81]), str('k'), deep(5000)])],
+      [
+        'tensors',
+        Buffer.concat([
+          Buffer.from([0x91, 0x83]),
+          str('name'),
+          str('a'),
+          str('dtype'),
+          str('F32'),
+          str('shape'),
+          deep(100_000),
+        ]),
+      ],
+    ] as [string, Buffer][]) {
+      const body = rawHeader([FORMAT, ['version', pack(1)], [key, value]]);
+      const decoder = create(new RecordingVisitor(), { ...LIMITS, maxHeaderBytes: 1 << 20 });
+      let written = 0;
+      assertCode(
+        () => {
+          for (const chunk of chunks(body, 64)) {
+            decoder.write(chunk);
+            written += chunk.length;
+          }
+        },
+        'malformed_checkpoint',
+        /native header nests arrays or maps deeper than 64 levels/,
+      );
+      assert.ok(written < 1000, `rejected after ${written} bytes`);
+    }
+    // 64 levels pass the walk (and then meet the schema: metadata values must be strings).
+    const fits = rawHeader([
+      FORMAT,
+      ['version', pack(1)],
+      NO_TENSORS,
+      ['metadata', Buffer.concat([Buffer.from([0x81]), str('k'), deep(62)])],
+    ]);
+    assertCode(feedAll(create, fits, 5), 'malformed_checkpoint', /metadata value for key 'k' must be a string/);
+  });
+
+  it('rejects a key repeated in any map, naming it (msgpackr would keep the last)', () => {
+    const cases: [Buffer, RegExp][] = [
+      [rawHeader([FORMAT, ['version', pack(2)], ['version', pack(1)], NO_TENSORS]), /repeats the key 'version'/],
+      [rawHeader([FORMAT, FORMAT, ['version', pack(1)], NO_TENSORS]), /repeats the key 'format'/],
+      [
+        rawHeader([
+          FORMAT,
+          ['version', pack(1)],
+          [
+            'tensors',
+            Buffer.concat([
+              Buffer.from([0x91, 0x84]),
+              str('name'),
+              str('a'),
+              str('dtype'),
+              str('U8'),
+              str('shape'),
+              pack([1]),
+              str('name'),
+              str('b'),
+            ]),
+          ],
+        ]),
+        /repeats the key 'name'/,
+      ],
+      [
+        rawHeader([
+          FORMAT,
+          ['version', pack(1)],
+          NO_TENSORS,
+          ['metadata', Buffer.concat([Buffer.from([0x82]), str('k'), str('1'), str('k'), str('2')])],
+        ]),
+        /repeats the key 'k'/,
+      ],
+      // The same key as fixstr and as str8 is the same key.
+      [
+        rawHeader([
+          FORMAT,
+          ['version', pack(1)],
+          [Buffer.from([0xd9, 7, ...Buffer.from('version')]), pack(1)],
+          NO_TENSORS,
+        ]),
+        /repeats the key 'version'/,
+      ],
+    ];
+    for (const [body, message] of cases) {
+      for (const chunking of [1, 1000]) assertCode(feedAll(create, body, chunking), 'malformed_checkpoint', message);
+    }
+  });
+
+  it('rejects map keys that are not UTF-8 strings, extension types and the byte 0xc1', () => {
+    const cases: [Buffer, RegExp][] = [
+      [rawHeader([FORMAT, [pack(7), pack(1)], NO_TENSORS]), /map key at offset \d+ is not a string \(type byte 0x07\)/],
+      [rawHeader([FORMAT, [pack(null), pack(1)], NO_TENSORS]), /not a string \(type byte 0xc0\)/],
+      [
+        rawHeader([FORMAT, [Buffer.from([0xa2, 0xff, 0xfe]), pack(1)], NO_TENSORS]),
+        /map key at offset \d+ is not valid UTF-8/,
+      ],
+      [rawHeader([FORMAT, ['version', Buffer.from([0xd4, 0x01, 0x00])], NO_TENSORS]), /extension type \(0xd4\)/],
+      [
+        rawHeader([
+          FORMAT,
+          ['version', pack(1)],
+          ['metadata', Buffer.concat([Buffer.from([0x81]), str('t'), Buffer.from([0xd6, 0xff, 0, 0, 0, 1])])],
+        ]),
+        /extension type \(0xd6\)/,
+      ],
+      [
+        rawHeader([FORMAT, ['version', Buffer.from([0xc1])], NO_TENSORS]),
+        /not valid msgpack: the never-used type byte 0xc1/,
+      ],
+    ];
+    for (const [body, message] of cases) assertCode(feedAll(create, body, 3), 'malformed_checkpoint', message);
+  });
+
+  it('answers 400 through the HTTP app, never 500', async () => {
+    const gw = await createTestGateway();
+    try {
+      const bodies: [Buffer, RegExp][] = [
+        [
+          rawHeader([FORMAT, ['version', Buffer.from([0xcb, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0])], NO_TENSORS]),
+          /version must be a msgpack integer/,
+        ],
+        [
+          rawHeader([
+            FORMAT,
+            ['version', pack(1)],
+            ['metadata', Buffer.concat([Buffer.alloc(5000, 0x91), Buffer.from([0xc0])])],
+          ]),
+          /deeper than 64 levels/,
+        ],
+      ];
+      for (const [body, message] of bodies) {
+        const res = await request(gw.app)
+          .put('/v1/runs/hostile-native/checkpoints/1')
+          .set('content-type', 'application/vnd.trajgate.checkpoint+msgpack')
+          .send(body);
+        assert.equal(res.status, 400, JSON.stringify(res.body));
+        assert.equal(res.body.error.code, 'malformed_checkpoint');
+        assert.match(res.body.error.message, message);
+      }
+    } finally {
+      await gw.close();
+    }
   });
 });
 

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
+import request from 'supertest';
 import { isAppError } from '../src/errors.js';
 import type { TensorVisitor } from '../src/ingest/decoder.js';
+import { describe as describeValue } from '../src/ingest/header-checks.js';
 import { createSafetensorsDecoder } from '../src/ingest/safetensors-decoder.js';
 import { encodeSafetensors } from '@trajgate/sdk/wire/safetensors';
 import {
@@ -20,6 +22,7 @@ import {
   type DecoderFactory,
   decodeThroughReusedBuffer,
 } from './helpers/checkpoints.js';
+import { createTestGateway, type TestGateway } from './helpers/gateway.js';
 
 const create = createSafetensorsDecoder;
 
@@ -319,6 +322,132 @@ describe('safetensors decoder: malformed checkpoints', () => {
     decoder.write(body);
     assertCode(() => decoder.write(new Uint8Array([1, 2, 3])), 'length_mismatch');
     assertCode(feedAll(create, Buffer.concat([withHeader({}), Buffer.from([9])])), 'length_mismatch');
+  });
+});
+
+describe('safetensors decoder: hostile headers', () => {
+  const nested = (depth: number, inner = '0') => `${'['.repeat(depth)}${inner}${']'.repeat(depth)}`;
+  const w = (extra = '') => `"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]${extra}}`;
+
+  it('rejects nesting deeper than 64 levels anywhere in the header, before parsing it (was a 500)', () => {
+    const bodies = [
+      `{"w":${nested(5000)}}`,
+      `{${w()},"x":${nested(30_000)}}`,
+      `{"__metadata__":{"k":${nested(70)}},${w()}}`,
+      `{"w":{"dtype":"F32","shape":${nested(5000, '1')},"data_offsets":[0,4]}}`,
+      `{${w(`,"extra":${nested(63)}`)}}`,
+      `{${w(`,"extra":${'{"a":'.repeat(63)}0${'}'.repeat(63)}`)}}`,
+    ];
+    for (const text of bodies) {
+      assertCode(
+        feedAll(create, withHeader(Buffer.from(text), new Uint8Array(4)), 1000),
+        'malformed_checkpoint',
+        /safetensors header nests arrays or objects deeper than 64 levels/,
+      );
+    }
+    // 64 levels are fine (unknown entry keys are ignored, as by the reference implementation).
+    const body = withHeader(Buffer.from(`{${w(`,"extra":${nested(62)}`)}}`), new Uint8Array([7]));
+    assert.deepEqual(decode(create, body, 5).visitor.bytesOf('w'), Buffer.from([7]));
+  });
+
+  it('describes bad values briefly whatever their size or depth', () => {
+    let deep: unknown = 0;
+    for (let i = 0; i < 100_000; i++) deep = [deep];
+    assert.equal(describeValue(deep), `${'['.repeat(57)}...`);
+    assert.equal(describeValue({ a: [1, 'x', null, true], b: { c: 2.5 } }), '{"a":[1,"x",null,true],"b":{"c":2.5}}');
+    assert.equal(describeValue('y'.repeat(10_000)).length, 60);
+    assert.equal(describeValue(Array.from({ length: 1_000_000 }, (_, i) => i)).length, 60);
+    assert.equal(describeValue(undefined), 'missing');
+    assert.equal(describeValue(Number.NaN), 'NaN');
+  });
+
+  it('rejects a key repeated within one object, naming it (JSON.parse would keep the last)', () => {
+    const cases: [string, RegExp][] = [
+      [`{${w()},${w()}}`, /repeats the key "w": keys must be unique/],
+      [`{"w":{"dtype":"U8","dtype":"F32","shape":[1],"data_offsets":[0,1]}}`, /repeats the key "dtype" in "w"/],
+      [`{${w()},"\\u0077":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}`, /repeats the key "w"/],
+      [`{"__metadata__":{"k":"1","k":"2"},${w()}}`, /repeats the key "k" in "__metadata__"/],
+      [`{"__metadata__":{},"__metadata__":{},${w()}}`, /repeats the key "__metadata__"/],
+      [`{"a\\"b":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a\\"b":1}`, /repeats the key "a\\"b"/],
+      [`{${w(',"x":{"y":[{"z":1,"z":2}]}')}}`, /repeats the key "z" in "w" > "x"/],
+    ];
+    for (const [text, message] of cases) {
+      for (const chunking of [1, 1000]) {
+        assertCode(
+          feedAll(create, withHeader(Buffer.from(text), new Uint8Array(1)), chunking),
+          'malformed_checkpoint',
+          message,
+        );
+      }
+    }
+  });
+
+  it('tells keys apart exactly: escapes, brackets and quotes inside strings are not structure', () => {
+    const metadata = {
+      a: '{"a": [[[[',
+      'a\\': 'x',
+      'a"': ']]}}',
+      'ü\u0000': 'y',
+      A: '\\"',
+      '': '"k":1,"k":2',
+    };
+    const text = JSON.stringify({ __metadata__: metadata, w: { dtype: 'U8', shape: [1], data_offsets: [0, 1] } });
+    const result = decode(create, withHeader(Buffer.from(text), new Uint8Array([9])), 3);
+    assert.deepEqual(result.layout.metadata, metadata);
+    // The same key in two different objects is not a repeat.
+    const twice = `{"__metadata__":{"dtype":"x"},${w()}}`;
+    decode(create, withHeader(Buffer.from(twice), new Uint8Array(1)));
+  });
+
+  it('checks a large header in linear time', () => {
+    // 60,000 metadata keys and one backslash at the end: a scanner that looked ahead for the next backslash
+    // from every string would read the header 60,000 times.
+    const entries = Array.from({ length: 60_000 }, (_, i) => `"key${i}":"value${i}"`);
+    const text = `{"__metadata__":{${entries.join(',')},"last":"\\\\"},${w()}}`;
+    const limits = { ...LIMITS, maxHeaderBytes: 4 * 1024 * 1024 };
+    const started = performance.now();
+    const result = decode(create, withHeader(Buffer.from(text), new Uint8Array(1)), 1 << 20, limits);
+    const seconds = (performance.now() - started) / 1000;
+    assert.equal(Object.keys(result.layout.metadata ?? {}).length, 60_001);
+    assert.ok(seconds < 5, `took ${seconds.toFixed(2)} s`);
+    const repeated = `{"__metadata__":{${entries.join(',')},"key59999":"again"},${w()}}`;
+    assertCode(
+      feedAll(create, withHeader(Buffer.from(repeated), new Uint8Array(1)), 1 << 20, limits),
+      'malformed_checkpoint',
+      /repeats the key "key59999" in "__metadata__"/,
+    );
+  });
+});
+
+describe('safetensors uploads through the HTTP app: hostile headers answer 400, never 500', () => {
+  let gw: TestGateway;
+  before(async () => {
+    gw = await createTestGateway();
+  });
+  after(() => gw.close());
+
+  it('a header nesting arrays 5,000 deep, and one repeating a key', async () => {
+    const bodies: [Buffer, RegExp][] = [
+      [withHeader(Buffer.from(`{"w":${'['.repeat(5000)}${']'.repeat(5000)}}`)), /deeper than 64 levels/],
+      [
+        withHeader(
+          Buffer.from(
+            '{"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}',
+          ),
+          new Uint8Array(1),
+        ),
+        /repeats the key "w"/,
+      ],
+    ];
+    for (const [body, message] of bodies) {
+      const res = await request(gw.app)
+        .put('/v1/runs/hostile/checkpoints/1')
+        .set('content-type', 'application/vnd.safetensors')
+        .send(body);
+      assert.equal(res.status, 400, JSON.stringify(res.body));
+      assert.equal(res.body.error.code, 'malformed_checkpoint');
+      assert.match(res.body.error.message, message);
+    }
   });
 });
 

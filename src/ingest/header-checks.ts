@@ -18,6 +18,9 @@ const KNOWN_UNSUPPORTED_DTYPES: ReadonlyMap<string, string> = new Map([
   ['C64', 'a complex type (the statistics are real numbers)'],
 ]);
 
+/** Deepest nesting of arrays and maps/objects a checkpoint header may have (valid ones need 4). */
+export const MAX_HEADER_DEPTH = 64;
+
 /**
  * Checks a declared dtype: a supported one is returned; a real safetensors dtype trajgate does not store is
  * unsupported_dtype; anything else is malformed_checkpoint.
@@ -75,14 +78,44 @@ export function isPlainObject(value: unknown): value is Record<string, unknown> 
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-/** A short rendering of a bad value for error messages. */
+/**
+ * A short rendering of a bad value for error messages: JSON-like, at most 60 characters. It never walks
+ * further into the value than those characters reach, so a huge or deeply nested value costs no more than a
+ * small one (and cannot exhaust the stack, as JSON.stringify and String do on a value nested 5,000 deep).
+ */
 export function describe(value: unknown): string {
   if (value === undefined) return 'missing';
-  let text: string;
-  try {
-    text = JSON.stringify(value) ?? String(value);
-  } catch {
-    text = String(value);
-  }
-  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+  const out: string[] = [];
+  let length = 0;
+  const emit = (text: string): boolean => {
+    out.push(text);
+    length += text.length;
+    return length <= DESCRIBE_CHARS;
+  };
+  const render = (v: unknown): boolean => {
+    if (Array.isArray(v)) {
+      if (!emit('[')) return false;
+      for (let i = 0; i < v.length; i++) if ((i > 0 && !emit(',')) || !render(v[i])) return false;
+      return emit(']');
+    }
+    if (typeof v === 'object' && v !== null) {
+      if (!emit('{')) return false;
+      let first = true;
+      for (const key in v) {
+        if (!Object.hasOwn(v, key)) continue;
+        if ((!first && !emit(',')) || !emit(`${JSON.stringify(key)}:`) || !render((v as Record<string, unknown>)[key]))
+          return false;
+        first = false;
+      }
+      return emit('}');
+    }
+    if (typeof v === 'string') return emit(JSON.stringify(v.length > DESCRIBE_CHARS ? v.slice(0, DESCRIBE_CHARS) : v));
+    if (typeof v === 'number' || typeof v === 'bigint') return emit(String(v));
+    return emit(v === undefined ? 'null' : (JSON.stringify(v) ?? String(v)));
+  };
+  render(value);
+  const text = out.join('');
+  return text.length > DESCRIBE_CHARS ? `${text.slice(0, DESCRIBE_CHARS - 3)}...` : text;
 }
+
+const DESCRIBE_CHARS = 60;

@@ -10,13 +10,23 @@ import {
 } from '@trajgate/sdk/wire/native-format';
 import type { CheckpointDecoder, CheckpointLayout, DecoderLimits, TensorMeta, TensorVisitor } from './decoder.js';
 import { ElementSlicer } from './element-slicer.js';
-import { checkDtype, checkMetadata, checkShape, describe, isPlainObject } from './header-checks.js';
-import { MAX_PREFIX_BYTES, binWidth, checkHeaderStart, hex, readUint, uintWidth } from './native-framing.js';
+import { MAX_HEADER_DEPTH, checkDtype, checkMetadata, checkShape, describe, isPlainObject } from './header-checks.js';
+import {
+  MAX_PREFIX_BYTES,
+  binWidth,
+  checkHeaderStart,
+  hex,
+  isIntegerType,
+  readUint,
+  scanHeaderRecord,
+  uintWidth,
+} from './native-framing.js';
 
 /**
  * Streaming decoder for the native format (spec: @trajgate/sdk/wire/native-format). The header record has no
- * length prefix, so it is buffered and unpacked with msgpackr until msgpackr stops reporting it incomplete;
- * data records are parsed by hand and their chunks streamed to the visitor without buffering.
+ * length prefix, so it is buffered until a byte-level walk (`scanHeaderRecord`, which also bounds its depth
+ * and rejects what the format forbids) finds its end, then unpacked with msgpackr; data records are parsed
+ * by hand and their chunks streamed to the visitor without buffering.
  */
 export function createNativeDecoder(visitor: TensorVisitor, limits: DecoderLimits): CheckpointDecoder {
   return new NativeDecoder(visitor, limits);
@@ -31,12 +41,6 @@ const HeaderSchema = z.strictObject({
   tensors: z.array(z.strictObject({ name: z.string().min(1), dtype: z.unknown(), shape: z.unknown() })),
   metadata: z.unknown().optional(),
 });
-
-/** The thrown value reports msgpackr ran out of input (rather than met invalid input). */
-interface IncompleteError {
-  incomplete?: boolean;
-  missingBytes?: number;
-}
 
 class NativeDecoder implements CheckpointDecoder {
   readonly format = 'native' as const;
@@ -108,8 +112,8 @@ class NativeDecoder implements CheckpointDecoder {
   }
 
   /**
-   * Buffers header bytes; once the header record unpacks, validates it and returns where the data records
-   * begin. Unpacking is retried only after the buffer has grown by half (or by what msgpackr says is
+   * Buffers header bytes; once the header record is whole, unpacks and validates it and returns where the
+   * data records begin. The walk is retried only after the buffer has grown by half (or by what it found
    * missing), so a header trickling in byte by byte costs linear, not quadratic, time. Bytes kept past a
    * write() are copies: the caller may reuse its chunk once write() returns.
    */
@@ -129,29 +133,26 @@ class NativeDecoder implements CheckpointDecoder {
     const pieces = this.headerPieces;
     const buffer = pieces.length === 1 ? pieces[0] : Buffer.concat(pieces);
     const max = this.limits.maxHeaderBytes;
-    let header: unknown;
-    let end = 0;
-    try {
-      // A fresh view: msgpackr caches a DataView as a property of the array it is given.
-      unpackr.unpackMultiple(buffer.subarray(0), (value: unknown, _start?: number, stop?: number) => {
-        header = value;
-        end = stop ?? 0;
-        return false;
-      });
-    } catch (err) {
-      const e = (typeof err === 'object' && err !== null ? err : {}) as IncompleteError;
-      if (e.incomplete !== true) throw errors.malformed(`native header record is not valid msgpack: ${messageOf(err)}`);
-      if (this.headerBuffered > max) throw headerTooLarge(max);
+    const extent = scanHeaderRecord(buffer, MAX_HEADER_DEPTH);
+    if ('missing' in extent) {
+      if (this.headerBuffered + extent.missing > max) throw headerTooLarge(max);
       this.headerPieces = [buffer === pieces[pieces.length - 1] ? new Uint8Array(buffer) : buffer];
-      const grown = Math.max(this.headerBuffered + (e.missingBytes ?? 1), Math.ceil(this.headerBuffered * 1.5));
+      const grown = Math.max(this.headerBuffered + extent.missing, Math.ceil(this.headerBuffered * 1.5));
       this.nextAttempt = Math.min(grown, max + 1);
       return null;
     }
-    if (end > max) throw headerTooLarge(max);
+    if (extent.end > max) throw headerTooLarge(max);
+    let header: unknown;
+    try {
+      // A fresh view: msgpackr caches a DataView as a property of the array it is given.
+      header = unpackr.unpack(buffer.subarray(0, extent.end));
+    } catch (err) {
+      throw errors.malformed(`native header record is not valid msgpack: ${messageOf(err)}`);
+    }
     this.headerPieces = [];
-    this.position = end;
-    this.startData(parseHeader(header, this.limits));
-    return { bytes: buffer, start: end };
+    this.position = extent.end;
+    this.startData(parseHeader(header, this.limits, extent.versionType));
+    return { bytes: buffer, start: extent.end };
   }
 
   private startData(layout: CheckpointLayout): void {
@@ -325,12 +326,21 @@ class NativeDecoder implements CheckpointDecoder {
   }
 }
 
-/** Validates the unpacked header record and builds the layout. */
-function parseHeader(value: unknown, limits: DecoderLimits): CheckpointLayout {
+/**
+ * Validates the unpacked header record and builds the layout. `versionType` is the msgpack type byte of the
+ * version (msgpackr decodes the float 1.0 as the number 1, so only the byte tells an integer).
+ */
+function parseHeader(value: unknown, limits: DecoderLimits, versionType: number): CheckpointLayout {
   if (!isPlainObject(value)) throw errors.malformed(`native header record must be a map, got ${describe(value)}`);
   if (value.format !== NATIVE_FORMAT_NAME) {
     throw errors.malformed(
       `not a trajgate checkpoint: header format is ${describe(value.format)}, expected "${NATIVE_FORMAT_NAME}"`,
+    );
+  }
+  if (typeof value.version === 'number' && !isIntegerType(versionType)) {
+    const encoding = `encoded as a float (type byte 0x${hex(versionType)})`;
+    throw errors.malformed(
+      `native format version must be a msgpack integer, got ${describe(value.version)} ${encoding}`,
     );
   }
   if (value.version !== NATIVE_FORMAT_VERSION) {

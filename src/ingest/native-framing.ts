@@ -47,3 +47,151 @@ export function readUint(bytes: Uint8Array, at: number, width: number): number {
 export function hex(byte: number): string {
   return byte.toString(16).padStart(2, '0');
 }
+
+/** Where the header record ends, and how its top-level `version` value is encoded. */
+export interface HeaderExtent {
+  /** Byte length of the header record. */
+  end: number;
+  /** Type byte of the value of the top-level key "version"; -1 when there is none. */
+  versionType: number;
+}
+
+/** The msgpack type byte encodes an integer (fixint, uint 8-64, int 8-64). */
+export function isIntegerType(type: number): boolean {
+  return type <= 0x7f || (type >= 0xcc && type <= 0xd3) || type >= 0xe0;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * Walks the msgpack header record at the start of `bytes` without building it, iteratively and in linear
+ * time. Returns its extent once it is whole, or `{ missing }`, a lower bound on the bytes still to come.
+ * Rejects (malformed_checkpoint), as soon as it meets them, what the format forbids but msgpackr would
+ * decode: nesting deeper than `maxDepth` (msgpackr recurses once per level), extension types, map keys
+ * that are not strings (or not UTF-8) or that repeat within one map (msgpackr keeps the last), and 0xc1.
+ */
+export function scanHeaderRecord(bytes: Uint8Array, maxDepth: number): HeaderExtent | { missing: number } {
+  const n = bytes.byteLength;
+  /** Per open array or map: items still to come (a map of k entries has 2k items, keys at even counts). */
+  const left: number[] = [];
+  /** Per open container: the keys read so far of a map, null for an array. */
+  const keys: (Set<string> | null)[] = [];
+  let pos = 0;
+  let versionType = -1;
+  let versionNext = false;
+  for (;;) {
+    if (pos >= n) return { missing: 1 };
+    const type = bytes[pos];
+    const top = left.length - 1;
+    const mapKeys = top >= 0 ? keys[top] : null;
+    const isKey = mapKeys !== null && left[top] % 2 === 0;
+    if (versionNext) {
+      versionType = type;
+      versionNext = false;
+    }
+    // The item: `head` bytes of type and length, then `payload` bytes, or `count` items (a container).
+    let head = 1;
+    let payload = 0;
+    let count = -1;
+    let isMap = false;
+    let isString = false;
+    if (type <= 0x7f || type >= 0xe0 || type === 0xc0 || type === 0xc2 || type === 0xc3) {
+      // fixint, nil, bool
+    } else if (type <= 0x8f) {
+      count = type & 0x0f;
+      isMap = true;
+    } else if (type <= 0x9f) {
+      count = type & 0x0f;
+    } else if (type <= 0xbf) {
+      payload = type & 0x1f;
+      isString = true;
+    } else if (type === 0xca || type === 0xcb) {
+      head = type === 0xca ? 5 : 9;
+    } else if (type >= 0xcc && type <= 0xd3) {
+      head = 1 + (1 << (type & 0x3));
+    } else {
+      const width = lengthWidth(type);
+      if (width < 0) {
+        const problem =
+          type === 0xc1
+            ? `it is not valid msgpack: the never-used type byte 0xc1 at offset ${pos}`
+            : `it holds a msgpack extension type (0x${hex(type)}) at offset ${pos}, which the format does not allow`;
+        throw errors.malformed(`native header record: ${problem}`, { offset: pos });
+      }
+      head = 1 + width;
+      if (pos + head > n) return { missing: pos + head - n };
+      const length = readUint(bytes, pos + 1, width);
+      if (type === 0xdc || type === 0xdd) count = length;
+      else if (type === 0xde || type === 0xdf) {
+        count = length;
+        isMap = true;
+      } else {
+        payload = length;
+        isString = type >= 0xd9;
+      }
+    }
+    if (isKey && !isString) {
+      throw errors.malformed(`native header: a map key at offset ${pos} is not a string (type byte 0x${hex(type)})`, {
+        offset: pos,
+      });
+    }
+    const end = pos + head + payload;
+    if (end > n) return { missing: end - n };
+    if (isKey) {
+      let key: string;
+      try {
+        key = utf8.decode(bytes.subarray(pos + head, end));
+      } catch {
+        throw errors.malformed(`native header: the map key at offset ${pos} is not valid UTF-8`, { offset: pos });
+      }
+      if (mapKeys.has(key)) {
+        throw errors.malformed(`native header repeats the key '${key}' in one map (at offset ${pos})`, {
+          key,
+          offset: pos,
+        });
+      }
+      mapKeys.add(key);
+      versionNext = top === 0 && key === 'version';
+    }
+    pos = end;
+    if (count > 0) {
+      if (left.length === maxDepth) {
+        throw errors.malformed(`native header nests arrays or maps deeper than ${maxDepth} levels (at offset ${pos})`, {
+          limit: maxDepth,
+          offset: pos,
+        });
+      }
+      left.push(isMap ? 2 * count : count);
+      keys.push(isMap ? new Set() : null);
+      continue;
+    }
+    // An item is complete: count it in its container, closing every container it completes.
+    for (;;) {
+      if (left.length === 0) return { end: pos, versionType };
+      if (--left[left.length - 1] > 0) break;
+      left.pop();
+      keys.pop();
+    }
+  }
+}
+
+/** Length bytes after the type byte of a str8-32, bin8-32, array16/32 or map16/32; -1 for anything else. */
+function lengthWidth(type: number): number {
+  switch (type) {
+    case 0xc4:
+    case 0xd9:
+      return 1;
+    case 0xc5:
+    case 0xda:
+    case 0xdc:
+    case 0xde:
+      return 2;
+    case 0xc6:
+    case 0xdb:
+    case 0xdd:
+    case 0xdf:
+      return 4;
+    default:
+      return -1;
+  }
+}

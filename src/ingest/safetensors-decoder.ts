@@ -2,7 +2,7 @@ import { AppError, errors } from '../errors.js';
 import { DTYPE_SIZES } from '@trajgate/sdk/wire/dtypes';
 import type { CheckpointDecoder, CheckpointLayout, DecoderLimits, TensorMeta, TensorVisitor } from './decoder.js';
 import { ElementSlicer } from './element-slicer.js';
-import { checkDtype, checkMetadata, checkShape, describe, isPlainObject } from './header-checks.js';
+import { MAX_HEADER_DEPTH, checkDtype, checkMetadata, checkShape, describe, isPlainObject } from './header-checks.js';
 
 /**
  * Streaming safetensors decoder. Body: an 8-byte little-endian u64 header length N, N bytes of UTF-8 JSON
@@ -18,6 +18,13 @@ export function createSafetensorsDecoder(visitor: TensorVisitor, limits: Decoder
 
 const PREFIX_BYTES = 8;
 const OPEN_BRACE = 0x7b;
+const CLOSE_BRACE = 0x7d;
+const OPEN_BRACKET = 0x5b;
+const CLOSE_BRACKET = 0x5d;
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const COMMA = 0x2c;
+const COLON = 0x3a;
 
 interface Entry extends TensorMeta {
   begin: number;
@@ -173,9 +180,16 @@ interface ParsedHeader {
 function parseHeader(bytes: Uint8Array, limits: DecoderLimits): ParsedHeader {
   if (bytes[0] !== OPEN_BRACE)
     throw errors.malformed(`safetensors header must start with '{', got byte 0x${bytes[0].toString(16)}`);
+  let text: string;
   let json: unknown;
   try {
-    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch (err) {
+    throw errors.malformed(`safetensors header is not valid UTF-8 JSON: ${(err as Error).message}`);
+  }
+  checkStructure(text);
+  try {
+    json = JSON.parse(text);
   } catch (err) {
     throw errors.malformed(`safetensors header is not valid UTF-8 JSON: ${(err as Error).message}`);
   }
@@ -240,5 +254,77 @@ function checkContiguous(entries: Entry[]): void {
     }
     cursor = e.end;
     previous = e.name;
+  }
+}
+
+/**
+ * One linear pass over the header text, before JSON.parse, for what JSON.parse cannot report: nesting deeper
+ * than MAX_HEADER_DEPTH (any recursive walk over the parsed value could then exhaust the stack) and a key
+ * repeated within one object (JSON.parse silently keeps the last). It reads only strings, brackets, commas
+ * and colons; on text that is not JSON it stops and leaves the error to JSON.parse.
+ */
+function checkStructure(text: string): void {
+  /** Per open container: its keys so far (an object) or null (an array). */
+  const keys: (Set<string> | null)[] = [];
+  /** Per open container: the key it is the value of, when its parent is an object. */
+  const names: (string | null)[] = [];
+  let expectKey = false;
+  let lastKey: string | null = null;
+  // The next backslash at or after the current string's start; only ever searched forward (linear time).
+  let backslash = text.indexOf('\\');
+  const n = text.length;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === QUOTE) {
+      let end = text.indexOf('"', i + 1);
+      if (end < 0) return;
+      if (backslash !== -1 && backslash < i) backslash = text.indexOf('\\', i);
+      const escaped = backslash !== -1 && backslash < end;
+      if (escaped) {
+        end = backslash;
+        while (end < n && text.charCodeAt(end) !== QUOTE) end += text.charCodeAt(end) === BACKSLASH ? 2 : 1;
+        if (end >= n) return;
+        backslash = text.indexOf('\\', end);
+      }
+      const object = keys[keys.length - 1];
+      if (expectKey && object) {
+        let key: string;
+        try {
+          key = escaped ? (JSON.parse(text.slice(i, end + 1)) as string) : text.slice(i + 1, end);
+        } catch {
+          return;
+        }
+        if (object.has(key)) {
+          const path = names.filter((name) => name !== null);
+          const where = path.length > 0 ? ` in ${path.map((name) => describe(name)).join(' > ')}` : '';
+          throw errors.malformed(`safetensors header repeats the key ${describe(key)}${where}: keys must be unique`, {
+            key,
+            path,
+          });
+        }
+        object.add(key);
+        lastKey = key;
+        expectKey = false;
+      }
+      i = end;
+    } else if (c === OPEN_BRACE || c === OPEN_BRACKET) {
+      if (keys.length === MAX_HEADER_DEPTH) {
+        throw errors.malformed(
+          `safetensors header nests arrays or objects deeper than ${MAX_HEADER_DEPTH} levels (at character ${i})`,
+          { limit: MAX_HEADER_DEPTH, offset: i },
+        );
+      }
+      names.push(keys.length > 0 && keys[keys.length - 1] !== null ? lastKey : null);
+      keys.push(c === OPEN_BRACE ? new Set() : null);
+      expectKey = c === OPEN_BRACE;
+    } else if (c === CLOSE_BRACE || c === CLOSE_BRACKET) {
+      keys.pop();
+      names.pop();
+      expectKey = false;
+    } else if (c === COMMA) {
+      expectKey = keys.length > 0 && keys[keys.length - 1] !== null;
+    } else if (c === COLON) {
+      expectKey = false;
+    }
   }
 }

@@ -19,6 +19,7 @@ import type { TensorData, TensorSpec } from './safetensors.js';
  *             dtypes.ts; BOOL is one byte, 0 or 1); shape [] is a scalar (one element). A tensor's byte
  *             length is product(shape) * size(dtype).
  *   metadata: optional; a map of string keys to string values
+ * Every key of every map is a string, unique within its map; the header nests at most 64 levels deep.
  * Readers cap the header's encoded size and the tensor count (the trajgate server: 16 MiB and 100,000 by
  * default; see TRAJGATE_MAX_HEADER_KB and TRAJGATE_MAX_TENSORS).
  *
