@@ -216,7 +216,7 @@ describe('checkpoint upload and download', () => {
       ],
       [
         'unsupported dtype',
-        () => withHeader({ w: { dtype: 'F8_E4M3', shape: [2], data_offsets: [0, 2] } }, new Uint8Array(2)),
+        () => withHeader({ w: { dtype: 'C64', shape: [2], data_offsets: [0, 16] } }, new Uint8Array(16)),
         'unsupported_dtype',
         422,
       ],
