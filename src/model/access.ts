@@ -1,3 +1,4 @@
+import type { AuditEntry } from '@trajgate/sdk/contract';
 import { z } from 'zod';
 
 /** Roles in order: each includes the ones before it (docs/architecture.md §8). */
@@ -57,15 +58,8 @@ export interface NewAuditEntry {
   details?: Record<string, unknown>;
 }
 
-export interface AuditRecord {
-  id: number;
-  at: string;
-  actor: string;
-  action: AuditAction;
-  run: string | null;
-  step: number | null;
-  details: Record<string, unknown>;
-}
+/** An audit entry as stored and served: the wire contract's AuditEntry. */
+export type AuditRecord = AuditEntry;
 
 /** Whether `scope` (patterns as in RunScopePattern) covers the run `id`. */
 export function scopeCovers(scope: readonly string[], id: string): boolean {
