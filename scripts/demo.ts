@@ -13,17 +13,11 @@
  *
  *   npm run demo -- [--url http://localhost:8080] [--token tg_...] [--steps 900] [--checkpoint-every 30] [--budget 8]
  */
-import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
-import { pino } from 'pino';
 import { formatTable } from '../src/cli/table.js';
-import { loadConfig } from '../src/config.js';
 import { TrajgateClient } from '@trajgate/sdk';
-import { startServer } from '../src/server.js';
+import { type EmbeddedGateway, startEmbeddedGateway } from './lib/embedded-gateway.js';
 import { trainMnist, type TrainMnistOptions } from './lib/mnist-train.js';
 
 const { values } = parseArgs({
@@ -70,8 +64,7 @@ function progress(label: string): cliProgress.SingleBar {
 
 async function main(): Promise<void> {
   const started = performance.now();
-  let dataDir: string | null = null;
-  let server: Awaited<ReturnType<typeof startServer>> | null = null;
+  let gateway: EmbeddedGateway | null = null;
   const runId = `demo-${Date.now().toString(36)}`;
   // `client` trains and reads; `setup` sets the run's policy (an operator's action).
   let client: TrajgateClient;
@@ -79,25 +72,12 @@ async function main(): Promise<void> {
   if (values.url) {
     client = setup = new TrajgateClient({ url: values.url, token: values.token });
   } else {
-    dataDir = await mkdtemp(path.join(os.tmpdir(), 'trajgate-demo-'));
-    const adminToken = randomBytes(32).toString('base64url');
-    server = await startServer(
-      loadConfig({
-        TRAJGATE_DATA_DIR: dataDir,
-        PORT: '0',
-        HOST: '127.0.0.1',
-        TRAJGATE_AUTH: 'tokens',
-        TRAJGATE_ADMIN_TOKEN: adminToken,
-      }),
-      pino({ level: 'warn' }),
-    );
-    const admin = new TrajgateClient({ url: server.url, token: adminToken });
-    const writer = await admin.createToken({ name: 'demo-training', role: 'writer', runs: [runId] });
-    client = new TrajgateClient({ url: server.url, token: writer.token });
-    setup = admin;
+    gateway = await startEmbeddedGateway('demo', [runId]);
+    client = gateway.client;
+    setup = gateway.admin;
     console.log(
-      `gateway on embedded defaults with access control at ${server.url} (data in ${dataDir}); ` +
-        `training with writer token ${writer.id}, scoped to ${runId}`,
+      `gateway on embedded defaults with access control at ${gateway.url} (data in ${gateway.dataDir}); ` +
+        `training with writer token ${gateway.writer.id}, scoped to ${runId}`,
     );
   }
   try {
@@ -159,8 +139,7 @@ async function main(): Promise<void> {
     );
     console.log(`demo wall time ${((performance.now() - started) / 1000).toFixed(1)} s`);
   } finally {
-    await server?.close();
-    if (dataDir) await rm(dataDir, { recursive: true, force: true });
+    await gateway?.close();
   }
 }
 

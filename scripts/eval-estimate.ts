@@ -26,15 +26,9 @@
  * - Baselines: distance from initialisation ||w_T − w_0|| / sqrt(n), and − final training loss.
  */
 import { trainMnist, type TrainMnistOptions } from './lib/mnist-train.js';
-import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { pino } from 'pino';
-import { loadConfig } from '../src/config.js';
 import { TrajgateClient } from '@trajgate/sdk';
-import { startServer } from '../src/server.js';
+import { startEmbeddedGateway } from './lib/embedded-gateway.js';
 import type { TensorData } from '@trajgate/sdk/wire/safetensors';
 
 const { values: args } = parseArgs({
@@ -180,27 +174,8 @@ const mean = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0) / 
 /** The gateway: one of yours (--url), or embedded with access control on, used through a writer token. */
 async function openGateway(): Promise<{ client: TrajgateClient; close(): Promise<void> }> {
   if (args.url) return { client: new TrajgateClient({ url: args.url, token: args.token }), close: async () => {} };
-  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'trajgate-eval-estimate-'));
-  const adminToken = randomBytes(32).toString('base64url');
-  const server = await startServer(
-    loadConfig({
-      TRAJGATE_DATA_DIR: dataDir,
-      PORT: '0',
-      HOST: '127.0.0.1',
-      TRAJGATE_AUTH: 'tokens',
-      TRAJGATE_ADMIN_TOKEN: adminToken,
-    }),
-    pino({ level: 'warn' }),
-  );
-  const admin = new TrajgateClient({ url: server.url, token: adminToken });
-  const writer = await admin.createToken({ name: 'eval-estimate', role: 'writer', runs: [`${runPrefix}*`] });
-  return {
-    client: new TrajgateClient({ url: server.url, token: writer.token }),
-    async close() {
-      await server.close();
-      await rm(dataDir, { recursive: true, force: true });
-    },
-  };
+  const gateway = await startEmbeddedGateway('eval-estimate', [`${runPrefix}*`]);
+  return gateway;
 }
 const gateway = await openGateway();
 
