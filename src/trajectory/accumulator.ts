@@ -13,13 +13,12 @@ import {
   ACC_SIZE,
   ACC_SUM,
   ACC_SUM_SQ,
-  ExactIntegerStats,
   MAX_K,
   feedFloat,
-  feedInteger,
   releaseWork,
   type SketchTarget,
 } from './kernels.js';
+import { ExactIntegerStats, feedInteger } from './int-stats.js';
 import { SKETCH_VERSION, nameHash } from './sketch-hash.js';
 import { planTensorSketches, type TensorSketchPlan } from './tensor-sketch-plan.js';
 import type { CheckpointSummary, SketchSpec, TensorStats } from '../model/summary.js';
