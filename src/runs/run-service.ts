@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream';
 import type { Catalog, MetricQuery } from '../catalog/catalog.js';
 import { AppError, errors } from '../errors.js';
 import type { RunEstimates } from '../estimate/run-estimates.js';
-import type { Estimate, HistoryEntry, PhaseSpan } from '../estimate/types.js';
+import type { Estimate, HistoryEntry } from '../estimate/types.js';
 import type { CheckpointIngest, IngestOutcome, IngestRequest } from '../ingest/ingest-checkpoint.js';
 import type {
   CheckpointRecord,
@@ -16,13 +16,13 @@ import type { RetentionDecision } from '../retention/engine.js';
 import type { Policy } from '../model/policy.js';
 import type { RetentionService } from '../retention/service.js';
 import type { BlobStore, ByteRange } from '../storage/blob-store.js';
-import { phaseBoundaries, type PhaseMethod } from '../trajectory/phase-segmentation.js';
+import type { PhaseMethod } from '../trajectory/phase-segmentation.js';
 import { analyseRun, type RunTrajectory } from '../trajectory/run-analysis.js';
 import type { AuditAction } from '../model/access.js';
 import type { Telemetry } from '../observability/telemetry.js';
 import { KeyedLock } from '../util/keyed-lock.js';
 import { DEFAULT_POLICY_NAME, type PolicyBook } from './policy-book.js';
-import { loadRunSnapshot, type RunSnapshot } from './run-snapshot.js';
+import { estimateSpans, loadRunSnapshot, type RunSnapshot } from './run-snapshot.js';
 import type { TrajectoryRecorder } from './trajectory-recorder.js';
 
 /** Who asks: the actor recorded in the audit trail, and the run scope new runs count against. */
@@ -393,20 +393,4 @@ export class RunService {
     await this.requireRun(run);
     throw errors.checkpointNotFound(run, step);
   }
-}
-
-/**
- * The run's phases as step spans covering every step: the first from −1, each up to its last checkpoint,
- * the last also holding the steps logged after the newest checkpoint.
- */
-function estimateSpans(snapshot: RunSnapshot): PhaseSpan[] {
-  const boundaries = phaseBoundaries(
-    snapshot.checkpoints.map((c) => c.step),
-    snapshot.phases,
-  );
-  return boundaries.map((b, i) => ({
-    name: b.phase,
-    fromStep: i === 0 ? -1 : boundaries[i - 1].toStep,
-    toStep: i === boundaries.length - 1 ? Number.MAX_SAFE_INTEGER : b.toStep,
-  }));
 }

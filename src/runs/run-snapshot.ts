@@ -1,7 +1,8 @@
 import type { Catalog } from '../catalog/catalog.js';
+import type { PhaseSpan } from '../estimate/types.js';
 import type { CheckpointRecord, RunRecord } from '../model/records.js';
 import type { Policy } from '../model/policy.js';
-import { segmentRun, type PhaseAssignment } from '../trajectory/phase-segmentation.js';
+import { phaseBoundaries, segmentRun, type PhaseAssignment } from '../trajectory/phase-segmentation.js';
 
 /** A checkpoint whose trajectory indicators are computed (every committed one, once its commit finished). */
 export type AnalysedCheckpoint = CheckpointRecord & { indicators: NonNullable<CheckpointRecord['indicators']> };
@@ -38,4 +39,20 @@ export async function loadRunSnapshot(catalog: Catalog, run: RunRecord, policy: 
     policy.phase,
   );
   return { run, policy, checkpoints, trainLoss, phases };
+}
+
+/**
+ * The run's phases as step spans covering every step: the first from −1, each up to its last checkpoint,
+ * the last also holding the steps logged after the newest checkpoint.
+ */
+export function estimateSpans(snapshot: RunSnapshot): PhaseSpan[] {
+  const boundaries = phaseBoundaries(
+    snapshot.checkpoints.map((c) => c.step),
+    snapshot.phases,
+  );
+  return boundaries.map((b, i) => ({
+    name: b.phase,
+    fromStep: i === 0 ? -1 : boundaries[i - 1].toStep,
+    toStep: i === boundaries.length - 1 ? Number.MAX_SAFE_INTEGER : b.toStep,
+  }));
 }
