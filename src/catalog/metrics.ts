@@ -127,7 +127,12 @@ export async function batchProgress(
       .where('run_id', '=', run)
       .where('batch_key', '=', key)
       .executeTakeFirstOrThrow(),
-    db.selectFrom('metric_batches').select('points').where('run_id', '=', run).where('batch_key', '=', key).executeTakeFirst(),
+    db
+      .selectFrom('metric_batches')
+      .select('points')
+      .where('run_id', '=', run)
+      .where('batch_key', '=', key)
+      .executeTakeFirst(),
   ]);
   return { stored: num(count.n), folded: batch !== undefined };
 }
