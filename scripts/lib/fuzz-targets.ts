@@ -455,7 +455,8 @@ async function sweepStore(env: HttpEnv): Promise<void> {
     if (!isValidPolicyName(p.name)) violated(`a policy with an invalid name was stored: ${show(p.name)}`);
   }
   for (const key of await blobsUnder(env, '')) {
-    const m = /^runs\/([^/]+)\/checkpoints\/\d{10}-[0-9a-z]+\.(safetensors|tgckpt|json)$/.exec(key);
+    // {step:010d}: at least 10 digits (a step up to 2^53 - 1 takes 16).
+    const m = /^runs\/([^/]+)\/checkpoints\/\d{10,16}-[0-9a-z]+\.(safetensors|tgckpt|json)$/.exec(key);
     if (!m || !isValidRunId(m[1])) violated(`a blob key outside the layout: ${show(key)}`);
   }
   await assertNothingStaged(env, () => 'after all cases');
