@@ -25,7 +25,7 @@ import path from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { isDeepStrictEqual } from 'node:util';
 import fc from 'fast-check';
-import { pack } from 'msgpackr';
+import { pack, unpack } from 'msgpackr';
 import request from 'supertest';
 import { ERROR_CODES, ERROR_STATUS, type ErrorCode } from '@trajgate/sdk/contract';
 import { DTYPES, DTYPE_SIZES, elementCount, isFloatDtype, type Dtype } from '@trajgate/sdk/wire/dtypes';
@@ -1010,7 +1010,12 @@ function buildCheckpoint(c: CheckpointCase): BuiltCheckpoint {
   const built = c.format === 'safetensors' ? buildSafetensors(c, tensors, metadata) : buildNative(c, tensors, metadata);
   let body = built.body;
   for (const m of c.mutations) body = mutate(body, m);
-  return { body, expected: c.mutations.length === 0 ? built.expected : null };
+  return { body, expected: c.mutations.length === 0 && !nativeProtoKey(c) ? built.expected : null };
+}
+
+/** A native header whose metadata has a `__proto__` key: refused, since msgpack decoders rename that key. */
+function nativeProtoKey(c: CheckpointCase): boolean {
+  return c.format === 'native' && (c.spec.metadata?.some(([k]) => k === '__proto__') ?? false);
 }
 
 /**
@@ -1018,6 +1023,9 @@ function buildCheckpoint(c: CheckpointCase): BuiltCheckpoint {
  * a single header edit without byte mutations is judged: edits can undo each other.
  */
 function mustRefuse(c: CheckpointCase): string | null {
+  if (!c.raw && c.mutations.length === 0 && c.stEdits.length + c.nvEdits.length === 0 && nativeProtoKey(c)) {
+    return "a '__proto__' map key in a native header";
+  }
   if (c.raw || c.mutations.length > 0 || c.stEdits.length + c.nvEdits.length !== 1) return null;
   const hasTensors = c.spec.tensors.length > 0;
   const st = c.stEdits[0];
@@ -2360,8 +2368,12 @@ function metricsContentType(c: MetricsCase): string | null {
   }
 }
 
-/** Whether the batch is valid by construction (the gateway must accept it) or invalid (it must refuse). */
-function metricsValidity(c: MetricsCase, points: PointCase[]): boolean {
+/**
+ * Whether the batch is valid by construction (the gateway must accept it) or invalid (it must refuse); null for
+ * arbitrary bytes or bytes appended (whitespace after JSON, say), which may be either.
+ */
+function metricsValidity(c: MetricsCase, points: PointCase[]): boolean | null {
+  if (c.body.kind === 'bytes' || c.body.kind === 'append') return null;
   // A charset parameter means nothing to msgpack; JSON must be UTF-8.
   const typeOk =
     c.contentType === 'right' ||
@@ -2374,17 +2386,36 @@ function metricsValidity(c: MetricsCase, points: PointCase[]): boolean {
     bodyOk &&
     (c.wrap === 'array' || c.wrap === 'points') &&
     points.length <= MAX_POINTS_PER_BATCH &&
-    points.every((p) => p.valid)
+    points.every((p) => p.valid && !hasProtoExtra(p.value))
   );
 }
 
+/** An `extra` key `__proto__` is refused: copying the point would turn it into a prototype and lose it. */
+function hasProtoExtra(point: unknown): boolean {
+  const extra = typeof point === 'object' && point !== null ? (point as { extra?: unknown }).extra : undefined;
+  return typeof extra === 'object' && extra !== null && Object.hasOwn(extra, '__proto__');
+}
+
 /** What the catalog must hold after an accepted batch: the points, sent as `encoding`, ordered by step. */
-function expectedSeries(points: PointCase[], encoding: 'json' | 'msgpack'): unknown[] {
-  const values = points.map((p) => (encoding === 'json' ? viaJson(p.value) : p.value));
-  const order = values.map((v, i) => ({ v, i, step: Number((v as PointValue).step) }));
+function expectedSeries(values: unknown[], encoding: 'json' | 'msgpack'): unknown[] {
+  const sent = values.map((v) => (encoding === 'json' ? viaJson(v) : v));
+  const order = sent.map((v, i) => ({ v, i, step: Number(isRecord(v) ? v.step : Number.NaN) }));
   order.sort((a, b) => a.step - b.step || a.i - b.i);
   // -0 is stored as 0 (SQLite REAL, JSON text of extra); compared after a JSON round trip on both sides.
   return order.map((o) => viaJson(o.v));
+}
+
+/** The points arbitrary bytes hold, decoded as the gateway would (an array, or the array of {points}). */
+function decodedPoints(encoding: 'json' | 'msgpack', body: Uint8Array): unknown[] {
+  let batch: unknown;
+  try {
+    const bom = body[0] === 0xef && body[1] === 0xbb && body[2] === 0xbf ? 3 : 0;
+    batch = encoding === 'json' ? JSON.parse(Buffer.from(body.subarray(bom)).toString('utf8')) : unpack(body);
+  } catch {
+    return [];
+  }
+  if (Array.isArray(batch)) return batch;
+  return isRecord(batch) && Array.isArray(batch.points) ? batch.points : [];
 }
 
 const metricsTarget: FuzzTarget = {
@@ -2420,16 +2451,17 @@ async function checkMetrics(env: HttpEnv, c: MetricsCase): Promise<Outcome> {
   const outcome = outcomeOf(answer, what);
   const stored = await catalog.listMetrics(run, { limit: 1_000_000 });
   if (answer.status >= 400) {
-    if (valid) violated(`${what()}: a valid batch was refused: ${answer.text.slice(0, 400)}`);
+    if (valid === true) violated(`${what()}: a valid batch was refused: ${answer.text.slice(0, 400)}`);
     if (stored.length > 0) violated(`${what()}: refused, but ${stored.length} points were stored`);
     if (await catalog.getRun(run)) violated(`${what()}: refused, but run '${run}' was created`);
     return outcome;
   }
   if (answer.status !== 200) violated(`${what()}: answered ${answer.status}`);
-  if (!valid) violated(`${what()}: an invalid batch was accepted: ${answer.text.slice(0, 200)}`);
+  if (valid === false) violated(`${what()}: an invalid batch was accepted: ${answer.text.slice(0, 200)}`);
   const accepted = (answer.json as { accepted?: unknown })?.accepted;
-  if (accepted !== points.length) violated(`${what()}: accepted ${show(accepted)} of ${points.length} points`);
-  const want = expectedSeries(points, c.encoding);
+  const sent = c.body.kind === 'bytes' ? decodedPoints(c.encoding, body) : points.map((p) => p.value);
+  if (accepted !== sent.length) violated(`${what()}: accepted ${show(accepted)}, the body holds ${sent.length} points`);
+  const want = expectedSeries(sent, c.encoding);
   const got = stored.map(viaJson);
   if (!isDeepStrictEqual(got, want)) {
     const i = got.findIndex((g, k) => !isDeepStrictEqual(g, want[k]));
@@ -2801,10 +2833,10 @@ async function checkPolicy(env: HttpEnv, c: PolicyCase): Promise<Outcome> {
   // What the body means, and whether it is valid by construction; unknown for free text.
   let parsed: unknown;
   let valid: boolean | null;
-  if (body.kind === 'empty') {
+  if (body.kind === 'empty' || (body.kind === 'text' && body.text === '')) {
     parsed = {};
+    // An empty policy is valid, an empty simulation request means the run's own policy; {} is no run policy.
     valid = c.route !== 'run' && name !== 'default';
-    if (c.route === 'run') valid = false; // {} is neither {"name"} nor {"policy"}
   } else if (body.kind === 'json') {
     parsed = viaJson(body.value);
     valid = body.valid && name !== 'default';

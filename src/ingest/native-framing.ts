@@ -144,6 +144,12 @@ export function scanHeaderRecord(bytes: Uint8Array, maxDepth: number): HeaderExt
       } catch {
         throw errors.malformed(`native header: the map key at offset ${pos} is not valid UTF-8`, { offset: pos });
       }
+      if (key === '__proto__') {
+        // msgpack decoders rename it (msgpackr to `__proto_`), so it could not be kept as sent.
+        throw errors.malformed(`native header: the map key '__proto__' is not allowed (at offset ${pos})`, {
+          offset: pos,
+        });
+      }
       if (mapKeys.has(key)) {
         throw errors.malformed(`native header repeats the key '${key}' in one map (at offset ${pos})`, {
           key,

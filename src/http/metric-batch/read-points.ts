@@ -42,6 +42,8 @@ function invalidPoints(error: z.ZodError, prefix: readonly PropertyKey[], offset
   return new AppError('invalid_request', `invalid metric batch: ${summary}`, { problems });
 }
 
+const PROTO_KEY = Buffer.from('__proto__');
+
 export function batchReader(req: Request, limits: InputLimits): BatchReader {
   const matched = req.is(['json', ...MSGPACK_TYPES]);
   if (!matched) {
@@ -57,6 +59,11 @@ export function batchReader(req: Request, limits: InputLimits): BatchReader {
     const text = hasBom(bytes) ? bytes.subarray(3) : bytes;
     if (text.length > WHOLE_BODY_BYTES) return new JsonBatchReader(text, limits);
     return wholeReader(parseJson(text.toString('utf8')), limits);
+  }
+  // msgpack decoders rename a `__proto__` key (msgpackr to `__proto_`): refuse it rather than store it altered.
+  // Keys are the only strings a metric batch holds, so the bytes are enough to tell.
+  if (bytes.includes(PROTO_KEY)) {
+    throw new AppError('invalid_request', "invalid metric batch: the key '__proto__' is not allowed");
   }
   if (bytes.length > WHOLE_BODY_BYTES) return new MsgpackBatchReader(bytes, limits);
   return wholeReader(unpackWhole(bytes), limits);
