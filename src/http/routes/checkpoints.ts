@@ -85,7 +85,13 @@ export function checkpointRoutes(ctx: AppContext): Router {
       res.end();
       return;
     }
-    await pipeline(body, res);
+    try {
+      await pipeline(body, res);
+    } catch (err) {
+      // A client that goes away mid-download is not a server error; anything else is.
+      if ((err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') return;
+      throw err;
+    }
   });
 
   return router;
