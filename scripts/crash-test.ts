@@ -7,7 +7,8 @@
  *   npx tsx scripts/crash-test.ts [--kills 200] [--seed 1] [--min-delay 200] [--max-delay 1500]
  *     [--preload 2] [--keep] [--log FILE]
  *
- * --min-delay/--max-delay: workload time before each kill (ms); --preload: gateways loading ahead (0: none);
+ * --min-delay/--max-delay: workload time before each kill (ms; one round in five runs up to 3 × max);
+ * --preload: gateways loading ahead (0: none);
  * --keep: keep the data directory; --log: append every gateway log line to FILE.
  *
  * Prints one line per round and the totals; exits 1 when an invariant was violated (the data directory is
@@ -42,7 +43,10 @@ const seed = whole('seed', values.seed);
 const minDelay = whole('min-delay', values['min-delay']);
 const maxDelay = Math.max(minDelay, whole('max-delay', values['max-delay']));
 
-console.log(`crash test: ${kills} kills, seed ${seed}, kill after ${minDelay}-${maxDelay} ms of workload`);
+console.log(
+  `crash test: ${kills} kills, seed ${seed}, kill after ${minDelay}-${maxDelay} ms of workload ` +
+    `(one round in five up to ${3 * maxDelay} ms)`,
+);
 const result = await runCrashTest({
   kills,
   seed,

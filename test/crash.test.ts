@@ -53,18 +53,20 @@ describe('crash safety: SIGKILL at random moments, restart, reconcile', () => {
     assert.deepEqual(
       found('pin'),
       [],
-      `${INVARIANTS.pin}. KNOWN GAP if the detail names a retry: an upload with ?pin=true whose first answer a ` +
+      `${INVARIANTS.pin}. KNOWN BUG (issue 11 report) if the detail names a retry: an upload with ?pin=true whose first answer a ` +
         'kill cut after the catalog row (before the run-lock work) is answered 200 unchanged by the retry, ' +
         'and the unchanged path (src/runs/run-service.ts, RunService.receive) returns before applying the pin',
     );
     assert.deepEqual(
       found('partial'),
       [],
-      `${INVARIANTS.partial}. KNOWN RACE if the detail says "listed kept but its bytes are deleted": the ` +
-        'collector (src/retention/collector.ts, collectDiscarded) deletes a discarded checkpoint outside the ' +
-        "run's lock; a retention decision under the lock that read the row before markBlobDeleted re-keeps it " +
-        '(available), then markBlobDeleted (src/catalog/kysely-catalog.ts, unconditional on status) marks the ' +
-        'kept row deleted: listed kept, download 503',
+      `${INVARIANTS.partial}. KNOWN BUG (issue 11 report), both from collectDiscarded ` +
+        '(src/retention/collector.ts) deleting bytes before it records the deletion, outside the run lock: ' +
+        '(1) "its blob is missing" / "download answers 503": a kill between its deletes and markBlobDeleted ' +
+        'leaves a discarded row that still claims its bytes; a later decision (any upload, pin or restore) ' +
+        're-keeps it, and collectDiscarded lists only discarded rows, so it stays kept without bytes; ' +
+        '(2) "bytes are deleted (contentAvailable false)": without a kill, a decision re-keeps the row between ' +
+        'listDueDeletions and markBlobDeleted, which marks it regardless of status (src/catalog/kysely-catalog.ts)',
     );
   });
 });

@@ -136,7 +136,10 @@ export interface CrashOptions {
   dataDir?: string;
   /** Keep the data directory at the end (default: keep only when violations were found). */
   keepDataDir?: boolean;
-  /** Workload time before each kill, drawn uniformly in [min, max] ms. */
+  /**
+   * Workload time before each kill, drawn uniformly in [min, max] ms — in one round of five in [max, 3·max],
+   * so that uploads slower than `max` (a loaded machine, a grown run) also get acknowledged now and then.
+   */
   killDelayMs?: readonly [number, number];
   /** Append every line the gateways log (JSON, one per line) to this file, for reading a failure. */
   gatewayLog?: string;
@@ -200,6 +203,8 @@ const STEP_GAP = 10;
 const METRIC_WINDOW = 20_000;
 const METRIC_LIMIT = 100_000;
 const START_TIMEOUT_MS = 60_000;
+/** The share of rounds whose kill comes after [max, 3·max] ms of workload (see CrashOptions.killDelayMs). */
+const LONG_ROUNDS = 0.2;
 /** Gateways loading ahead (see spawnGateway): loading takes seconds, a round about one. */
 const PRELOADED = 2;
 const REQUEST_TIMEOUT_MS = 30_000;
@@ -1021,7 +1026,8 @@ export async function runCrashTest(options: CrashOptions): Promise<CrashResult> 
         loops.push(metricWriter(url, run, live, counters, flag));
       }
       loops.push(pinner(url, runs, rand, live, counters, flag));
-      const delay = Math.round(minDelay + rand() * (maxDelay - minDelay));
+      const long = rand() < LONG_ROUNDS;
+      const delay = Math.round(long ? maxDelay * (1 + 2 * rand()) : minDelay + rand() * (maxDelay - minDelay));
       await sleep(delay);
       const inFlight = {
         uploadsMidBody: counters.midBody,
