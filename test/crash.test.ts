@@ -53,8 +53,8 @@ describe('crash safety: SIGKILL at random moments, restart, reconcile', () => {
     assert.deepEqual(
       found('pin'),
       [],
-      `${INVARIANTS.pin}. KNOWN BUG (issue 11 report) if the detail names a retry: an upload with ?pin=true whose first answer a ` +
-        'kill cut after the catalog row (before the run-lock work) is answered 200 unchanged by the retry, ' +
+      `${INVARIANTS.pin}. KNOWN BUG (issue 11 report) if the detail names a retry: an upload with ?pin=true ` +
+        'whose first answer a kill cut after the catalog row (before the run-lock work) is answered 200 unchanged, ' +
         'and the unchanged path (src/runs/run-service.ts, RunService.receive) returns before applying the pin',
     );
     assert.deepEqual(
