@@ -5,6 +5,8 @@ import { after, before, describe, it } from 'node:test';
 import { encodeSafetensors } from '@trajgate/sdk/wire/safetensors';
 import { pino } from 'pino';
 import request from 'supertest';
+import { CheckpointIngest } from '../src/ingest/ingest-checkpoint.js';
+import { collectDiscarded } from '../src/retention/collector.js';
 import { reconcile } from '../src/retention/reconcile.js';
 import { checkpointDataKey, manifestKeyFor } from '../src/storage/keys.js';
 import { createTestGateway, listAllBlobs, type TestGateway } from './helpers/gateway.js';
@@ -98,5 +100,60 @@ describe('reconciliation after a crash', () => {
       assert.equal(found.orphans, 2);
       assert.deepEqual((await listAllBlobs(gw.context)).sort(), committed.sort());
     });
+  });
+});
+
+describe('what a crash or a race between the collector and a decision may leave', () => {
+  it('a retried upload finishes the work a crash cut after the catalog row: indicators, estimate, the pin', async () => {
+    const gw = await createTestGateway();
+    after(() => gw.close());
+    await request(gw.app).put('/v1/runs/retry').send({}).expect(201);
+    const { config, catalog, blobs, logger } = gw.context;
+    // The commit alone, as if the process died before the run-lock work.
+    const ingest = new CheckpointIngest(blobs, catalog, config.limits, logger);
+    async function* one(b: Buffer) {
+      yield new Uint8Array(b);
+    }
+    await ingest.ingest({ run: 'retry', step: 5, body: one(body(5)), contentType: 'application/vnd.safetensors' });
+    assert.equal((await catalog.getCheckpoint('retry', 5))?.indicators, null);
+    const res = await request(gw.app)
+      .put('/v1/runs/retry/checkpoints/5?pin=true')
+      .set('content-type', 'application/vnd.safetensors')
+      .send(body(5))
+      .expect(200);
+    assert.equal(res.body.pinned, true, 'the retry applies the pin');
+    assert.notEqual(res.body.indicators, null, 'and computes the indicators');
+    assert.ok(res.body.decision, 'and decides');
+  });
+
+  it('the collector never deletes the bytes of a checkpoint kept again, and never leaves a kept one without them', async () => {
+    const gw = await createTestGateway();
+    after(() => gw.close());
+    await request(gw.app)
+      .put('/v1/runs/race/policy')
+      .send({ policy: { budget: { maxCheckpoints: 1 }, latest: 1, graceSeconds: 0 } })
+      .expect(200);
+    await uploadTwo(gw, 'race');
+    const { catalog, blobs } = gw.context;
+    const discarded = (await catalog.getCheckpoint('race', 10))!;
+    assert.equal(discarded.status, 'discarded');
+    // A decision keeps it again between the collector's listing and its deletion.
+    await catalog.applyRetention('race', [
+      { step: 10, status: 'kept', classes: ['pinned'], reasons: ['pinned'], discardedAt: null, deleteAfter: null },
+    ]);
+    assert.equal(await catalog.markBlobDeleted('race', 10), false, 'a kept checkpoint cannot be claimed');
+    assert.equal(await collectDiscarded(catalog, blobs, quiet), 0);
+    assert.ok(await blobs.head(discarded.blobKey), 'its bytes are still there');
+
+    // Claimed, then the process dies before the bytes go: unavailable, and reconciliation removes the bytes.
+    await catalog.applyRetention('race', [
+      { step: 10, status: 'discarded', classes: [], reasons: ['evicted'], discardedAt: null, deleteAfter: null },
+    ]);
+    assert.equal(await catalog.markBlobDeleted('race', 10), true);
+    assert.equal((await catalog.getCheckpoint('race', 10))?.contentAvailable, false);
+    const later = new Date(Date.now() + 10 * MINUTE);
+    const found = await reconcile(catalog, blobs, quiet, 5 * MINUTE, later);
+    assert.equal(found.orphans, 2, "the claimed checkpoint's blob and manifest");
+    assert.ok(!(await blobs.head(discarded.blobKey)));
   });
 });

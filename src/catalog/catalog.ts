@@ -38,7 +38,7 @@ export interface Catalog {
   getCheckpoint(run: string, step: number): Promise<CheckpointRecord | null>;
   /** The run's checkpoint with the lowest step, or null. */
   firstCheckpoint(run: string): Promise<CheckpointRecord | null>;
-  /** The upload id of each committed checkpoint of the run, by step (what reconciliation keeps). */
+  /** The upload id of each committed checkpoint of the run whose bytes are not deleted, by step (what reconciliation keeps). */
   uploadIds(run: string): Promise<Map<number, string>>;
   /** The run's checkpoints ordered by step. */
   listCheckpoints(run: string, filter?: { status?: CheckpointStatus }): Promise<CheckpointRecord[]>;
@@ -73,8 +73,13 @@ export interface Catalog {
     now: string,
     limit: number,
   ): Promise<{ run: string; step: number; blobKey: string; bytes: number }[]>;
-  /** Records that a checkpoint's bytes are gone, with its audit entries, in one transaction. */
-  markBlobDeleted(run: string, step: number, audit?: readonly NewAuditEntry[]): Promise<void>;
+  /**
+   * Claims a discarded checkpoint's bytes for deletion, with its audit entries, in one transaction — before
+   * the bytes are deleted. False (and nothing written) when the checkpoint is no longer discarded (a later
+   * decision or a restore kept it) or was claimed already. A claimed checkpoint is unavailable: no decision
+   * keeps it again, and reconciliation removes bytes a crash left behind.
+   */
+  markBlobDeleted(run: string, step: number, audit?: readonly NewAuditEntry[]): Promise<boolean>;
   /** Stores a new token (its secret only as a hash) and audits its creation, in one transaction. */
   insertToken(token: NewToken): Promise<TokenRecord>;
   tokenBySecretHash(hash: string): Promise<(TokenRecord & { secretHash: string }) | null>;

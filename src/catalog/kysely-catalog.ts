@@ -112,6 +112,7 @@ export class KyselyCatalog implements Catalog {
         .selectFrom('checkpoints')
         .select(['step', 'upload_id'])
         .where('run_id', '=', run)
+        .where('blob_deleted', '=', 0)
         .execute();
       return new Map(rows.map((r) => [num(r.step), r.upload_id]));
     });
@@ -332,19 +333,24 @@ export class KyselyCatalog implements Catalog {
     });
   }
 
-  markBlobDeleted(run: string, step: number, audit: readonly NewAuditEntry[] = []): Promise<void> {
+  markBlobDeleted(run: string, step: number, audit: readonly NewAuditEntry[] = []): Promise<boolean> {
     return guard('markBlobDeleted', () =>
       this.db.transaction().execute(async (trx) => {
-        await trx
+        const res = await trx
           .updateTable('checkpoints')
           .set({ blob_deleted: 1 })
           .where('run_id', '=', run)
           .where('step', '=', step)
-          .execute();
+          .where('status', '=', 'discarded')
+          .where('blob_deleted', '=', 0)
+          .executeTakeFirst();
+        if (!(res.numUpdatedRows > 0n)) return false;
         await appendAudit(trx, audit);
+        return true;
       }),
     );
   }
+
 
   metricAtCheckpoints(
     run: string,

@@ -36,14 +36,17 @@ async function collectDiscardedBytes(
     let progressed = 0;
     for (const { run, step, blobKey, bytes: size } of due) {
       try {
+        // Claim first: a checkpoint kept again meanwhile is skipped, and a crash after the claim leaves bytes
+        // that reconciliation removes — never a kept checkpoint without its bytes.
+        const audit = [{ actor: 'collector', action: 'checkpoint.delete' as const, run, step }];
+        if (!(await catalog.markBlobDeleted(run, step, audit))) continue;
         await blobs.delete(blobKey);
         await blobs.delete(manifestKeyFor(blobKey));
-        await catalog.markBlobDeleted(run, step, [{ actor: 'collector', action: 'checkpoint.delete', run, step }]);
         deleted++;
         bytes += size;
         progressed++;
       } catch (err) {
-        logger.warn({ err, run, step }, 'could not delete a discarded checkpoint; will retry');
+        logger.warn({ err, run, step }, 'could not delete the bytes of a discarded checkpoint; reconciliation will');
       }
     }
     if (due.length < BATCH || progressed === 0) return { deleted, bytes };

@@ -158,18 +158,25 @@ export class RunService {
   private async receive(req: UploadRequest): Promise<UploadOutcome> {
     if (!(await this.deps.catalog.getRun(req.run))) await this.admitNewRun(req.run, req.caller);
     const received = await this.deps.ingest.ingest(req);
-    if (received.status === 'unchanged') return { ...received, decision: null };
     const { run, step } = req;
+    // The same bytes again (a retry) finish what a crash may have cut: the commit's locked work, the pin.
+    const { indicators, pinned } = received.checkpoint;
+    if (received.status === 'unchanged' && indicators !== null && (pinned || !req.pin)) {
+      return { ...received, decision: null };
+    }
     return this.lock.run(run, async () => {
-      await this.deps.trajectory.record(run, step);
-      await this.deps.estimates.addCheckpoint(run, step);
-      this.deps.telemetry.folded('checkpoints', 1);
-      if (req.pin) {
+      const current = await this.requireCheckpoint(run, step);
+      if (current.indicators === null) {
+        await this.deps.trajectory.record(run, step);
+        await this.deps.estimates.addCheckpoint(run, step);
+        this.deps.telemetry.folded('checkpoints', 1);
+      }
+      if (req.pin && !current.pinned) {
         await this.deps.catalog.setPinned(run, step, true);
         await this.audit(req.caller, 'checkpoint.pin', run, step);
       }
       const decision = await this.decide(await this.requireRun(run), req.caller);
-      return { status: 'created', checkpoint: await this.requireCheckpoint(run, step), decision };
+      return { status: received.status, checkpoint: await this.requireCheckpoint(run, step), decision };
     });
   }
 
