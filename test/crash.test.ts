@@ -50,23 +50,7 @@ describe('crash safety: SIGKILL at random moments, restart, reconcile', () => {
     assert.deepEqual(found('lost-points'), [], INVARIANTS['lost-points']);
     assert.deepEqual(found('response'), [], INVARIANTS.response);
     assert.deepEqual(found('shutdown'), [], INVARIANTS.shutdown);
-    assert.deepEqual(
-      found('pin'),
-      [],
-      `${INVARIANTS.pin}. KNOWN BUG (issue 11 report) if the detail names a retry: an upload with ?pin=true ` +
-        'whose first answer a kill cut after the catalog row (before the run-lock work) is answered 200 unchanged, ' +
-        'and the unchanged path (src/runs/run-service.ts, RunService.receive) returns before applying the pin',
-    );
-    assert.deepEqual(
-      found('partial'),
-      [],
-      `${INVARIANTS.partial}. KNOWN BUG (issue 11 report), both from collectDiscarded ` +
-        '(src/retention/collector.ts) deleting bytes before it records the deletion, outside the run lock: ' +
-        '(1) "its blob is missing" / "download answers 503": a kill between its deletes and markBlobDeleted ' +
-        'leaves a discarded row that still claims its bytes; a later decision (any upload, pin or restore) ' +
-        're-keeps it, and collectDiscarded lists only discarded rows, so it stays kept without bytes; ' +
-        '(2) "bytes are deleted (contentAvailable false)": without a kill, a decision re-keeps the row between ' +
-        'listDueDeletions and markBlobDeleted, which marks it regardless of status (src/catalog/kysely-catalog.ts)',
-    );
+    assert.deepEqual(found('pin'), [], INVARIANTS.pin);
+    assert.deepEqual(found('partial'), [], INVARIANTS.partial);
   });
 });
