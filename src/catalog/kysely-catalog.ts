@@ -351,7 +351,6 @@ export class KyselyCatalog implements Catalog {
     );
   }
 
-
   metricAtCheckpoints(
     run: string,
     field: MetricField,
