@@ -38,6 +38,7 @@ import { createNativeDecoder } from '../../src/ingest/native-decoder.js';
 import { createSafetensorsDecoder } from '../../src/ingest/safetensors-decoder.js';
 import { sniffFormat } from '../../src/ingest/sniff.js';
 import { createTestGateway, type TestGateway } from '../../test/helpers/gateway.js';
+import { mulberry32 } from './mnist-data.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // The harness: targets, tallies, violations
@@ -193,17 +194,8 @@ export function shortFailure(failure: string): string {
 // Small helpers
 // ---------------------------------------------------------------------------------------------------------------
 
-/** mulberry32: seeded bytes for tensor data and large batches. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded bytes for tensor data and large batches: the harness's mulberry32. */
+const prng = mulberry32;
 
 /** Defines an own enumerable property, so that a key named `__proto__` is a key like any other. */
 function setOwn(target: Record<string, unknown>, key: string, value: unknown): void {
