@@ -38,7 +38,7 @@ async function bench(label: string, url: string): Promise<void> {
       const t0 = performance.now();
       const stored = await catalog.appendMetrics(run, points);
       const t1 = performance.now();
-      const back = await catalog.listMetrics(run, { limit: n + 1 });
+      const back = (await catalog.listMetrics(run, { limit: n + 1 })).items;
       const t2 = performance.now();
       if (stored !== n || back.length !== n) throw new Error(`stored ${stored}, read back ${back.length} of ${n}`);
       append = Math.min(append, t1 - t0);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import request from 'supertest';
-import type { MetricQuery } from '../src/catalog/catalog.js';
+import type { MetricPage, MetricQuery } from '../src/catalog/catalog.js';
 import { EstimateAccumulator, type CheckpointUpdate } from '../src/estimate/accumulator.js';
 import { currentEstimate } from '../src/estimate/estimate.js';
 import { estimateHistory } from '../src/estimate/history.js';
@@ -98,13 +98,22 @@ class MemoryCatalog implements EstimateCatalog {
     this.checkpoints.set(record.run, [...(this.checkpoints.get(record.run) ?? []), record]);
   }
 
-  async getEstimateState(run: string): Promise<unknown> {
+  readonly versions = new Map<string, number>();
+
+  async getEstimateState(run: string): Promise<{ state: unknown; version: number } | null> {
     const text = this.states.get(run);
-    return text === undefined ? null : JSON.parse(text);
+    return text === undefined ? null : { state: JSON.parse(text), version: this.versions.get(run) ?? 0 };
   }
 
-  async putEstimateState(run: string, state: unknown): Promise<void> {
+  async estimateStateVersion(run: string): Promise<number | null> {
+    return this.states.has(run) ? (this.versions.get(run) ?? 0) : null;
+  }
+
+  async putEstimateState(run: string, state: unknown): Promise<number> {
     this.states.set(run, JSON.stringify(state));
+    const version = (this.versions.get(run) ?? 0) + 1;
+    this.versions.set(run, version);
+    return version;
   }
 
   async getCheckpoint(run: string, step: number): Promise<CheckpointRecord | null> {
@@ -116,11 +125,18 @@ class MemoryCatalog implements EstimateCatalog {
     return [...(this.checkpoints.get(run) ?? [])].sort((a, b) => a.step - b.step);
   }
 
-  async listMetrics(run: string, query: MetricQuery): Promise<MetricPoint[]> {
+  /** The cursor's `seq` is the point's index in step order. */
+  async listMetrics(run: string, query: MetricQuery): Promise<MetricPage> {
     this.calls.listMetrics++;
-    return byStep(this.points.get(run) ?? [])
-      .filter((p) => p.step >= (query.fromStep ?? 0) && p.step <= (query.toStep ?? Number.POSITIVE_INFINITY))
+    const from = query.after === undefined ? 0 : query.after.seq + 1;
+    const items = byStep(this.points.get(run) ?? [])
+      .map((p, seq) => ({ p, seq }))
+      .slice(from)
+      .filter(({ p }) => p.step >= (query.fromStep ?? 0) && p.step <= (query.toStep ?? Number.POSITIVE_INFINITY))
       .slice(0, query.limit);
+    const last = items[items.length - 1];
+    const next = items.length === query.limit && last ? { step: last.p.step, seq: last.seq } : null;
+    return { items: items.map(({ p }) => p), next };
   }
 }
 
@@ -229,7 +245,7 @@ describe('estimate state: rebuilt from the catalog', () => {
       const got = await estimates.current(runRecord('r'), { phases });
       assert.deepEqual(got, currentEstimate(expected, { trainSize: N, phases }));
       assert.deepEqual(await estimates.history(runRecord('r')), estimateHistory(expected, { trainSize: N }));
-      assert.deepEqual(await catalog.getEstimateState('r'), expected.toJSON(), 'the fresh state is stored');
+      assert.deepEqual((await catalog.getEstimateState('r'))?.state, expected.toJSON(), 'the fresh state is stored');
     }
   });
 
@@ -269,7 +285,7 @@ describe('estimate state: rebuilt from the catalog', () => {
     }
     catalog.append('r', points.slice(300));
     await afterCheckpoint.addMetrics('r', points.slice(300));
-    assert.deepEqual(await catalog.getEstimateState('r'), expected.toJSON());
+    assert.deepEqual((await catalog.getEstimateState('r'))?.state, expected.toJSON());
   });
 });
 
@@ -327,8 +343,8 @@ describe('estimate state over REST', () => {
     const history = await request(restarted).get('/v1/runs/corrupt/estimate/history').expect(200);
     assert.deepEqual(history.body, (await request(gw.app).get('/v1/runs/clean/estimate/history').expect(200)).body);
     assert.deepEqual(
-      await gw.context.catalog.getEstimateState('corrupt'),
-      await gw.context.catalog.getEstimateState('clean'),
+      (await gw.context.catalog.getEstimateState('corrupt'))?.state,
+      (await gw.context.catalog.getEstimateState('clean'))?.state,
       'the rebuilt state is stored',
     );
   });

@@ -300,7 +300,7 @@ describe('limits: large batches (read a chunk at a time)', () => {
     const expected = EstimateAccumulator.create()
       .add(batch.map((p) => MetricPoint.parse(p)))
       .toJSON();
-    assert.deepEqual(await gw.context.catalog.getEstimateState('folded'), expected);
+    assert.deepEqual((await gw.context.catalog.getEstimateState('folded'))?.state, expected);
   });
 
   it('refuses the outside probes: 150,000 extra keys, and a batch one point over the limit', async () => {

@@ -2441,7 +2441,7 @@ async function checkMetrics(env: HttpEnv, c: MetricsCase): Promise<Outcome> {
   // node:http, not supertest: superagent serialises a Buffer body sent as application/json as JSON itself.
   const answer = await rawRequest(env, 'POST', urlPath, type === null ? {} : { 'content-type': type }, body);
   const outcome = outcomeOf(answer, what);
-  const stored = await catalog.listMetrics(run, { limit: 1_000_000 });
+  const stored = (await catalog.listMetrics(run, { limit: 1_000_000 })).items;
   if (answer.status >= 400) {
     if (valid === true) violated(`${what()}: a valid batch was refused: ${answer.text.slice(0, 400)}`);
     if (stored.length > 0) violated(`${what()}: refused, but ${stored.length} points were stored`);

@@ -3,6 +3,7 @@ import type { CheckpointSummary } from '../model/summary.js';
 import type { CheckpointFormat } from '@trajgate/sdk/wire/formats';
 import type {
   CheckpointIndicators,
+  CheckpointListItem,
   CheckpointRecord,
   CheckpointStatus,
   MetricField,
@@ -40,8 +41,12 @@ export interface Catalog {
   firstCheckpoint(run: string): Promise<CheckpointRecord | null>;
   /** The upload id of each committed checkpoint of the run whose bytes are not deleted, by step (what reconciliation keeps). */
   uploadIds(run: string): Promise<Map<number, string>>;
-  /** The run's checkpoints ordered by step. */
-  listCheckpoints(run: string, filter?: { status?: CheckpointStatus }): Promise<CheckpointRecord[]>;
+  /**
+   * The run's checkpoints ordered by step: those after `afterStep`, at most `limit`. Tensor tables (one
+   * entry per tensor: the bulk of a record) only with `tensors: true`.
+   */
+  listCheckpoints(run: string, query: CheckpointListQuery & { tensors: true }): Promise<CheckpointRecord[]>;
+  listCheckpoints(run: string, query?: CheckpointListQuery): Promise<CheckpointListItem[]>;
 
   /** Trajectory summaries of the run's checkpoints (all, or those at `steps`), ordered by step. */
   getSummaries(run: string, steps?: readonly number[]): Promise<CheckpointSummary[]>;
@@ -56,8 +61,11 @@ export interface Catalog {
   /** Points stored under an idempotent batch's key, and whether the batch was recorded as folded. */
   batchProgress(run: string, key: string): Promise<{ stored: number; folded: boolean }>;
   deleteBatchPoints(run: string, key: string): Promise<void>;
-  /** Points ordered by (step, arrival), with step in [fromStep, toStep], at most `limit`. */
-  listMetrics(run: string, query: MetricQuery): Promise<MetricPoint[]>;
+  /**
+   * Points ordered by (step, arrival), with step in [fromStep, toStep], after the cursor `after`, at most
+   * `limit`; `next` is the cursor after the last point when the page is full, else null.
+   */
+  listMetrics(run: string, query: MetricQuery): Promise<MetricPage>;
 
   /** Creates or replaces a named policy (stored as given; validated by the caller). */
   putPolicy(name: string, policy: Record<string, unknown>): Promise<{ created: boolean; record: PolicyRecord }>;
@@ -90,10 +98,31 @@ export interface Catalog {
   appendAudit(entries: readonly NewAuditEntry[]): Promise<void>;
   listAudit(query: AuditQuery): Promise<AuditRecord[]>;
 
-  /** The run's stored generalization-estimate state (opaque JSON), or null. */
-  getEstimateState(run: string): Promise<unknown>;
-  /** Stores the state; with `folded`, also records that batch as folded, in one transaction. */
-  putEstimateState(run: string, state: unknown, folded?: { key: string; points: number }): Promise<void>;
+  /**
+   * The run's stored generalization-estimate state (opaque JSON) and its version, or null. The version
+   * grows by one with every put, so a process holding a parsed copy can tell whether another wrote since.
+   */
+  getEstimateState(run: string): Promise<{ state: unknown; version: number } | null>;
+  /** The stored state's version alone (cheap), or null when none is stored. */
+  estimateStateVersion(run: string): Promise<number | null>;
+  /**
+   * Stores the state and returns its new version; with `folded`, also records that batch as folded, in one
+   * transaction.
+   */
+  putEstimateState(run: string, state: unknown, folded?: { key: string; points: number }): Promise<number>;
+
+  /**
+   * Runs `work` holding the lock named `key`: no other holder of that key, in this process or in any other
+   * process sharing the catalog, runs meanwhile; callers queue in arrival order per process. SQLite serves
+   * one process (an in-process queue); Postgres adds a session advisory lock, released when `work` ends or
+   * when the holding process dies.
+   */
+  exclusive<T>(key: string, work: () => Promise<T>): Promise<T>;
+  /**
+   * Runs `work` only if the lock named `key` is free right now (a lease for duties one replica at a time
+   * does, such as the collector); `ran: false` without waiting otherwise.
+   */
+  tryExclusive<T>(key: string, work: () => Promise<T>): Promise<{ ran: true; value: T } | { ran: false }>;
 
   /**
    * Per checkpoint of the run (ordered by step), the mean or the last value of `field` logged in
@@ -141,10 +170,33 @@ export interface RetentionOutcome {
   deleteAfter: string | null;
 }
 
+export interface CheckpointListQuery {
+  status?: CheckpointStatus;
+  /** Only checkpoints with a greater step. */
+  afterStep?: number;
+  /** At most this many; all when absent. */
+  limit?: number;
+  /** Include each checkpoint's tensor table. */
+  tensors?: boolean;
+}
+
+/** Where a metric page ends: the last point's step and its arrival sequence number. */
+export interface MetricCursor {
+  step: number;
+  seq: number;
+}
+
 export interface MetricQuery {
   fromStep?: number;
   toStep?: number;
+  /** Only points after this one in (step, arrival) order. */
+  after?: MetricCursor;
   limit: number;
+}
+
+export interface MetricPage {
+  items: MetricPoint[];
+  next: MetricCursor | null;
 }
 
 export interface NewToken {

@@ -4,6 +4,7 @@ import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, SqliteDialect } from 'kysely';
 import type { Catalog } from './catalog.js';
 import { KyselyCatalog } from './kysely-catalog.js';
+import { ProcessLocks } from './locks.js';
 import { runMigrations } from './migrations.js';
 import type { Database } from './schema.js';
 
@@ -48,7 +49,7 @@ export async function openCatalog(url: string): Promise<Catalog> {
       await db.destroy();
       throw err;
     }
-    return new KyselyCatalog(db);
+    return new KyselyCatalog(db, new ProcessLocks());
   });
 }
 

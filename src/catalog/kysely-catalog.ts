@@ -12,6 +12,8 @@ import {
 import type {
   AuditQuery,
   Catalog,
+  CheckpointListQuery,
+  MetricPage,
   MetricQuery,
   NewCheckpoint,
   NewToken,
@@ -21,23 +23,26 @@ import type {
 import type { CheckpointSummary } from '../model/summary.js';
 import type {
   CheckpointIndicators,
+  CheckpointListItem,
   CheckpointRecord,
-  CheckpointStatus,
   MetricField,
   MetricPoint,
   RunInput,
   RunPolicyRef,
   RunRecord,
 } from '../model/records.js';
-import { getEstimateState, putEstimateState } from './estimate-states.js';
+import { estimateStateVersion, getEstimateState, putEstimateState } from './estimate-states.js';
 import { guard } from './guard.js';
+import type { CatalogLocks } from './locks.js';
 import { appendMetrics, batchProgress, deleteBatchPoints, listMetrics, metricAtCheckpoints } from './metrics.js';
 import { getPolicy, listPolicies, putPolicy } from './policies.js';
 import {
+  CHECKPOINT_COLUMNS_BUT_TENSORS,
   inserted,
   newRunRow,
   num,
   runPatch,
+  toCheckpointListItem,
   toCheckpointRecord,
   toCheckpointRow,
   toRunRecord,
@@ -49,11 +54,23 @@ import type { Database } from './schema.js';
 /**
  * The Catalog on Kysely. Every query here and in the per-table modules it delegates to (metrics.ts,
  * policies.ts, estimate-states.ts) is portable SQL (ON CONFLICT ... DO NOTHING, LIMIT, no RETURNING
- * reliance), so the same class serves SQLite and Postgres; only `factory.ts` knows the dialect. Row
- * mapping lives in rows.ts; every query runs under `guard`, so failures surface as catalog_unavailable.
+ * reliance), so the same class serves SQLite and Postgres; only `factory.ts` knows the dialect, and hands in
+ * the dialect's locks. Row mapping lives in rows.ts; every query runs under `guard`, so failures surface as
+ * catalog_unavailable.
  */
 export class KyselyCatalog implements Catalog {
-  constructor(private readonly db: Kysely<Database>) {}
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly locks: CatalogLocks,
+  ) {}
+
+  exclusive<T>(key: string, work: () => Promise<T>): Promise<T> {
+    return this.locks.exclusive(key, work);
+  }
+
+  tryExclusive<T>(key: string, work: () => Promise<T>): Promise<{ ran: true; value: T } | { ran: false }> {
+    return this.locks.tryExclusive(key, work);
+  }
 
   putRun(id: string, input: RunInput): Promise<{ run: RunRecord; created: boolean }> {
     return guard('putRun', () =>
@@ -201,11 +218,17 @@ export class KyselyCatalog implements Catalog {
     });
   }
 
-  listCheckpoints(run: string, filter?: { status?: CheckpointStatus }): Promise<CheckpointRecord[]> {
+  listCheckpoints(run: string, query: CheckpointListQuery & { tensors: true }): Promise<CheckpointRecord[]>;
+  listCheckpoints(run: string, query?: CheckpointListQuery): Promise<CheckpointListItem[]>;
+  listCheckpoints(run: string, query: CheckpointListQuery = {}): Promise<CheckpointListItem[]> {
     return guard('listCheckpoints', async () => {
-      let q = this.db.selectFrom('checkpoints').selectAll().where('run_id', '=', run).orderBy('step');
-      if (filter?.status !== undefined) q = q.where('status', '=', filter.status);
-      return (await q.execute()).map(toCheckpointRecord);
+      let q = this.db.selectFrom('checkpoints').where('run_id', '=', run).orderBy('step');
+      if (query.status !== undefined) q = q.where('status', '=', query.status);
+      if (query.afterStep !== undefined) q = q.where('step', '>', query.afterStep);
+      if (query.limit !== undefined) q = q.limit(query.limit);
+      // The tensor column is left unread unless asked for: it is most of a row (and, on Postgres, TOASTed).
+      if (query.tensors) return (await q.selectAll().execute()).map(toCheckpointRecord);
+      return (await q.select(CHECKPOINT_COLUMNS_BUT_TENSORS).execute()).map(toCheckpointListItem);
     });
   }
 
@@ -251,7 +274,7 @@ export class KyselyCatalog implements Catalog {
     return guard('deleteBatchPoints', () => deleteBatchPoints(this.db, run, key));
   }
 
-  listMetrics(run: string, query: MetricQuery): Promise<MetricPoint[]> {
+  listMetrics(run: string, query: MetricQuery): Promise<MetricPage> {
     return guard('listMetrics', () => listMetrics(this.db, run, query));
   }
 
@@ -359,11 +382,15 @@ export class KyselyCatalog implements Catalog {
     return guard('metricAtCheckpoints', () => metricAtCheckpoints(this.db, run, field, mode));
   }
 
-  getEstimateState(run: string): Promise<unknown> {
+  getEstimateState(run: string): Promise<{ state: unknown; version: number } | null> {
     return guard('getEstimateState', () => getEstimateState(this.db, run));
   }
 
-  putEstimateState(run: string, state: unknown, folded?: { key: string; points: number }): Promise<void> {
+  estimateStateVersion(run: string): Promise<number | null> {
+    return guard('estimateStateVersion', () => estimateStateVersion(this.db, run));
+  }
+
+  putEstimateState(run: string, state: unknown, folded?: { key: string; points: number }): Promise<number> {
     return guard('putEstimateState', () => putEstimateState(this.db, run, state, folded));
   }
 
@@ -374,6 +401,9 @@ export class KyselyCatalog implements Catalog {
   }
 
   close(): Promise<void> {
-    return guard('close', () => this.db.destroy());
+    return guard('close', async () => {
+      await this.locks.close();
+      await this.db.destroy();
+    });
   }
 }

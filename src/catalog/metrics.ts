@@ -4,7 +4,7 @@
  */
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { type Insertable, type Kysely, type Selectable, sql } from 'kysely';
-import type { MetricQuery } from './catalog.js';
+import type { MetricPage, MetricQuery } from './catalog.js';
 import { METRIC_FIELDS, type MetricField, type MetricPoint } from '../model/records.js';
 import { num } from './rows.js';
 import type { Database, MetricPointsTable } from './schema.js';
@@ -54,18 +54,30 @@ export async function appendMetrics(
   return points.length;
 }
 
-/** Points ordered by (step, arrival), with step in [fromStep, toStep], at most `limit`. */
-export async function listMetrics(db: Kysely<Database>, run: string, query: MetricQuery): Promise<MetricPoint[]> {
+/**
+ * Points ordered by (step, arrival), with step in [fromStep, toStep], after the cursor, at most `limit`. The
+ * arrival order is the row id, which grows across the table; the cursor is the last point's (step, id).
+ */
+export async function listMetrics(db: Kysely<Database>, run: string, query: MetricQuery): Promise<MetricPage> {
   let q = db
     .selectFrom('metric_points')
-    .select(METRIC_SELECT)
+    .select([...METRIC_SELECT, 'id'])
     .where('run_id', '=', run)
     .orderBy('step')
     .orderBy('id')
     .limit(query.limit);
   if (query.fromStep !== undefined) q = q.where('step', '>=', query.fromStep);
   if (query.toStep !== undefined) q = q.where('step', '<=', query.toStep);
-  return (await q.execute()).map(toMetricPoint);
+  const after = query.after;
+  if (after !== undefined) {
+    q = q.where((eb) =>
+      eb.or([eb('step', '>', after.step), eb.and([eb('step', '=', after.step), eb('id', '>', after.seq)])]),
+    );
+  }
+  const rows = await q.execute();
+  const last = rows[rows.length - 1];
+  const next = rows.length === query.limit && last ? { step: num(last.step), seq: num(last.id) } : null;
+  return { items: rows.map(toMetricPoint), next };
 }
 
 /**

@@ -184,6 +184,15 @@ function migrations(dialect: SqlDialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0007_estimate_version': {
+      async up(db: Kysely<unknown>) {
+        // Gateways sharing a catalog cache parsed estimate states; the version tells them when to re-read.
+        await db.schema
+          .alterTable('estimate_states')
+          .addColumn('version', 'bigint', (c) => c.notNull().defaultTo(0))
+          .execute();
+      },
+    },
   };
 }
 

@@ -9,6 +9,7 @@ import {
   RunPolicyRef as RunPolicyRefSchema,
   CheckpointIndicators as CheckpointIndicatorsSchema,
   CheckpointRecord as CheckpointRecordSchema,
+  type CheckpointListItem,
   type CheckpointRecord,
   type CheckpointStatus,
   type RunInput,
@@ -119,7 +120,33 @@ export function toSummary(row: SummaryRow): CheckpointSummary {
 
 const CheckpointEnums = CheckpointRecordSchema.pick({ format: true, status: true });
 
+/** Every checkpoints column but `tensors`, for listings. */
+export const CHECKPOINT_COLUMNS_BUT_TENSORS = [
+  'run_id',
+  'step',
+  'upload_id',
+  'sha256',
+  'bytes',
+  'format',
+  'status',
+  'blob_key',
+  'metadata',
+  'indicators',
+  'classes',
+  'reasons',
+  'pinned',
+  'blob_deleted',
+  'discarded_at',
+  'delete_after',
+  'created_at',
+] as const satisfies readonly Exclude<keyof CheckpointsTable, 'tensors'>[];
+
 export function toCheckpointRecord(row: Selectable<CheckpointsTable>): CheckpointRecord {
+  return { ...toCheckpointListItem(row), tensors: JSON.parse(row.tensors) as TensorEntry[] };
+}
+
+/** The record without its tensor table. */
+export function toCheckpointListItem(row: Omit<Selectable<CheckpointsTable>, 'tensors'>): CheckpointListItem {
   // format and status are checked: a stray value in the database must not reach clients as a valid enum.
   const { format, status } = CheckpointEnums.parse({ format: row.format, status: row.status });
   return {
@@ -131,7 +158,6 @@ export function toCheckpointRecord(row: Selectable<CheckpointsTable>): Checkpoin
     format,
     status,
     blobKey: row.blob_key,
-    tensors: JSON.parse(row.tensors) as TensorEntry[],
     metadata: row.metadata === null ? null : (JSON.parse(row.metadata) as Record<string, string>),
     indicators: row.indicators === null ? null : CheckpointIndicatorsSchema.parse(JSON.parse(row.indicators)),
     classes: JSON.parse(row.classes) as string[],

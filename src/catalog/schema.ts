@@ -1,4 +1,4 @@
-import type { ColumnType, Generated } from 'kysely';
+import type { ColumnType } from 'kysely';
 
 /**
  * The catalog's tables as Kysely sees them. Only portable column types: JSON is stored as text, booleans as
@@ -51,6 +51,8 @@ export interface EstimateStatesTable {
   /** JSON of the estimate accumulator's state. */
   state: string;
   updated_at: string;
+  /** 1 for the first state stored, one more with each later put. */
+  version: ColumnType<number | string, number | undefined, number>;
 }
 
 export interface PoliciesTable {
@@ -119,8 +121,8 @@ export interface CheckpointSummariesTable {
 }
 
 export interface MetricPointsTable {
-  /** Arrival order within a step. */
-  id: Generated<Int>;
+  /** Arrival order (grows across the table). Assigned by the database. */
+  id: ColumnType<number | string, never, never>;
   run_id: string;
   step: Int;
   train_loss: number | null;

@@ -1,4 +1,4 @@
-import type { Catalog } from '../catalog/catalog.js';
+import type { Catalog, MetricCursor } from '../catalog/catalog.js';
 import type { CheckpointRecord, MetricPoint } from '../model/records.js';
 import { EstimateAccumulator, type CheckpointUpdate } from './accumulator.js';
 
@@ -31,39 +31,19 @@ export async function rebuildAccumulator(
   pageSize: number = REBUILD_PAGE,
 ): Promise<EstimateAccumulator> {
   const acc = EstimateAccumulator.create();
-  const updates = (await catalog.listCheckpoints(run)).map(checkpointUpdate);
+  const updates = (await catalog.listCheckpoints(run, { tensors: true })).map(checkpointUpdate);
   acc.addCheckpoints(updates.filter((u): u is CheckpointUpdate => u !== null));
   for await (const page of metricPages(catalog, run, pageSize)) acc.add(page);
   return acc;
 }
 
-/**
- * The run's points in step order, in pages of about `pageSize` that never split a step (the catalog pages by
- * step range only): a full page gives back its last step's points, which start the next page; a step with
- * more points than a page is read whole with a growing limit.
- */
+/** The run's points in (step, arrival) order, in pages of `pageSize`, following the catalog's cursor. */
 async function* metricPages(catalog: RebuildSource, run: string, pageSize: number): AsyncGenerator<MetricPoint[]> {
-  let fromStep = 0;
+  let after: MetricCursor | undefined;
   for (;;) {
-    const page = await catalog.listMetrics(run, { fromStep, limit: pageSize });
-    if (page.length < pageSize) {
-      if (page.length > 0) yield page;
-      return;
-    }
-    const lastStep = page[page.length - 1].step;
-    const cut = page.findIndex((p) => p.step === lastStep);
-    if (cut > 0) {
-      yield page.slice(0, cut);
-      fromStep = lastStep;
-      continue;
-    }
-    for (let limit = 2 * pageSize; ; limit *= 2) {
-      const step = await catalog.listMetrics(run, { fromStep: lastStep, toStep: lastStep, limit });
-      if (step.length < limit) {
-        yield step;
-        break;
-      }
-    }
-    fromStep = lastStep + 1;
+    const page = await catalog.listMetrics(run, { after, limit: pageSize });
+    if (page.items.length > 0) yield page.items;
+    if (page.next === null) return;
+    after = page.next;
   }
 }

@@ -11,8 +11,14 @@ import type { Estimate, HistoryEntry, PhaseSpan } from './types.js';
 /** The catalog calls RunEstimates makes (a Catalog has them all). */
 export type EstimateCatalog = Pick<
   Catalog,
-  'getEstimateState' | 'putEstimateState' | 'getCheckpoint' | 'listCheckpoints' | 'listMetrics'
+  'getEstimateState' | 'estimateStateVersion' | 'putEstimateState' | 'getCheckpoint' | 'listCheckpoints' | 'listMetrics'
 >;
+
+/** A parsed state and the stored version it equals. */
+interface Cached {
+  acc: EstimateAccumulator;
+  version: number;
+}
 
 interface Loaded {
   acc: EstimateAccumulator;
@@ -31,13 +37,14 @@ interface Loaded {
  * A read that rebuilds while a metric batch is between its catalog append and addMetrics folds that batch
  * twice: the sums stay the same (same-step records merge idempotently, folded steps drop the repeats), the
  * counts of points, fields seen and late points grow.
+ *
+ * Several gateways may share the catalog: each keeps its own parsed copies, and every use first compares
+ * the copy's version with the stored one (one indexed read), re-reading the state when another gateway
+ * wrote since. Callers hold the run's catalog-wide lock, so no write lands between that check and the use.
  */
 export class RunEstimates {
-  /**
-   * Parsed accumulators of recently used runs, so reads skip parsing the stored state. Every write in this
-   * process goes through here; a second gateway writing the same run would need a version check.
-   */
-  private readonly cache = new Map<string, EstimateAccumulator>();
+  /** Parsed accumulators of recently used runs, so reads skip parsing the stored state while it is current. */
+  private readonly cache = new Map<string, Cached>();
   /** Loads in progress, so concurrent calls for a run share one accumulator. */
   private readonly loading = new Map<string, Promise<Loaded>>();
   private static readonly CACHE_RUNS = 64;
@@ -54,14 +61,14 @@ export class RunEstimates {
     const { acc, rebuilt } = await this.load(run);
     if (rebuilt) {
       // The rebuild replayed the catalog, this batch included; only the batch's record is missing.
-      if (folded) await this.catalog.putEstimateState(run, acc.toJSON(), folded);
+      if (folded) await this.store(run, acc, folded);
       return;
     }
     for (let i = 0; i < points.length; i += RunEstimates.ADD_CHUNK) {
       if (i > 0) await nextTurn();
       acc.add(points.length <= RunEstimates.ADD_CHUNK ? points : points.slice(i, i + RunEstimates.ADD_CHUNK));
     }
-    await this.catalog.putEstimateState(run, acc.toJSON(), folded);
+    await this.store(run, acc, folded);
   }
 
   /** Feeds the gateway's own update norm for a committed checkpoint (used when clients log none). */
@@ -72,7 +79,7 @@ export class RunEstimates {
     const { acc, rebuilt } = await this.load(run);
     if (rebuilt) return;
     acc.addCheckpoints([update]);
-    await this.catalog.putEstimateState(run, acc.toJSON());
+    await this.store(run, acc);
   }
 
   /** The caller has checked that the run exists and supplies its phase segmentation. */
@@ -97,8 +104,10 @@ export class RunEstimates {
     const cached = this.cache.get(run);
     if (cached) {
       this.cache.delete(run);
-      this.cache.set(run, cached);
-      return { acc: cached, rebuilt: false };
+      if (cached.version === (await this.catalog.estimateStateVersion(run))) {
+        this.cache.set(run, cached);
+        return { acc: cached.acc, rebuilt: false };
+      }
     }
     const inFlight = this.loading.get(run);
     if (inFlight) return { acc: (await inFlight).acc, rebuilt: false };
@@ -114,18 +123,28 @@ export class RunEstimates {
   /** The stored state, migrated or rebuilt as needed (and then stored back), entered in the cache. */
   private async restore(run: string): Promise<Loaded> {
     const stored = await this.catalog.getEstimateState(run);
-    const restored = stored === null ? EstimateAccumulator.create() : EstimateAccumulator.restore(stored);
+    const restored = stored === null ? EstimateAccumulator.create() : EstimateAccumulator.restore(stored.state);
     const rebuilt = restored === null;
     const acc = restored ?? (await rebuildAccumulator(this.catalog, run));
-    if (rebuilt || !isCurrentVersion(stored)) await this.catalog.putEstimateState(run, acc.toJSON());
-    this.cache.set(run, acc);
-    if (this.cache.size > RunEstimates.CACHE_RUNS) this.cache.delete(this.cache.keys().next().value!);
+    if (rebuilt || (stored !== null && !isCurrentVersion(stored.state))) await this.store(run, acc);
+    else this.remember(run, { acc, version: stored?.version ?? 0 });
     return { acc, rebuilt };
+  }
+
+  /** Stores the state and caches it at the version the catalog gave it. */
+  private async store(run: string, acc: EstimateAccumulator, folded?: { key: string; points: number }): Promise<void> {
+    this.cache.delete(run);
+    const version = await this.catalog.putEstimateState(run, acc.toJSON(), folded);
+    this.remember(run, { acc, version });
+  }
+
+  private remember(run: string, entry: Cached): void {
+    this.cache.set(run, entry);
+    if (this.cache.size > RunEstimates.CACHE_RUNS) this.cache.delete(this.cache.keys().next().value!);
   }
 }
 
-/** Whether a stored state needs no migration (none stored counts as current: nothing to write back). */
+/** Whether a stored state needs no migration. */
 function isCurrentVersion(state: unknown): boolean {
-  if (state === null) return true;
-  return typeof state === 'object' && 'version' in state && state.version === STATE_VERSION;
+  return state !== null && typeof state === 'object' && 'version' in state && state.version === STATE_VERSION;
 }

@@ -110,6 +110,10 @@ export const CheckpointRecord = z.object({
 });
 export type CheckpointRecord = z.infer<typeof CheckpointRecord>;
 
+/** A checkpoint in a list: the record, with its tensor table only when asked for (`?include=tensors`). */
+export const CheckpointListItem = CheckpointRecord.extend({ tensors: z.array(TensorEntry).optional() });
+export type CheckpointListItem = z.infer<typeof CheckpointListItem>;
+
 /** One logged training step. Only `step` is required; absent fields are null in the series. */
 export const MetricPoint = z
   .object({

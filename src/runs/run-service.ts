@@ -1,12 +1,12 @@
 import type { Readable } from 'node:stream';
-import type { Catalog, MetricQuery } from '../catalog/catalog.js';
+import type { Catalog, CheckpointListQuery, MetricPage, MetricQuery } from '../catalog/catalog.js';
 import { AppError, errors } from '../errors.js';
 import type { RunEstimates } from '../estimate/run-estimates.js';
 import type { Estimate, HistoryEntry } from '../estimate/types.js';
 import type { CheckpointIngest, IngestOutcome, IngestRequest } from '../ingest/ingest-checkpoint.js';
 import type {
+  CheckpointListItem,
   CheckpointRecord,
-  CheckpointStatus,
   MetricPoint,
   RunInput,
   RunPolicyRef,
@@ -180,9 +180,10 @@ export class RunService {
     });
   }
 
-  async listCheckpoints(run: string, filter: { status?: CheckpointStatus } = {}): Promise<CheckpointRecord[]> {
+  /** A page of the run's checkpoints (see `Catalog.listCheckpoints`). */
+  async listCheckpoints(run: string, query: CheckpointListQuery = {}): Promise<CheckpointListItem[]> {
     await this.requireRun(run);
-    return this.deps.catalog.listCheckpoints(run, filter.status ? filter : undefined);
+    return this.deps.catalog.listCheckpoints(run, query);
   }
 
   async checkpoint(run: string, step: number): Promise<CheckpointRecord> {
@@ -286,7 +287,7 @@ export class RunService {
     });
   }
 
-  async listMetrics(run: string, query: MetricQuery): Promise<MetricPoint[]> {
+  async listMetrics(run: string, query: MetricQuery): Promise<MetricPage> {
     await this.requireRun(run);
     return this.deps.catalog.listMetrics(run, query);
   }

@@ -189,9 +189,11 @@ export function describeCatalogContract(name: string, open: () => Promise<Opened
     it('stores estimate state per run, replacing it', async () => {
       const run = runId('estimate');
       assert.equal(await catalog.getEstimateState(run), null);
-      await catalog.putEstimateState(run, { n: 1, sums: [1, 2] });
-      await catalog.putEstimateState(run, { n: 2, sums: [3, 4] });
-      assert.deepEqual(await catalog.getEstimateState(run), { n: 2, sums: [3, 4] });
+      assert.equal(await catalog.estimateStateVersion(run), null);
+      assert.equal(await catalog.putEstimateState(run, { n: 1, sums: [1, 2] }), 1);
+      assert.equal(await catalog.putEstimateState(run, { n: 2, sums: [3, 4] }), 2);
+      assert.deepEqual(await catalog.getEstimateState(run), { state: { n: 2, sums: [3, 4] }, version: 2 });
+      assert.equal(await catalog.estimateStateVersion(run), 2);
     });
 
     it('ping succeeds', async () => {
@@ -325,10 +327,24 @@ export function describeCatalogContract(name: string, open: () => Promise<Opened
       for (const step of [30, 10, 20])
         await catalog.insertCheckpoint(checkpoint(run, step, { metadata: null, format: 'native' }));
       await catalog.insertCheckpoint(checkpoint(runId('other'), 15));
-      const all = await catalog.listCheckpoints(run);
+      const all = await catalog.listCheckpoints(run, { tensors: true });
       assert.deepEqual(
         all.map((c) => c.step),
         [10, 20, 30],
+      );
+      const lean = await catalog.listCheckpoints(run);
+      assert.deepEqual(
+        lean,
+        all.map(({ tensors, ...rest }) => rest),
+        'without tensors: everything else',
+      );
+      assert.deepEqual(
+        (await catalog.listCheckpoints(run, { afterStep: 10, limit: 1 })).map((c) => c.step),
+        [20],
+      );
+      assert.deepEqual(
+        (await catalog.listCheckpoints(run, { afterStep: 30, limit: 5 })).map((c) => c.step),
+        [],
       );
       for (const c of all) {
         CheckpointRecord.parse(c);
@@ -362,22 +378,22 @@ export function describeCatalogContract(name: string, open: () => Promise<Opened
       assert.equal(await catalog.appendMetrics(run, points), 4);
       assert.equal(await catalog.appendMetrics(run, []), 0);
 
-      const got = await catalog.listMetrics(run, { limit: 100 });
+      const got = (await catalog.listMetrics(run, { limit: 100 })).items;
       assert.deepEqual(got, [points[1], points[0], points[2], points[3]]);
       for (const p of got) {
         MetricPoint.parse(p);
         for (const v of Object.values(p)) assert.notEqual(v, null, 'no nulls');
       }
       assert.deepEqual(
-        (await catalog.listMetrics(run, { fromStep: 2, limit: 100 })).map((p) => p.step),
+        (await catalog.listMetrics(run, { fromStep: 2, limit: 100 })).items.map((p) => p.step),
         [2, 2, 3],
       );
       assert.deepEqual(
-        (await catalog.listMetrics(run, { toStep: 2, limit: 100 })).map((p) => p.step),
+        (await catalog.listMetrics(run, { toStep: 2, limit: 100 })).items.map((p) => p.step),
         [1, 2, 2],
       );
-      assert.deepEqual(await catalog.listMetrics(run, { fromStep: 2, toStep: 2, limit: 1 }), [points[0]]);
-      assert.deepEqual(await catalog.listMetrics('no-such-run', { limit: 10 }), []);
+      assert.deepEqual((await catalog.listMetrics(run, { fromStep: 2, toStep: 2, limit: 1 })).items, [points[0]]);
+      assert.deepEqual(await catalog.listMetrics('no-such-run', { limit: 10 }), { items: [], next: null });
     });
 
     // Its speed is measured by scripts/bench-catalog.ts.
@@ -394,7 +410,7 @@ export function describeCatalogContract(name: string, open: () => Promise<Opened
       }));
       for (const p of points) if (p.gradNorm === undefined) delete p.gradNorm;
       assert.equal(await catalog.appendMetrics(run, points), n);
-      const back = await catalog.listMetrics(run, { limit: n + 10 });
+      const back = (await catalog.listMetrics(run, { limit: n + 10 })).items;
       assert.equal(back.length, n);
       assert.deepEqual(back, points);
     });
@@ -434,7 +450,7 @@ export function describeCatalogContract(name: string, open: () => Promise<Opened
       opened.catalog = catalog;
       assert.deepEqual((await catalog.getRun(run))?.tags, { k: 'v' });
       assert.equal((await catalog.listCheckpoints(run)).length, 1);
-      assert.deepEqual(await catalog.listMetrics(run, { limit: 10 }), [{ step: 1, trainLoss: 1 }]);
+      assert.deepEqual((await catalog.listMetrics(run, { limit: 10 })).items, [{ step: 1, trainLoss: 1 }]);
     });
   });
 }

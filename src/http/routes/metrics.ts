@@ -64,7 +64,7 @@ export function metricRoutes(ctx: AppContext): Router {
   router.get('/v1/runs/:run/metrics', need('reader'), async (req, res) => {
     const run = parseRunId(req.params.run);
     const query = parseInput(SeriesQuery, req.query, 'query');
-    res.json({ items: await ctx.runs.listMetrics(run, query) });
+    res.json({ items: (await ctx.runs.listMetrics(run, query)).items });
   });
 
   return router;
