@@ -4,7 +4,7 @@ import type { TokenService } from '../auth/tokens.js';
 import { AppError } from '../errors.js';
 import { parseRunId } from './ids.js';
 import type { Role } from '../model/access.js';
-import type { Caller } from '../runs/run-service.js';
+import type { Caller } from '../runs/types.js';
 
 declare global {
   namespace Express {

@@ -53,9 +53,14 @@ async function collectDiscardedBytes(
   }
 }
 
+/** The catalog lock whose holder runs the collector and reconciliation: one replica at a time. */
+export const COLLECTOR_LEASE = 'collector';
+
 /**
  * Runs `collectDiscarded` now and then every `intervalMs`, and `reconcile` now and then every `staleMs`,
- * until `stop()`. Passes never overlap.
+ * until `stop()`. Passes never overlap, here or across gateways sharing the catalog: a pass runs only while
+ * it holds the catalog's `collector` lock, and a gateway that finds it held skips that pass (both duties
+ * are idempotent, so whichever replica runs next picks up where the last left off).
  */
 export function startCollector(
   catalog: Catalog,
@@ -67,6 +72,10 @@ export function startCollector(
   let lastReconcile = Number.NEGATIVE_INFINITY;
   const { telemetry } = options;
   const pass = async () => {
+    const leased = await catalog.tryExclusive(COLLECTOR_LEASE, duties);
+    if (!leased.ran) logger.debug('collector pass skipped: another gateway holds the collector lease');
+  };
+  const duties = async () => {
     const { deleted, bytes } = await collectDiscardedBytes(catalog, blobs, logger, new Date());
     telemetry.collectorPass(true, deleted, bytes);
     if (deleted > 0) logger.info({ deleted }, 'deleted discarded checkpoints after their grace period');

@@ -1,9 +1,7 @@
 import type { Readable } from 'node:stream';
-import type { Catalog, CheckpointListQuery, MetricPage, MetricQuery } from '../catalog/catalog.js';
+import type { CheckpointListQuery, MetricPage, MetricQuery } from '../catalog/catalog.js';
 import { AppError, errors } from '../errors.js';
-import type { RunEstimates } from '../estimate/run-estimates.js';
 import type { Estimate, HistoryEntry } from '../estimate/types.js';
-import type { CheckpointIngest, IngestOutcome, IngestRequest } from '../ingest/ingest-checkpoint.js';
 import type {
   CheckpointListItem,
   CheckpointRecord,
@@ -14,67 +12,23 @@ import type {
 } from '../model/records.js';
 import type { RetentionDecision } from '../retention/engine.js';
 import type { Policy } from '../model/policy.js';
-import type { RetentionService } from '../retention/service.js';
-import type { BlobStore, ByteRange } from '../storage/blob-store.js';
-import type { PhaseMethod } from '../trajectory/phase-segmentation.js';
+import type { ByteRange } from '../storage/blob-store.js';
 import { analyseRun, type RunTrajectory } from '../trajectory/run-analysis.js';
 import type { AuditAction } from '../model/access.js';
-import type { Telemetry } from '../observability/telemetry.js';
-import { KeyedLock } from '../util/keyed-lock.js';
-import { DEFAULT_POLICY_NAME, type PolicyBook } from './policy-book.js';
+import { DEFAULT_POLICY_NAME } from './policy-book.js';
 import { estimateSpans, loadRunSnapshot, type RunSnapshot } from './run-snapshot.js';
-import type { TrajectoryRecorder } from './trajectory-recorder.js';
+import type { Caller, RunServiceDeps, RunSummary, TrajectoryView, UploadOutcome, UploadRequest } from './types.js';
 
-/** Who asks: the actor recorded in the audit trail, and the run scope new runs count against. */
-export interface Caller {
-  actor: string;
-  scope: readonly string[];
-}
-
-export interface RunServiceDeps {
-  /** Most runs one caller's scope may hold (TRAJGATE_MAX_RUNS_PER_SCOPE). */
-  maxRunsPerScope: number;
-  catalog: Catalog;
-  blobs: BlobStore;
-  ingest: CheckpointIngest;
-  trajectory: TrajectoryRecorder;
-  retention: RetentionService;
-  estimates: RunEstimates;
-  policies: PolicyBook;
-  telemetry: Telemetry;
-}
-
-export interface UploadRequest extends IngestRequest {
-  caller: Caller;
-  /** Pin the checkpoint once stored (retention never evicts a pinned checkpoint). */
-  pin?: boolean;
-}
-
-export interface UploadOutcome extends IngestOutcome {
-  /** The retention decision the new checkpoint triggered; null when the same bytes were already stored. */
-  decision: RetentionDecision | null;
-}
-
-export interface RunSummary extends RunRecord {
-  checkpoints: { count: number; kept: number; latestStep: number | null; bytesUploaded: number; bytesKept: number };
-}
-
-/** Overrides of the run's phase settings for one trajectory read (a different view, not the run's). */
-export interface TrajectoryView {
-  phases?: number;
-  by?: PhaseMethod | 'auto';
-  window?: number;
-}
+export type { Caller, RunServiceDeps, RunSummary, TrajectoryView, UploadOutcome, UploadRequest } from './types.js';
 
 /**
  * The one way the HTTP layer reaches run state (docs/architecture.md §2). Everything that changes a run's
- * derived state happens under the run's lock, one change at a time: a new checkpoint's indicators, the
+ * derived state happens under the run's catalog-wide lock, one change at a time (on every replica): a new checkpoint's indicators, the
  * estimate's state, pins, the run's policy and plannedSteps — each followed by a fresh retention decision.
  * Decisions are deterministic functions of the catalog, so replaying the same uploads gives the same kept
  * set. Reads load one RunSnapshot, so trajectory, retention and estimate agree on the run's phases.
  */
 export class RunService {
-  private readonly lock = new KeyedLock();
   /** Uploads in progress, so a shutdown can wait for their commit or clean abort. */
   private uploads = 0;
   private readonly idle = new Set<() => void>();
@@ -84,7 +38,7 @@ export class RunService {
   // Runs
 
   async putRun(id: string, input: RunInput, caller: Caller): Promise<{ run: RunRecord; created: boolean }> {
-    return this.lock.run(id, async () => {
+    return this.exclusive(id, async () => {
       const before = await this.deps.catalog.getRun(id);
       if (!before) await this.admitNewRun(id, caller);
       const result = await this.deps.catalog.putRun(id, input);
@@ -164,7 +118,7 @@ export class RunService {
     if (received.status === 'unchanged' && indicators !== null && (pinned || !req.pin)) {
       return { ...received, decision: null };
     }
-    return this.lock.run(run, async () => {
+    return this.exclusive(run, async () => {
       const current = await this.requireCheckpoint(run, step);
       if (current.indicators === null) {
         await this.deps.trajectory.record(run, step);
@@ -222,7 +176,7 @@ export class RunService {
   }
 
   setPinned(run: string, step: number, pinned: boolean, caller: Caller): Promise<CheckpointRecord> {
-    return this.lock.run(run, async () => {
+    return this.exclusive(run, async () => {
       const before = await this.requireCheckpoint(run, step);
       await this.deps.catalog.setPinned(run, step, pinned);
       if (before.pinned !== pinned) await this.audit(caller, pinned ? 'checkpoint.pin' : 'checkpoint.unpin', run, step);
@@ -236,7 +190,7 @@ export class RunService {
    * does not discard it again.
    */
   restore(run: string, step: number, caller: Caller): Promise<CheckpointRecord> {
-    return this.lock.run(run, async () => {
+    return this.exclusive(run, async () => {
       const checkpoint = await this.requireCheckpoint(run, step);
       if (checkpoint.status === 'kept') return checkpoint;
       if (!checkpoint.contentAvailable) {
@@ -268,7 +222,7 @@ export class RunService {
     caller: Caller,
     idempotencyKey?: string,
   ): Promise<{ accepted: number; replayed: boolean }> {
-    return this.lock.run(run, async () => {
+    return this.exclusive(run, async () => {
       if (!(await this.deps.catalog.getRun(run))) await this.admitNewRun(run, caller);
       await this.deps.catalog.ensureRun(run);
       if (idempotencyKey !== undefined) {
@@ -296,7 +250,7 @@ export class RunService {
 
   /** Attaches a named or inline policy (null: the built-in default) and decides again at once. */
   setPolicy(id: string, ref: RunPolicyRef, caller: Caller): Promise<{ run: RunRecord; decision: RetentionDecision }> {
-    return this.lock.run(id, async () => {
+    return this.exclusive(id, async () => {
       await this.deps.policies.resolve(ref); // an unknown name fails before anything is written
       const before = await this.deps.catalog.getRun(id);
       if (!before) await this.admitNewRun(id, caller);
@@ -339,17 +293,25 @@ export class RunService {
 
   /** Under the lock: a read that must rebuild a lost state must not see a batch half-applied. */
   estimate(id: string, calibrateUntilStep?: number): Promise<Estimate> {
-    return this.lock.run(id, async () => {
+    return this.exclusive(id, async () => {
       const snapshot = await this.snapshot(await this.requireRun(id));
       return this.deps.estimates.current(snapshot.run, { phases: estimateSpans(snapshot), calibrateUntilStep });
     });
   }
 
   estimateHistory(id: string): Promise<HistoryEntry[]> {
-    return this.lock.run(id, async () => this.deps.estimates.history(await this.requireRun(id)));
+    return this.exclusive(id, async () => this.deps.estimates.history(await this.requireRun(id)));
   }
 
   // Helpers
+
+  /**
+   * Runs `work` holding the run's lock, catalog-wide: one change to a run's derived state at a time across
+   * every gateway sharing the catalog (an in-process queue first, then a Postgres advisory lock).
+   */
+  private exclusive<T>(run: string, work: () => Promise<T>): Promise<T> {
+    return this.deps.catalog.exclusive(`run:${run}`, work);
+  }
 
   private async snapshot(run: RunRecord): Promise<RunSnapshot> {
     return loadRunSnapshot(this.deps.catalog, run, await this.deps.policies.forRun(run));
