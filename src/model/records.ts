@@ -114,6 +114,10 @@ export type CheckpointRecord = z.infer<typeof CheckpointRecord>;
 export const CheckpointListItem = CheckpointRecord.extend({ tensors: z.array(TensorEntry).optional() });
 export type CheckpointListItem = z.infer<typeof CheckpointListItem>;
 
+/** A page of a run's checkpoints; `next` is the last item's step when the page is full (pass it as `after`). */
+export const CheckpointPage = z.object({ items: z.array(CheckpointListItem), next: nonNegInt.nullable() });
+export type CheckpointPage = z.infer<typeof CheckpointPage>;
+
 /** One logged training step. Only `step` is required; absent fields are null in the series. */
 export const MetricPoint = z
   .object({
@@ -133,6 +137,10 @@ export const MetricPoint = z
   })
   .strict();
 export type MetricPoint = z.infer<typeof MetricPoint>;
+
+/** A page of a run's metric series; `next` is an opaque cursor (pass it as `after`), null on the last page. */
+export const MetricPointPage = z.object({ items: z.array(MetricPoint), next: z.string().nullable() });
+export type MetricPointPage = z.infer<typeof MetricPointPage>;
 
 export const METRIC_FIELDS = [
   'trainLoss',

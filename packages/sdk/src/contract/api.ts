@@ -118,6 +118,21 @@ export interface Checkpoint {
   createdAt: string;
 }
 
+/**
+ * A checkpoint as GET /v1/runs/{run}/checkpoints lists it: the record, with its tensor table (most of a
+ * record's size) only when asked for with `include=tensors`.
+ */
+export interface CheckpointListItem extends Omit<Checkpoint, 'tensors'> {
+  tensors?: TensorSummary[];
+}
+
+/** A page of GET /v1/runs/{run}/checkpoints, ordered by step. */
+export interface CheckpointPage {
+  items: CheckpointListItem[];
+  /** The last item's step when the page is full: pass it as `after` for the next page. Null on the last page. */
+  next: number | null;
+}
+
 /** What the retention decision after an upload did. */
 export interface DecisionSummary {
   kept: number[];
@@ -146,6 +161,16 @@ export interface MetricPoint {
   /** <∇F_val − ∇F_train, Δw_t>, the step's measured first-order gap contribution. */
   gapIncrement?: number;
   extra?: Record<string, number>;
+}
+
+/** A page of GET /v1/runs/{run}/metrics, ordered by step, then arrival. */
+export interface MetricPointPage {
+  items: MetricPoint[];
+  /**
+   * An opaque cursor when the page is full: pass it as `after` for the next page. Null on the last page. Its
+   * form is not part of the contract; build none, only pass back what the server sent.
+   */
+  next: string | null;
 }
 
 export interface TrajectoryItem extends Indicators {
