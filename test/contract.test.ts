@@ -12,9 +12,12 @@ import { AUDIT_ACTIONS, type AuditRecord, ROLES, type Role, TokenInput, TokenRec
 import { type Policy, PolicyInput } from '../src/model/policy.js';
 import {
   CheckpointIndicators,
+  CheckpointListItem,
+  CheckpointPage,
   CheckpointRecord,
   CheckpointStatus,
   MetricPoint,
+  MetricPointPage,
   RunInput,
   RunRecord,
   TensorEntry,
@@ -24,7 +27,7 @@ import type { PolicyView } from '../src/runs/policy-book.js';
 import type { RunSummary, UploadOutcome } from '../src/runs/run-service.js';
 import type { RunTrajectory } from '../src/trajectory/run-analysis.js';
 import { createTestGateway, type TestGateway } from './helpers/gateway.js';
-import { spec } from './helpers/openapi.js';
+import { assertMatchesSpec, spec } from './helpers/openapi.js';
 
 /**
  * One wire contract (docs/architecture.md §8): the types in @trajgate/sdk/contract, which the SDK
@@ -43,8 +46,11 @@ same<Same<z.infer<typeof RunRecord>, wire.Run>>();
 same<Same<z.infer<typeof TensorEntry>, wire.TensorSummary>>();
 same<Same<z.infer<typeof CheckpointIndicators>, wire.Indicators>>();
 same<Same<z.infer<typeof CheckpointRecord>, wire.Checkpoint>>();
+same<Same<z.infer<typeof CheckpointListItem>, wire.CheckpointListItem>>();
+same<Same<z.infer<typeof CheckpointPage>, wire.CheckpointPage>>();
 same<Same<z.infer<typeof CheckpointStatus>, wire.CheckpointStatus>>();
 same<Same<z.infer<typeof MetricPoint>, wire.MetricPoint>>();
+same<Same<z.infer<typeof MetricPointPage>, wire.MetricPointPage>>();
 same<Same<PolicyInput, wire.Policy>>();
 same<Same<Policy, wire.ResolvedPolicy>>();
 same<Same<PolicyView, wire.PolicyRecord>>();
@@ -101,7 +107,10 @@ describe('the OpenAPI file agrees with the server', () => {
     ['Tensor', TensorEntry],
     ['Indicators', CheckpointIndicators],
     ['Checkpoint', CheckpointRecord],
+    ['CheckpointListItem', CheckpointListItem],
+    ['CheckpointPage', CheckpointPage],
     ['MetricPoint', MetricPoint],
+    ['MetricPointPage', MetricPointPage],
     ['Policy', PolicyInput],
     ['TokenInput', TokenInput],
     ['Token', TokenRecord],
@@ -168,6 +177,59 @@ describe('real responses carry exactly the documented fields', () => {
     assertFields((await request(app).get('/v1/policies/default').expect(200)).body, 'PolicyRecord');
     const estimate = (await request(app).get('/v1/runs/contract/estimate').expect(200)).body;
     assertFields(estimate, 'Estimate');
+  });
+
+  it('for pages of checkpoints and metric points: full, last, with and without tensor tables', async () => {
+    const app = gw.app;
+    for (const step of [0, 10, 20, 30]) {
+      const w = new Float32Array(8).map((_, i) => Math.cos(i * (step + 1)));
+      const body = encodeSafetensors([{ name: 'w', dtype: 'F32', shape: [8], data: new Uint8Array(w.buffer) }]);
+      await request(app)
+        .put(`/v1/runs/contract-pages/checkpoints/${step}`)
+        .set('content-type', 'application/vnd.safetensors')
+        .send(Buffer.from(body))
+        .expect(201);
+    }
+    const list = async (query: string) => {
+      const res = await request(app).get(`/v1/runs/contract-pages/checkpoints?${query}`).expect(200);
+      assertMatchesSpec(res, 'GET', '/v1/runs/{run}/checkpoints');
+      assertFields(res.body, 'CheckpointPage');
+      return res.body as { items: (Record<string, unknown> & { step: number })[]; next: number | null };
+    };
+    const full = await list('limit=3');
+    assert.equal(full.next, 20);
+    for (const item of full.items) {
+      assertFields(item, 'CheckpointListItem');
+      assert.equal('tensors' in item, false);
+    }
+    const last = await list(`limit=3&after=${full.next}`);
+    assert.deepEqual([last.items.map((c) => c.step), last.next], [[30], null]);
+    const withTensors = await list('limit=2&include=tensors');
+    assert.equal(withTensors.next, 10);
+    for (const item of withTensors.items) {
+      assertFields(item, 'Checkpoint');
+      assert.ok(Array.isArray(item.tensors) && item.tensors.length > 0, 'tensors are there when asked for');
+    }
+
+    const metrics = async (query: string) => {
+      const res = await request(app).get(`/v1/runs/contract-pages/metrics?${query}`).expect(200);
+      assertMatchesSpec(res, 'GET', '/v1/runs/{run}/metrics');
+      assertFields(res.body, 'MetricPointPage');
+      return res.body as wire.MetricPointPage;
+    };
+    await request(app)
+      .post('/v1/runs/contract-pages/metrics')
+      .send({
+        points: [
+          { step: 10, trainLoss: 1 },
+          { step: 20, trainLoss: 0.9 },
+        ],
+      })
+      .expect(200);
+    const first = await metrics('limit=1');
+    assert.equal(typeof first.next, 'string');
+    const rest = await metrics(`limit=5&after=${first.next}`);
+    assert.deepEqual([rest.items.map((p) => p.step), rest.next], [[20], null]);
   });
 });
 

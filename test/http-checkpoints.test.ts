@@ -80,9 +80,12 @@ describe('checkpoint upload and download', () => {
       list.body.items.map((c: { step: number; sha256: string }) => [c.step, c.sha256]),
       [[100, sha256(bytes)]],
     );
+    assert.equal(list.body.next, null);
+    assert.equal(list.body.items[0].tensors, undefined, 'lists leave tensor tables out unless asked');
     const one = await request(gw.app).get('/v1/runs/run-a/checkpoints/100');
     assertMatchesSpec(one, 'GET', '/v1/runs/{run}/checkpoints/{step}');
     assert.equal(one.body.sha256, sha256(bytes));
+    assert.deepEqual(one.body.tensors, res.body.tensors, 'one checkpoint comes with its tensor table');
 
     const run = await request(gw.app).get('/v1/runs/run-a');
     assertMatchesSpec(run, 'GET', '/v1/runs/{run}');
@@ -285,6 +288,158 @@ describe('checkpoint upload and download', () => {
     const route = await request(gw.app).get('/v2/whatever');
     assert.equal(route.status, 404);
     assert.equal(route.body.error.code, 'not_found');
+  });
+});
+
+describe('checkpoint lists', () => {
+  let gw: TestGateway;
+  /** The steps uploaded to `paged`, and those its policy kept. */
+  const steps = Array.from({ length: 25 }, (_, i) => i * 10);
+  let kept: number[] = [];
+  before(async () => {
+    gw = await createTestGateway();
+    await request(gw.app)
+      .put('/v1/runs/paged/policy')
+      .send({ policy: { budget: { maxCheckpoints: 6 }, latest: 2 } })
+      .expect(200);
+    for (const step of steps) {
+      await request(gw.app)
+        .put(`/v1/runs/paged/checkpoints/${step}`)
+        .set('content-type', SAFETENSORS)
+        .send(Buffer.from(encodeSafetensors(model(step, 8))))
+        .expect(201);
+    }
+    const all = (await request(gw.app).get('/v1/runs/paged/checkpoints?limit=1000').expect(200)).body;
+    kept = all.items.filter((c: { status: string }) => c.status === 'kept').map((c: { step: number }) => c.step);
+    assert.ok(kept.length > 1 && kept.length < steps.length, `the policy kept ${kept.length} of ${steps.length}`);
+  });
+  after(() => gw.close());
+
+  type Item = { step: number; status: string; tensors?: { name: string }[] };
+
+  /** Follows `next` from the first page; returns the pages. */
+  async function pages(query: string): Promise<{ items: Item[]; next: number | null }[]> {
+    const out: { items: Item[]; next: number | null }[] = [];
+    let after: number | null = null;
+    do {
+      const res = await request(gw.app).get(
+        `/v1/runs/paged/checkpoints?${query}${after === null ? '' : `&after=${after}`}`,
+      );
+      assertMatchesSpec(res, 'GET', '/v1/runs/{run}/checkpoints');
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      out.push(res.body);
+      after = res.body.next;
+      assert.ok(out.length <= steps.length + 1, 'paging does not end');
+    } while (after !== null);
+    return out;
+  }
+
+  it('pages through every checkpoint once, in step order, with next the last step of a full page', async () => {
+    const got = await pages('limit=10');
+    assert.deepEqual(
+      got.map((p) => [p.items.length, p.next]),
+      [
+        [10, 90],
+        [10, 190],
+        [5, null],
+      ],
+    );
+    assert.deepEqual(
+      got.flatMap((p) => p.items.map((c) => c.step)),
+      steps,
+    );
+    assert.ok(got.every((p) => p.items.every((c) => c.tensors === undefined)));
+
+    // A last page that is full is followed by an empty one.
+    const exact = await pages('limit=5');
+    assert.deepEqual(
+      exact.map((p) => p.items.length),
+      [5, 5, 5, 5, 5, 0],
+    );
+    assert.deepEqual(
+      exact.flatMap((p) => p.items.map((c) => c.step)),
+      steps,
+    );
+    const byDefault = (await request(gw.app).get('/v1/runs/paged/checkpoints').expect(200)).body;
+    assert.equal(byDefault.items.length, steps.length, 'the default page of 100 holds them all');
+    assert.equal(byDefault.next, null);
+  });
+
+  it('pages through one status', async () => {
+    const got = await pages('status=kept&limit=2');
+    assert.deepEqual(
+      got.flatMap((p) => p.items.map((c) => c.step)),
+      kept,
+    );
+    const discarded = (await pages('status=discarded&limit=7')).flatMap((p) => p.items);
+    assert.deepEqual(
+      discarded.map((c) => c.step),
+      steps.filter((s) => !kept.includes(s)),
+    );
+    assert.ok(discarded.every((c) => c.status === 'discarded'));
+  });
+
+  it('gives tensor tables with include=tensors', async () => {
+    const got = await pages('include=tensors&limit=10');
+    const items = got.flatMap((p) => p.items);
+    assert.deepEqual(
+      items.map((c) => c.step),
+      steps,
+    );
+    for (const c of items) {
+      assert.deepEqual(
+        c.tensors?.map((t) => t.name),
+        ['layer.bias', 'layer.weight'],
+        `step ${c.step}`,
+      );
+    }
+    const one = (await request(gw.app).get('/v1/runs/paged/checkpoints/30').expect(200)).body;
+    assert.deepEqual(
+      items.find((c) => c.step === 30),
+      one,
+      'a listed item with its tensors is the whole record',
+    );
+  });
+
+  it('answers an empty last page for after at or beyond the end', async () => {
+    for (const after of [240, 241, 9_007_199_254_740_991]) {
+      const res = await request(gw.app).get(`/v1/runs/paged/checkpoints?after=${after}`);
+      assertMatchesSpec(res, 'GET', '/v1/runs/{run}/checkpoints');
+      assert.deepEqual(res.body, { items: [], next: null }, `after=${after}`);
+    }
+    const fromZero = (await request(gw.app).get('/v1/runs/paged/checkpoints?after=0&limit=1').expect(200)).body;
+    assert.deepEqual([fromZero.items[0].step, fromZero.next], [10, 10]);
+  });
+
+  it('refuses bad paging parameters with 400 naming the parameter', async () => {
+    const cases: [string, string][] = [
+      ['limit=0', 'limit'],
+      ['limit=1001', 'limit'],
+      ['limit=abc', 'limit'],
+      ['limit=2.5', 'limit'],
+      ['after=-1', 'after'],
+      ['after=abc', 'after'],
+      ['after=1.5', 'after'],
+      ['after=01', 'after'],
+      ['after=', 'after'],
+      ['after=99999999999999999', 'after'],
+      ['after=1&after=2', 'after'],
+      ['include=metrics', 'include'],
+      ['include=', 'include'],
+      ['include=tensors&include=tensors', 'include'],
+      ['status=gone', 'status'],
+      ['tensors=true', 'tensors'],
+    ];
+    for (const [query, names] of cases) {
+      const res = await request(gw.app).get(`/v1/runs/paged/checkpoints?${query}`);
+      assertMatchesSpec(res, 'GET', '/v1/runs/{run}/checkpoints');
+      assert.equal(res.status, 400, query);
+      assert.equal(res.body.error.code, 'invalid_request', query);
+      assert.match(res.body.error.message, new RegExp(`\\b${names}\\b`), query);
+    }
+    const missing = await request(gw.app).get('/v1/runs/nope/checkpoints?limit=10');
+    assertMatchesSpec(missing, 'GET', '/v1/runs/{run}/checkpoints');
+    assert.equal(missing.body.error.code, 'run_not_found');
   });
 });
 

@@ -186,11 +186,146 @@ describe('metrics', () => {
       { step: 3, valLoss: 0.4 },
       { step: 4, gradNorm: 1.5, gradVariance: 2.5, updateNorm: 0.01, batchSize: 32 },
     ]);
+    assert.equal(series.body.next, null);
     const window = await request(gw.app).get('/v1/runs/m1/metrics?fromStep=2&toStep=3');
     assert.deepEqual(
       window.body.items.map((p: { step: number }) => p.step),
       [2, 3],
     );
+  });
+
+  describe('pages of the series', () => {
+    type Point = { step: number; trainLoss?: number; valLoss?: number };
+    type Page = { items: Point[]; next: string | null };
+    // Three batches: steps 1-20, then 5-10 again, then 20 twice: pages end inside runs of one step.
+    const batches: Point[][] = [
+      Array.from({ length: 20 }, (_, i) => ({ step: i + 1, trainLoss: i })),
+      Array.from({ length: 6 }, (_, i) => ({ step: i + 5, valLoss: i })),
+      [
+        { step: 20, trainLoss: 100 },
+        { step: 20, trainLoss: 101 },
+      ],
+    ];
+    let all: Point[] = [];
+    before(async () => {
+      for (const points of batches) await request(gw.app).post('/v1/runs/paged/metrics').send({ points }).expect(200);
+      all = (await request(gw.app).get('/v1/runs/paged/metrics?limit=1000').expect(200)).body.items;
+      assert.equal(all.length, 28);
+    });
+
+    /** Follows `next` from the first page of `query`; returns the pages. */
+    async function pages(query: string, between?: (page: Page) => Promise<void>): Promise<Page[]> {
+      const out: Page[] = [];
+      let after: string | null = null;
+      do {
+        const cursor: string = after === null ? '' : `&after=${encodeURIComponent(after)}`;
+        const res = await request(gw.app).get(`/v1/runs/paged/metrics?${query}${cursor}`);
+        assertMatchesSpec(res, 'GET', '/v1/runs/{run}/metrics');
+        assert.equal(res.status, 200, JSON.stringify(res.body));
+        out.push(res.body);
+        await between?.(res.body);
+        after = res.body.next;
+        assert.ok(out.length <= 30, 'paging does not end');
+      } while (after !== null);
+      return out;
+    }
+
+    it('reads every point once, in order, across pages that end inside a step', async () => {
+      assert.deepEqual(
+        all.map((p) => p.step),
+        [1, 2, 3, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 20, 20],
+      );
+      for (const limit of [1, 3, 5, 7, 27]) {
+        const got = await pages(`limit=${limit}`);
+        assert.deepEqual(
+          got.flatMap((p) => p.items),
+          all,
+          `limit=${limit}`,
+        );
+        const full = Math.floor(all.length / limit);
+        assert.equal(got.length, full + 1, `limit=${limit}: full pages, then the last (maybe empty) one`);
+        for (const page of got.slice(0, -1)) {
+          assert.equal(page.items.length, limit);
+          assert.match(page.next ?? '', /^[A-Za-z0-9_-]{1,48}$/, 'a short opaque cursor');
+        }
+        assert.equal(got.at(-1)?.next, null);
+      }
+      const exact = await pages('limit=14');
+      assert.deepEqual(
+        exact.map((p) => p.items.length),
+        [14, 14, 0],
+        'a full last page is followed by an empty one',
+      );
+    });
+
+    it('pages within fromStep and toStep', async () => {
+      const got = await pages('fromStep=6&toStep=19&limit=4');
+      assert.deepEqual(
+        got.flatMap((p) => p.items),
+        all.filter((p) => p.step >= 6 && p.step <= 19),
+      );
+    });
+
+    it('includes points appended between pages at later steps', async () => {
+      await request(gw.app).put('/v1/runs/growing').send({}).expect(201);
+      await request(gw.app)
+        .post('/v1/runs/growing/metrics')
+        .send({ points: [{ step: 1 }, { step: 2 }, { step: 3 }] })
+        .expect(200);
+      let appended = false;
+      const read: number[] = [];
+      let after: string | null = null;
+      do {
+        const query: string = after === null ? 'limit=2' : `limit=2&after=${after}`;
+        const page: Page = (await request(gw.app).get(`/v1/runs/growing/metrics?${query}`).expect(200)).body;
+        read.push(...page.items.map((p) => p.step));
+        if (!appended) {
+          appended = true;
+          await request(gw.app)
+            .post('/v1/runs/growing/metrics')
+            .send({ points: [{ step: 2 }, { step: 9 }] })
+            .expect(200);
+        }
+        after = page.next;
+      } while (after !== null);
+      assert.deepEqual(read, [1, 2, 2, 3, 9]);
+    });
+
+    it('answers an empty last page after the last point', async () => {
+      const [first] = await pages('limit=28');
+      assert.ok(first.next);
+      const res = await request(gw.app).get(`/v1/runs/paged/metrics?after=${first.next}`);
+      assertMatchesSpec(res, 'GET', '/v1/runs/{run}/metrics');
+      assert.deepEqual(res.body, { items: [], next: null });
+    });
+
+    it('refuses a malformed cursor or limit with 400 naming the parameter', async () => {
+      const [first] = await pages('limit=3');
+      const cursor = first.next ?? '';
+      const cases: [string, string][] = [
+        ['after=', 'after'],
+        ['after=not%20a%20cursor', 'after'],
+        [`after=${cursor}.`, 'after'],
+        [`after=${cursor}=`, 'after'],
+        [`after=${Buffer.from('1.x').toString('base64url')}`, 'after'],
+        [`after=${Buffer.from('-1.2').toString('base64url')}`, 'after'],
+        [`after=${Buffer.from('01.2').toString('base64url')}`, 'after'],
+        [`after=${Buffer.from('99999999999999999.1').toString('base64url')}`, 'after'],
+        [`after=${cursor}&after=${cursor}`, 'after'],
+        [`after=${'A'.repeat(49)}`, 'after'],
+        ['limit=0', 'limit'],
+        ['limit=100001', 'limit'],
+        ['limit=many', 'limit'],
+        ['cursor=abc', 'cursor'],
+      ];
+      for (const [query, names] of cases) {
+        const res = await request(gw.app).get(`/v1/runs/paged/metrics?${query}`);
+        assertMatchesSpec(res, 'GET', '/v1/runs/{run}/metrics');
+        assert.equal(res.status, 400, query);
+        assert.equal(res.body.error.code, 'invalid_request', query);
+        assert.match(res.body.error.message, new RegExp(`\\b${names}\\b`), query);
+      }
+    });
   });
 
   it('rejects bad points, NaN, bad msgpack and other media types', async () => {

@@ -1,7 +1,7 @@
 import { pipeline } from 'node:stream/promises';
 import { Router, type Response } from 'express';
 import { z } from 'zod';
-import type { CheckpointRecord } from '../../model/records.js';
+import type { CheckpointPage, CheckpointRecord } from '../../model/records.js';
 import { CheckpointStatus } from '../../model/records.js';
 import { AppError } from '../../errors.js';
 import type { DecisionSummary, RetentionDecision } from '@trajgate/sdk/contract';
@@ -13,7 +13,20 @@ import { parseRunId, parseStep } from '../ids.js';
 import { resolveRange } from '../range.js';
 import { parseInput } from '../validate.js';
 
-const ListQuery = z.strictObject({ status: CheckpointStatus.optional() });
+/** A step as query text: what `parseStep` accepts for a path step. */
+const stepText = z
+  .string()
+  .regex(/^(0|[1-9]\d{0,15})$/, 'must be a step: a non-negative integer')
+  .transform(Number)
+  .pipe(z.number().max(Number.MAX_SAFE_INTEGER));
+
+const ListQuery = z.strictObject({
+  status: CheckpointStatus.optional(),
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+  /** Only checkpoints with a greater step: the previous page's `next`. */
+  after: stepText.optional(),
+  include: z.enum(['tensors']).optional(),
+});
 const UploadQuery = z.object({ pin: z.enum(['true', 'false']).optional() }).strict();
 const SHA256_PATTERN = /^[0-9a-f]{64}$/;
 
@@ -53,8 +66,15 @@ export function checkpointRoutes(ctx: AppContext): Router {
 
   router.get('/v1/runs/:run/checkpoints', need('reader'), async (req, res) => {
     const run = parseRunId(req.params.run);
-    const { status } = parseInput(ListQuery, req.query, 'query');
-    res.json({ items: await ctx.runs.listCheckpoints(run, { status }) });
+    const { status, limit, after, include } = parseInput(ListQuery, req.query, 'query');
+    const items = await ctx.runs.listCheckpoints(run, {
+      status,
+      afterStep: after,
+      limit,
+      tensors: include === 'tensors',
+    });
+    const page: CheckpointPage = { items, next: items.length === limit ? items[items.length - 1].step : null };
+    res.json(page);
   });
 
   router.get('/v1/runs/:run/checkpoints/:step', need('reader'), async (req, res) => {

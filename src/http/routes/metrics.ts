@@ -1,6 +1,8 @@
 import express, { Router } from 'express';
 import { z } from 'zod';
+import type { MetricCursor } from '../../catalog/catalog.js';
 import { AppError } from '../../errors.js';
+import type { MetricPointPage } from '../../model/records.js';
 import { callerOf, need } from '../access.js';
 import type { AppContext } from '../context.js';
 import { parseRunId } from '../ids.js';
@@ -11,11 +13,40 @@ import { parseInput } from '../validate.js';
 /** The largest page of a run's metric series. */
 const MAX_SERIES_LIMIT = 100_000;
 
+/**
+ * The `next`/`after` cursor of the metric series: base64url of `<step>.<seq>` (the catalog's position of the
+ * page's last point). Opaque to clients (docs/api.md); only the canonical encoding of two safe integers is
+ * accepted, so a cursor altered on the way is refused rather than read as some other position.
+ */
+function encodeMetricCursor(cursor: MetricCursor): string {
+  return Buffer.from(`${cursor.step}.${cursor.seq}`).toString('base64url');
+}
+
+const CURSOR_TEXT = /^(0|[1-9]\d{0,15})\.(0|[1-9]\d{0,15})$/;
+
+function decodeMetricCursor(text: string): MetricCursor | null {
+  if (!/^[A-Za-z0-9_-]{1,48}$/.test(text)) return null;
+  const match = CURSOR_TEXT.exec(Buffer.from(text, 'base64url').toString('latin1'));
+  if (!match) return null;
+  const cursor = { step: Number(match[1]), seq: Number(match[2]) };
+  if (!Number.isSafeInteger(cursor.step) || !Number.isSafeInteger(cursor.seq)) return null;
+  return encodeMetricCursor(cursor) === text ? cursor : null;
+}
+
+const metricCursor = z.string().transform((text, ctx) => {
+  const cursor = decodeMetricCursor(text);
+  if (cursor) return cursor;
+  ctx.issues.push({ code: 'custom', input: text, message: "must be a page's `next`, passed back unchanged" });
+  return z.NEVER;
+});
+
 const SeriesQuery = z
   .object({
     fromStep: z.coerce.number().int().nonnegative().optional(),
     toStep: z.coerce.number().int().nonnegative().optional(),
     limit: z.coerce.number().int().min(1).max(MAX_SERIES_LIMIT).default(10_000),
+    /** Only points after this cursor: the previous page's `next`. */
+    after: metricCursor.optional(),
   })
   .strict();
 
@@ -64,7 +95,9 @@ export function metricRoutes(ctx: AppContext): Router {
   router.get('/v1/runs/:run/metrics', need('reader'), async (req, res) => {
     const run = parseRunId(req.params.run);
     const query = parseInput(SeriesQuery, req.query, 'query');
-    res.json({ items: (await ctx.runs.listMetrics(run, query)).items });
+    const { items, next } = await ctx.runs.listMetrics(run, query);
+    const page: MetricPointPage = { items, next: next && encodeMetricCursor(next) };
+    res.json(page);
   });
 
   return router;
