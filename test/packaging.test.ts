@@ -128,8 +128,13 @@ try {
 } catch (err) {
   notFound = err instanceof TrajgateError ? err.code : String(err);
 }
+const paged = [];
+for await (const point of client.metrics('sdk-consumer', { pageSize: 2 })) paged.push(point.step);
+const listed = await client.listCheckpoints('sdk-consumer', { tensors: true });
 console.log(JSON.stringify({
   result: uploaded,
+  paged,
+  listedTensors: listed.map((c) => c.tensors.length),
   hasErrorCodes: ERROR_CODES.length > 0,
   notFound,
   resolved: import.meta.resolve('@trajgate/sdk'),
@@ -210,6 +215,8 @@ test('the packed SDK installs alone and works from plain node', { timeout: 600_0
     t.diagnostic(`consumer script: ${ran.ms} ms`);
     const out = JSON.parse(ran.stdout.trim().split('\n').at(-1) ?? '') as {
       result: UploadResult | null;
+      paged: number[];
+      listedTensors: number[];
       hasErrorCodes: boolean;
       notFound: string | null;
       resolved: string;
@@ -217,6 +224,8 @@ test('the packed SDK installs alone and works from plain node', { timeout: 600_0
     assert.ok(out.resolved.startsWith(`file://${consumer}/node_modules/@trajgate/sdk/dist/`), out.resolved);
     assert.equal(out.hasErrorCodes, true);
     assert.equal(out.notFound, 'checkpoint_not_found');
+    assert.deepEqual(out.paged, [1, 2, 3, 4, 5], 'the metric series read two points a page');
+    assert.deepEqual(out.listedTensors, [2], 'the checkpoint listed with its tensor table');
     const result = out.result;
     assert.ok(result, 'onUploaded was not called');
     assert.equal(result.run, 'sdk-consumer');
@@ -307,10 +316,17 @@ describe('trajgate CLI (built binary)', () => {
 
     const ls = await trajgate(['--url', server.url, '--json', 'checkpoints', 'ls', 'cli-run']);
     assert.equal(ls.code, 0, ls.stderr);
-    const items = JSON.parse(ls.stdout) as { step: number; status: string }[];
+    const items = JSON.parse(ls.stdout) as { step: number; status: string; tensors?: unknown[] }[];
     assert.deepEqual(
-      items.map((c) => [c.step, c.status]),
-      [[100, 'kept']],
+      items.map((c) => [c.step, c.status, c.tensors]),
+      [[100, 'kept', undefined]],
+    );
+    const withTensors = await trajgate(['--url', server.url, '--json', 'checkpoints', 'ls', 'cli-run', '--tensors']);
+    assert.equal(withTensors.code, 0, withTensors.stderr);
+    const [listed] = JSON.parse(withTensors.stdout) as { tensors: { name: string }[] }[];
+    assert.deepEqual(
+      listed.tensors.map((x) => x.name),
+      ['w'],
     );
 
     const table = await trajgate(['--url', server.url, 'checkpoints', 'ls', 'cli-run']);

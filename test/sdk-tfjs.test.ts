@@ -204,7 +204,7 @@ describe('tfjs tensors through a real gateway', () => {
     }
     await run.close();
 
-    const checkpoints = await client.listCheckpoints('tfjs');
+    const checkpoints = await client.listCheckpoints('tfjs', { tensors: true });
     assert.deepEqual(
       checkpoints.map((c) => c.step),
       [0, 3, 6],

@@ -488,6 +488,94 @@ describe('SDK against a real gateway', () => {
     assert.ok((await client.listRuns()).some((r) => r.id === 'thin'));
   });
 
+  it('lists checkpoints and metric points across pages, tensor tables only when asked', async () => {
+    const urls: URL[] = [];
+    const paging = new TrajgateClient({
+      url: server.url,
+      fetch: (input, init) => {
+        urls.push(new URL(String(input)));
+        return fetch(input, init);
+      },
+    });
+    const steps = Array.from({ length: 30 }, (_, i) => i * 5);
+    const small = (seed: number): TensorData[] => [
+      { name: 'w', dtype: 'F32', shape: [4], data: new Uint8Array(new Float32Array([seed, 1, 2, 3]).buffer) },
+    ];
+    await client.putRun('paged', {});
+    await client.setRunPolicy('paged', { policy: { latest: 3, budget: { maxCheckpoints: 8 } } });
+    for (const step of steps) await client.uploadCheckpoint('paged', step, small(step));
+    const listRequests = () => urls.filter((u) => u.pathname === '/v1/runs/paged/checkpoints');
+
+    const lean = await paging.listCheckpoints('paged', { pageSize: 7 });
+    assert.deepEqual(
+      lean.map((c) => c.step),
+      steps,
+    );
+    assert.ok(lean.every((c) => c.tensors === undefined));
+    assert.deepEqual(
+      listRequests().map((u) => [u.searchParams.get('after'), u.searchParams.get('limit')]),
+      [null, '30', '65', '100', '135'].map((after) => [after, '7']),
+      'four full pages of 7, then the last',
+    );
+
+    urls.length = 0;
+    const full = await paging.listCheckpoints('paged', { tensors: true, pageSize: 12 });
+    assert.deepEqual(
+      full.map((c) => [c.step, c.tensors.map((t) => t.name)]),
+      steps.map((step) => [step, ['w']]),
+    );
+    assert.equal(listRequests().length, 3);
+    assert.ok(listRequests().every((u) => u.searchParams.get('include') === 'tensors'));
+
+    // The call shape of old: a status alone.
+    const kept = await paging.listCheckpoints('paged', 'kept');
+    assert.deepEqual(
+      kept.map((c) => c.step),
+      lean.filter((c) => c.status === 'kept').map((c) => c.step),
+    );
+    assert.ok(kept.length > 0 && kept.length < steps.length, `${kept.length} kept`);
+    const discarded = await paging.listCheckpoints('paged', { status: 'discarded', pageSize: 4 });
+    assert.equal(discarded.length + kept.length, steps.length);
+
+    // The iterator fetches a page only when the previous one is used up, and can resume after a step.
+    urls.length = 0;
+    const seen: number[] = [];
+    for await (const c of paging.checkpoints('paged', { pageSize: 10, after: 20 })) {
+      seen.push(c.step);
+      if (seen.length === 10) break;
+    }
+    assert.deepEqual(seen, steps.slice(5, 15));
+    assert.equal(listRequests().length, 1, 'one page was enough');
+    const page = await paging.getCheckpointPage('paged', { limit: 2, after: 140 });
+    assert.deepEqual([page.items.map((c) => c.step), page.next], [[145], null]);
+
+    const points = steps.flatMap((step) => [
+      { step, trainLoss: 1 / (step + 1) },
+      { step, valLoss: step },
+    ]);
+    await client.logMetrics('paged', points);
+    urls.length = 0;
+    assert.deepEqual(await paging.listMetrics('paged', { pageSize: 7 }), points);
+    const metricRequests = urls.filter((u) => u.pathname === '/v1/runs/paged/metrics');
+    assert.equal(metricRequests.length, Math.ceil((points.length + 1) / 7));
+    assert.deepEqual(
+      await paging.listMetrics('paged', { fromStep: 50, toStep: 60, pageSize: 3 }),
+      points.filter((p) => p.step >= 50 && p.step <= 60),
+    );
+    // Resuming from a page's cursor.
+    const first = await paging.getMetricPage('paged', { limit: 25 });
+    assert.equal(first.items.length, 25);
+    assert.ok(first.next);
+    const rest: MetricPoint[] = [];
+    for await (const p of paging.metrics('paged', { after: first.next, pageSize: 16 })) rest.push(p);
+    assert.deepEqual([...first.items, ...rest], points);
+    assert.equal((await paging.getMetrics('paged', { limit: 10 })).length, 10, 'getMetrics reads one page');
+    await assert.rejects(
+      paging.getMetricPage('paged', { after: 'not a cursor' }),
+      (err: unknown) => err instanceof TrajgateError && err.code === 'invalid_request' && /after/.test(err.message),
+    );
+  });
+
   it('surfaces server errors as typed errors with the catalogue code, without retrying 4xx', async () => {
     const requests: { method: string; path: string; headers: Headers }[] = [];
     const counting = new TrajgateClient({ url: server.url, fetch: recordingFetch(requests) });

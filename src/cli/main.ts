@@ -105,8 +105,9 @@ const checkpoints = program.command('checkpoints').description('checkpoints of a
 checkpoints
   .command('ls <run>')
   .option('--status <status>', 'kept or discarded')
-  .action(async (run: string, options: { status?: 'kept' | 'discarded' }) => {
-    const items = await client().listCheckpoints(run, options.status);
+  .option('--tensors', "with each checkpoint's tensor table (shown with --json)")
+  .action(async (run: string, options: { status?: 'kept' | 'discarded'; tensors?: boolean }) => {
+    const items = await client().listCheckpoints(run, { status: options.status, tensors: options.tensors });
     print(items, () =>
       formatTable(
         ['step', 'status', 'classes', 'bytes', 'sha256', 'why'],

@@ -11,11 +11,14 @@ import { Transport } from './transport.js';
 import type {
   AuditEntry,
   Checkpoint,
+  CheckpointListItem,
+  CheckpointPage,
   CheckpointStatus,
   CreatedToken,
   Estimate,
   EstimateHistoryEntry,
   MetricPoint,
+  MetricPointPage,
   Policy,
   PolicyRecord,
   PolicyRef,
@@ -67,6 +70,44 @@ export interface MetricsQuery {
   toStep?: number;
   /** At most 100,000; the server's default is 10,000. */
   limit?: number;
+}
+
+/** One page of the metric series (`getMetricPage`). */
+export interface MetricPageQuery extends MetricsQuery {
+  /** Continue after this cursor: the previous page's `next`, passed back unchanged. */
+  after?: string;
+}
+
+/** The metric series read page by page (`metrics`, `listMetrics`). */
+export interface MetricListOptions {
+  fromStep?: number;
+  toStep?: number;
+  /** Start after this cursor (a page's `next`), e.g. to resume a read. */
+  after?: string;
+  /** Points per request, 1–100,000; default 10,000. */
+  pageSize?: number;
+}
+
+/** One page of a run's checkpoints (`getCheckpointPage`). */
+export interface CheckpointPageQuery {
+  status?: CheckpointStatus;
+  /** Give each checkpoint its tensor table (most of a record's size). */
+  tensors?: boolean;
+  /** Only checkpoints with a greater step: the previous page's `next`. */
+  after?: number;
+  /** 1–1000; the server's default is 100. */
+  limit?: number;
+}
+
+/** A run's checkpoints read page by page (`checkpoints`, `listCheckpoints`). */
+export interface CheckpointListOptions {
+  status?: CheckpointStatus;
+  /** Give each checkpoint its tensor table (most of a record's size). */
+  tensors?: boolean;
+  /** Start after this step, e.g. to resume a read. */
+  after?: number;
+  /** Checkpoints per request, 1–1000; default 1000, or 100 with `tensors`. */
+  pageSize?: number;
 }
 
 export interface AuditQuery {
@@ -187,11 +228,50 @@ export class TrajgateClient {
     return result;
   }
 
-  /** The run's checkpoints by step, with indicators, retention classes and reasons. */
-  async listCheckpoints(run: string, status?: CheckpointStatus): Promise<Checkpoint[]> {
-    return (
-      await this.transport.json<{ items: Checkpoint[] }>('GET', `/v1/runs/${enc(run)}/checkpoints${query({ status })}`)
-    ).items;
+  /**
+   * Every checkpoint of the run by step, with indicators, retention classes and reasons, following the
+   * server's pages; tensor tables only with `{ tensors: true }`. A status alone (`listCheckpoints(run,
+   * 'kept')`) filters by it. For a large run, `checkpoints()` reads one page at a time instead.
+   */
+  listCheckpoints(run: string, options: CheckpointListOptions & { tensors: true }): Promise<Checkpoint[]>;
+  listCheckpoints(run: string, options?: CheckpointListOptions | CheckpointStatus): Promise<CheckpointListItem[]>;
+  async listCheckpoints(
+    run: string,
+    options: CheckpointListOptions | CheckpointStatus = {},
+  ): Promise<CheckpointListItem[]> {
+    const items: CheckpointListItem[] = [];
+    for await (const checkpoint of this.checkpoints(run, typeof options === 'string' ? { status: options } : options)) {
+      items.push(checkpoint);
+    }
+    return items;
+  }
+
+  /**
+   * The run's checkpoints by step, one at a time, fetching a page when the previous one is used up (so a run
+   * of any size is read in bounded memory). Options as for `listCheckpoints`.
+   */
+  checkpoints(run: string, options: CheckpointListOptions & { tensors: true }): AsyncGenerator<Checkpoint>;
+  checkpoints(run: string, options?: CheckpointListOptions): AsyncGenerator<CheckpointListItem>;
+  async *checkpoints(run: string, options: CheckpointListOptions = {}): AsyncGenerator<CheckpointListItem> {
+    const limit = options.pageSize ?? (options.tensors ? 100 : 1000);
+    let after = options.after;
+    for (;;) {
+      const page = await this.getCheckpointPage(run, {
+        status: options.status,
+        tensors: options.tensors,
+        after,
+        limit,
+      });
+      yield* page.items;
+      if (page.next === null) return;
+      after = page.next;
+    }
+  }
+
+  /** One page of the run's checkpoints; pass its `next` as `after` for the next one (null on the last). */
+  getCheckpointPage(run: string, q: CheckpointPageQuery = {}): Promise<CheckpointPage> {
+    const params = { status: q.status, after: q.after, limit: q.limit, include: q.tensors ? 'tensors' : undefined };
+    return this.transport.json('GET', `/v1/runs/${enc(run)}/checkpoints${query(params)}`);
   }
 
   getCheckpoint(run: string, step: number): Promise<Checkpoint> {
@@ -257,11 +337,36 @@ export class TrajgateClient {
     return accepted;
   }
 
-  /** The run's metric series, ordered by step then arrival. */
+  /**
+   * The first `limit` points of the run's metric series (default 10,000), ordered by step then arrival: one
+   * request. `listMetrics` reads the whole series.
+   */
   async getMetrics(run: string, q: MetricsQuery = {}): Promise<MetricPoint[]> {
-    return (
-      await this.transport.json<{ items: MetricPoint[] }>('GET', `/v1/runs/${enc(run)}/metrics${query({ ...q })}`)
-    ).items;
+    return (await this.getMetricPage(run, q)).items;
+  }
+
+  /** One page of the metric series; pass its `next` as `after` for the next one (null on the last). */
+  getMetricPage(run: string, q: MetricPageQuery = {}): Promise<MetricPointPage> {
+    return this.transport.json('GET', `/v1/runs/${enc(run)}/metrics${query({ ...q })}`);
+  }
+
+  /** The run's whole metric series (or the steps asked for), ordered by step then arrival, following pages. */
+  async listMetrics(run: string, options: MetricListOptions = {}): Promise<MetricPoint[]> {
+    const points: MetricPoint[] = [];
+    for await (const point of this.metrics(run, options)) points.push(point);
+    return points;
+  }
+
+  /** The metric series one point at a time, fetching a page when the previous one is used up. */
+  async *metrics(run: string, options: MetricListOptions = {}): AsyncGenerator<MetricPoint> {
+    const { pageSize, ...range } = options;
+    let after = options.after;
+    for (;;) {
+      const page = await this.getMetricPage(run, { ...range, after, limit: pageSize ?? 10_000 });
+      yield* page.items;
+      if (page.next === null) return;
+      after = page.next;
+    }
   }
 
   /** Per-checkpoint indicators, phases and change scores. */

@@ -12,7 +12,11 @@
 export {
   TrajgateClient,
   type AuditQuery,
+  type CheckpointListOptions,
+  type CheckpointPageQuery,
   type ClientOptions,
+  type MetricListOptions,
+  type MetricPageQuery,
   type MetricsQuery,
   type UploadOptions,
 } from './client.js';
