@@ -1,15 +1,26 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import BetterSqlite3 from 'better-sqlite3';
 import { type Kysely as KyselyType, Kysely, type Migration, SqliteDialect } from 'kysely';
-import { openCatalog, parseCatalogUrl } from '../src/catalog/factory.js';
+import { openCatalog, parseCatalogUrl, parsePostgresUrl } from '../src/catalog/factory.js';
 import { migrationProvider, runMigrations } from '../src/catalog/migrations.js';
 import type { Database } from '../src/catalog/schema.js';
 import { describeCatalogContract } from './helpers/catalog-contract.js';
+
+/** A port on 127.0.0.1 where nothing listens (one that was free a moment ago). */
+async function closedPort(): Promise<number> {
+  const probe = net.createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const address = probe.address();
+  await new Promise((resolve) => probe.close(resolve));
+  assert.ok(address && typeof address === 'object');
+  return address.port;
+}
 
 async function tempDir(): Promise<string> {
   return mkdtemp(path.join(os.tmpdir(), 'trajgate-catalog-'));
@@ -51,6 +62,43 @@ describe('parseCatalogUrl', () => {
   });
 });
 
+describe('parsePostgresUrl', () => {
+  it('reads the pool settings, strips them from the driver URL and redacts the password', () => {
+    const target = parsePostgresUrl(
+      'postgresql://tg:pw@db.internal:6543/catalog?sslmode=require&pool_max=4&lock_pool_max=2&connect_timeout=3',
+    );
+    assert.deepEqual(target, {
+      connectionString: 'postgresql://tg:pw@db.internal:6543/catalog?sslmode=require',
+      display: 'postgresql://tg:***@db.internal:6543/catalog',
+      poolMax: 4,
+      lockPoolMax: 2,
+      connectTimeoutMs: 3000,
+    });
+    assert.deepEqual(parsePostgresUrl('postgres://db/tg'), {
+      connectionString: 'postgres://db/tg',
+      display: 'postgres://db/tg',
+      poolMax: 10,
+      lockPoolMax: 10,
+      connectTimeoutMs: 10_000,
+    });
+    assert.equal(parsePostgresUrl('postgres://u@db/tg?connect_timeout=0').connectTimeoutMs, 0);
+  });
+
+  it('refuses bad settings and unparsable URLs without echoing the password', () => {
+    assert.throws(
+      () => parsePostgresUrl('postgres://u:pw@db/tg?pool_max=0'),
+      /pool_max must be a whole number of at least 1, not '0'/,
+    );
+    assert.throws(() => parsePostgresUrl('postgres://u:pw@db/tg?lock_pool_max=2.5'), /lock_pool_max/);
+    assert.throws(() => parsePostgresUrl('postgres://u:pw@db/tg?connect_timeout=-1'), /connect_timeout/);
+    assert.throws(
+      () => parsePostgresUrl('postgres://u:pw@db:notaport/tg'),
+      (err: unknown) =>
+        err instanceof Error && /invalid Postgres catalog URL/.test(err.message) && !err.message.includes('pw'),
+    );
+  });
+});
+
 describe('openCatalog', () => {
   let dir: string;
   before(async () => {
@@ -60,8 +108,19 @@ describe('openCatalog', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('refuses postgres until its dialect exists', async () => {
-    await assert.rejects(openCatalog('postgres://localhost/tg'), /Postgres catalog dialect is not built yet/);
+  it('names the Postgres database it cannot reach, without the password', async () => {
+    const port = await closedPort();
+    await assert.rejects(openCatalog(`postgres://tg:s3cret@127.0.0.1:${port}/catalog`), (err: unknown) => {
+      assert.ok(err instanceof Error);
+      assert.match(
+        err.message,
+        new RegExp(
+          `^cannot connect to the Postgres catalog postgres://tg:\\*\\*\\*@127\\.0\\.0\\.1:${port}/catalog: .*ECONNREFUSED`,
+        ),
+      );
+      assert.ok(!err.message.includes('s3cret'));
+      return true;
+    });
   });
 
   it('creates the parent directory and puts a file database in WAL mode', async () => {

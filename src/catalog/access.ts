@@ -58,22 +58,37 @@ export function revokeToken(db: Kysely<Database>, id: string, actor: string): Pr
   });
 }
 
-export async function appendAudit(db: Kysely<Database> | Transaction<Database>, entries: readonly NewAuditEntry[]) {
+/**
+ * Rows per audit INSERT: rows x 6 columns stay far under the bound-parameter limits (SQLite 32766, Postgres
+ * 65535), however many checkpoints one retention decision discards.
+ */
+const AUDIT_CHUNK_ROWS = 1000;
+
+/** Appends entries in order; more than one INSERT's worth go in one transaction (the caller's, if it is one). */
+export async function appendAudit(
+  db: Kysely<Database> | Transaction<Database>,
+  entries: readonly NewAuditEntry[],
+): Promise<void> {
   if (entries.length === 0) return;
+  if (entries.length > AUDIT_CHUNK_ROWS && !db.isTransaction) {
+    return db.transaction().execute((trx) => appendAudit(trx, entries));
+  }
   const at = new Date().toISOString();
-  await db
-    .insertInto('audit')
-    .values(
-      entries.map((e) => ({
-        at,
-        actor: e.actor,
-        action: e.action,
-        run_id: e.run ?? null,
-        step: e.step ?? null,
-        details: JSON.stringify(e.details ?? {}),
-      })),
-    )
-    .execute();
+  for (let i = 0; i < entries.length; i += AUDIT_CHUNK_ROWS) {
+    await db
+      .insertInto('audit')
+      .values(
+        entries.slice(i, i + AUDIT_CHUNK_ROWS).map((e) => ({
+          at,
+          actor: e.actor,
+          action: e.action,
+          run_id: e.run ?? null,
+          step: e.step ?? null,
+          details: JSON.stringify(e.details ?? {}),
+        })),
+      )
+      .execute();
+  }
 }
 
 /** Entries in id order, filtered by run (or runs within a scope) and time, after the id `after`. */

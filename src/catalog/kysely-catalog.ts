@@ -51,6 +51,9 @@ import {
 } from './rows.js';
 import type { Database } from './schema.js';
 
+/** Values per IN list, far under the bound-parameter limits (SQLite 32766, Postgres 65535). */
+const IN_LIST_MAX = 1000;
+
 /**
  * The Catalog on Kysely. Every query here and in the per-table modules it delegates to (metrics.ts,
  * policies.ts, estimate-states.ts) is portable SQL (ON CONFLICT ... DO NOTHING, LIMIT, no RETURNING
@@ -235,14 +238,21 @@ export class KyselyCatalog implements Catalog {
   getSummaries(run: string, steps?: readonly number[]): Promise<CheckpointSummary[]> {
     return guard('getSummaries', async () => {
       if (steps && steps.length === 0) return [];
-      let q = this.db
+      const q = this.db
         .selectFrom('checkpoint_summaries as s')
         .innerJoin('checkpoints as c', (join) => join.onRef('c.run_id', '=', 's.run_id').onRef('c.step', '=', 's.step'))
         .select(['s.step', 's.spec', 's.weight_norm', 's.sketch', 's.tensor_sketches', 'c.tensors'])
         .where('s.run_id', '=', run)
         .orderBy('s.step');
-      if (steps) q = q.where('s.step', 'in', [...steps]);
-      return (await q.execute()).map(toSummary);
+      if (!steps) return (await q.execute()).map(toSummary);
+      // One IN list per chunk of sorted steps keeps under the bound-parameter limits and the step order.
+      const wanted = [...new Set(steps)].sort((a, b) => a - b);
+      const summaries: CheckpointSummary[] = [];
+      for (let i = 0; i < wanted.length; i += IN_LIST_MAX) {
+        const rows = await q.where('s.step', 'in', wanted.slice(i, i + IN_LIST_MAX)).execute();
+        summaries.push(...rows.map(toSummary));
+      }
+      return summaries;
     });
   }
 

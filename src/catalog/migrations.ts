@@ -193,6 +193,30 @@ function migrations(dialect: SqlDialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0008_byte_order_text_keys': {
+      async up(db: Kysely<unknown>) {
+        // Ids and timestamps sort and compare byte-wise, as SQLite's BINARY collation does ('B' < 'a'), so
+        // paging with `after` and time ranges give the same answers on both. A Postgres database's default
+        // collation is often linguistic (en_US: 'a' < 'B', punctuation ignored at first); COLLATE "C" fixes
+        // the columns that identify, order or range-compare. SQLite: nothing to do.
+        if (dialect !== 'postgres') return;
+        const columns: Record<string, readonly string[]> = {
+          runs: ['id'],
+          checkpoints: ['run_id', 'upload_id', 'discarded_at', 'delete_after', 'created_at'],
+          checkpoint_summaries: ['run_id'],
+          metric_points: ['run_id', 'batch_key'],
+          metric_batches: ['run_id', 'batch_key'],
+          policies: ['name', 'created_at', 'updated_at'],
+          estimate_states: ['run_id'],
+          tokens: ['id', 'secret_hash', 'created_at'],
+          audit: ['run_id', 'at'],
+        };
+        for (const [table, names] of Object.entries(columns)) {
+          const changes = names.map((c) => sql`alter column ${sql.ref(c)} type text collate "C"`);
+          await sql`alter table ${sql.table(table)} ${sql.join(changes)}`.execute(db);
+        }
+      },
+    },
   };
 }
 
