@@ -1,10 +1,11 @@
 import type { CheckpointSummary } from '../../src/model/summary.js';
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { Catalog, NewCheckpoint } from '../../src/catalog/catalog.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Catalog, MetricCursor, NewCheckpoint } from '../../src/catalog/catalog.js';
 import { CheckpointRecord, MetricPoint, RunRecord } from '../../src/model/records.js';
 import { isAppError } from '../../src/errors.js';
-import { waitFor } from './wait.js';
+import { signal, waitFor, within } from './wait.js';
 
 /** One opened catalog under test. `reopen` (file-backed stores only) opens the same database again. */
 export interface OpenedCatalog {
@@ -413,6 +414,216 @@ export function describeCatalogContract(name: string, open: () => Promise<Opened
       const back = (await catalog.listMetrics(run, { limit: n + 10 })).items;
       assert.equal(back.length, n);
       assert.deepEqual(back, points);
+    });
+
+    it('exclusive: one holder of a key at a time, in arrival order; other keys do not wait', async () => {
+      const key = runId('lock');
+      const entered: number[] = [];
+      let inside = 0;
+      let most = 0;
+      const release = signal();
+      const holders = Array.from({ length: 5 }, (_, i) =>
+        catalog.exclusive(key, async () => {
+          entered.push(i);
+          inside++;
+          most = Math.max(most, inside);
+          await (i === 0 ? release.promise : sleep(2));
+          inside--;
+          return i;
+        }),
+      );
+      await waitFor(() => entered.length === 1, { what: 'the first holder to enter' });
+      const other = await within(
+        catalog.exclusive(runId('other-lock'), async () => 'free'),
+        { what: 'a second key while the first is held' },
+      );
+      assert.equal(other, 'free');
+      assert.deepEqual(entered, [0], 'the others wait for the first');
+      release.resolve();
+      assert.deepEqual(await Promise.all(holders), [0, 1, 2, 3, 4]);
+      assert.deepEqual(entered, [0, 1, 2, 3, 4], 'in arrival order');
+      assert.equal(most, 1, 'never two inside');
+    });
+
+    it("exclusive: the work's own error comes back as thrown, and the key is free again", async () => {
+      const key = runId('lock-throw');
+      const boom = new Error('work failed');
+      await assert.rejects(
+        catalog.exclusive(key, async () => {
+          throw boom;
+        }),
+        (err: unknown) => err === boom,
+      );
+      assert.equal(await catalog.exclusive(key, async () => 7), 7);
+      assert.deepEqual(await catalog.tryExclusive(key, async () => 8), { ran: true, value: 8 });
+    });
+
+    it('tryExclusive: does not run (nor wait) while the key is held, runs once it is free', async () => {
+      const key = runId('lease');
+      const entered = signal();
+      const release = signal();
+      const holder = catalog.exclusive(key, async () => {
+        entered.resolve();
+        await release.promise;
+        return 'held';
+      });
+      await entered.promise;
+      let ran = false;
+      const attempt = await within(
+        catalog.tryExclusive(key, async () => {
+          ran = true;
+        }),
+        { what: 'tryExclusive on a held key to answer' },
+      );
+      assert.deepEqual(attempt, { ran: false });
+      assert.equal(ran, false);
+      release.resolve();
+      assert.equal(await holder, 'held');
+      assert.deepEqual(await catalog.tryExclusive(key, async () => 5), { ran: true, value: 5 });
+
+      // A tryExclusive holder keeps the key from other tries too.
+      const leaseRelease = signal();
+      const lease = catalog.tryExclusive(key, () => leaseRelease.promise.then(() => 'lease'));
+      await waitFor(async () => (await catalog.tryExclusive(key, async () => 0)).ran === false, {
+        what: 'the lease to be held',
+      });
+      leaseRelease.resolve();
+      assert.deepEqual(await lease, { ran: true, value: 'lease' });
+    });
+
+    it('metric cursor pages over many points of one step yield each point once, in order', async () => {
+      const run = runId('cursor');
+      await catalog.ensureRun(run);
+      // 2,500 points at step 7 (more than one insert chunk), a few before and after, arriving interleaved.
+      const points: MetricPoint[] = [];
+      for (let i = 0; i < 2530; i++) {
+        const step = i % 100 === 1 ? 6 : i % 100 === 2 ? 8 : 7;
+        points.push({ step, trainLoss: i });
+      }
+      await catalog.appendMetrics(run, points.slice(0, 1700));
+      await catalog.appendMetrics(run, points.slice(1700));
+      const expected = [...points].sort((a, b) => a.step - b.step); // stable: arrival order within a step
+
+      const read = async (query: { fromStep?: number; toStep?: number }, limit: number) => {
+        const items: MetricPoint[] = [];
+        let after: MetricCursor | undefined;
+        for (let pages = 0; ; pages++) {
+          assert.ok(pages < 1000, 'paging ends');
+          const page = await catalog.listMetrics(run, { ...query, limit, after });
+          assert.ok(page.items.length <= limit);
+          items.push(...page.items);
+          if (page.next === null) return items;
+          after = page.next;
+        }
+      };
+      assert.deepEqual(await read({}, 97), expected);
+      assert.deepEqual(await read({}, 2530), expected, 'a page exactly as long as the rest');
+      assert.deepEqual(
+        await read({ fromStep: 7, toStep: 7 }, 100),
+        expected.filter((p) => p.step === 7),
+      );
+    });
+
+    it('estimate state versions: per run, one more per put, distinct under concurrent puts; folds recorded', async () => {
+      const [a, b, c] = [runId('version'), runId('version'), runId('version')];
+      assert.equal(await catalog.putEstimateState(a, { n: 1 }), 1);
+      assert.equal(await catalog.putEstimateState(b, { n: 1 }), 1);
+      assert.equal(await catalog.putEstimateState(a, { n: 2 }), 2);
+      assert.equal(await catalog.estimateStateVersion(a), 2);
+      assert.equal(await catalog.estimateStateVersion(b), 1);
+
+      const versions = await Promise.all(Array.from({ length: 8 }, (_, i) => catalog.putEstimateState(c, { n: i })));
+      assert.deepEqual(
+        [...versions].sort((x, y) => x - y),
+        [1, 2, 3, 4, 5, 6, 7, 8],
+      );
+      const last = await catalog.getEstimateState(c);
+      assert.equal(last?.version, 8);
+      assert.deepEqual(last?.state, { n: versions.indexOf(8) }, 'the state of the put that got the last version');
+
+      assert.equal(await catalog.putEstimateState(a, { n: 3 }, { key: 'batch-1', points: 2 }), 3);
+      assert.deepEqual(await catalog.batchProgress(a, 'batch-1'), { stored: 0, folded: true });
+      assert.deepEqual(await catalog.batchProgress(b, 'batch-1'), { stored: 0, folded: false });
+      assert.equal(
+        await catalog.putEstimateState(a, { n: 4 }, { key: 'batch-1', points: 2 }),
+        4,
+        'a repeat is harmless',
+      );
+    });
+
+    it('ids sort and compare byte-wise (B < a), in listings, paging and policies', async () => {
+      const prefix = `bytes${++seq}`;
+      const suffixes = ['a', 'B', 'b', 'A', '_', '.', '0', 'Z', 'z', '-', 'a-b', 'aB', 'a_b', 'ab'];
+      const ids = suffixes.map((s) => `${prefix}-${s}`);
+      for (const id of ids) await catalog.ensureRun(id);
+      const bytewise = [...ids].sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y)));
+      const listed = (await catalog.listRuns({ limit: 1000, after: `${prefix}-` }))
+        .map((r) => r.id)
+        .filter((id) => id.startsWith(`${prefix}-`));
+      assert.deepEqual(listed, bytewise);
+      const paged: string[] = [];
+      let after = `${prefix}-`;
+      for (;;) {
+        const page = (await catalog.listRuns({ limit: 3, after })).filter((r) => r.id.startsWith(`${prefix}-`));
+        paged.push(...page.map((r) => r.id));
+        if (page.length < 3) break;
+        after = page[page.length - 1].id;
+      }
+      assert.deepEqual(paged, bytewise);
+
+      const names = [`${prefix}-b`, `${prefix}-B`, `${prefix}-a`];
+      for (const name of names) await catalog.putPolicy(name, { latest: 1 });
+      assert.deepEqual(
+        (await catalog.listPolicies()).map((p) => p.name).filter((n) => n.startsWith(`${prefix}-`)),
+        [`${prefix}-B`, `${prefix}-a`, `${prefix}-b`],
+      );
+    });
+
+    it('run scopes: exact ids and prefixes, case-sensitive, with _ and % taken literally', async () => {
+      const p = `scope${++seq}`;
+      const ids = [`${p}-a_b`, `${p}-axb`, `${p}-A_b`, `${p}-a%c`, `${p}-abc`, `${p}-ab`];
+      for (const id of ids) await catalog.ensureRun(id);
+      const within = async (scope: string[]) =>
+        (await catalog.listRuns({ limit: 1000, scope })).map((r) => r.id).sort();
+      assert.deepEqual(await within([`${p}-a_*`]), [`${p}-a_b`]);
+      assert.deepEqual(await within([`${p}-a%*`]), [`${p}-a%c`]);
+      assert.deepEqual(await within([`${p}-A*`]), [`${p}-A_b`]);
+      assert.deepEqual(await within([`${p}-ab`]), [`${p}-ab`], 'an exact id is not a prefix');
+      assert.deepEqual(await within([`${p}-ab*`, `${p}-axb`]), [`${p}-ab`, `${p}-abc`, `${p}-axb`]);
+      assert.deepEqual(await within([`${p}-AB`]), []);
+      assert.equal(await catalog.countRuns([`${p}-a*`]), 5);
+      assert.equal(await catalog.countRuns(['*']), (await catalog.listRuns({ limit: 100_000 })).length);
+    });
+
+    it('audit batches and IN lists larger than the bound-parameter limits', async () => {
+      const run = runId('many');
+      const entries = Array.from({ length: 11_000 }, (_, i) => ({
+        actor: 'contract',
+        action: 'checkpoint.discard' as const,
+        run,
+        step: i,
+        details: { i },
+      }));
+      await catalog.appendAudit(entries);
+      const stored: number[] = [];
+      let after: number | undefined;
+      for (;;) {
+        const page = await catalog.listAudit({ limit: 5000, run, after });
+        stored.push(...page.map((e) => e.step ?? -1));
+        if (page.length < 5000) break;
+        after = page[page.length - 1].id;
+      }
+      assert.deepEqual(
+        stored,
+        entries.map((e) => e.step),
+      );
+
+      for (const step of [5, 1500, 2999]) await catalog.insertCheckpoint(checkpoint(run, step));
+      const wanted = Array.from({ length: 3000 }, (_, i) => 2999 - i);
+      assert.deepEqual(
+        (await catalog.getSummaries(run, wanted)).map((s) => s.step),
+        [5, 1500, 2999],
+      );
     });
 
     it('failures surface as catalog_unavailable', async () => {
