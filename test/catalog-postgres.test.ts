@@ -11,6 +11,7 @@ import { advisoryLockId } from '../src/catalog/advisory-locks.js';
 import type { Catalog } from '../src/catalog/catalog.js';
 import { openCatalog } from '../src/catalog/factory.js';
 import { migrationProvider } from '../src/catalog/migrations.js';
+import { isAppError } from '../src/errors.js';
 import { describeCatalogContract } from './helpers/catalog-contract.js';
 import { createTestDatabase, embeddedServerUrl, type TestDatabase, withPostgresDatabase } from './helpers/postgres.js';
 import { signal, waitFor, within } from './helpers/wait.js';
@@ -217,6 +218,31 @@ describe('Postgres catalog', () => {
       assert.deepEqual(await advisoryLocksOn(db.url, key), []);
     } finally {
       await byCatalogs([a, b])();
+    }
+  });
+
+  it('lock_pool_max bounds the keys held at once; one more waits connect_timeout, then fails as catalog_unavailable', async () => {
+    const url = new URL(db.url);
+    url.searchParams.set('lock_pool_max', '1');
+    url.searchParams.set('connect_timeout', '1');
+    const catalog = await openCatalog(url.toString());
+    try {
+      const entered = signal();
+      const release = signal();
+      const holder = catalog.exclusive('run:first', async () => {
+        entered.resolve();
+        await release.promise;
+      });
+      await entered.promise;
+      await assert.rejects(
+        catalog.exclusive('run:second', async () => 'never'),
+        (err: unknown) => isAppError(err) && err.code === 'catalog_unavailable' && /run:second/.test(err.message),
+      );
+      release.resolve();
+      await holder;
+      assert.equal(await catalog.exclusive('run:second', async () => 'now'), 'now');
+    } finally {
+      await catalog.close();
     }
   });
 

@@ -26,6 +26,11 @@ interface Held {
  * never waits for a query connection that other holders occupy, so locks cannot starve queries into a
  * deadlock. A process that dies loses its sessions, and so its locks.
  *
+ * Each key held (or waited for in the database) occupies one connection of `pool`, so its size bounds the
+ * keys this process holds at once; more wait for a connection, up to the pool's connection timeout, and then
+ * fail with catalog_unavailable (tryExclusive too: it never waits for the lock, but may for a connection).
+ * Work that takes a second key under a first holds two.
+ *
  * If a lock's connection fails while the work runs, the lock is gone (another process may take it); the
  * work is not interrupted, and its connection is destroyed when it ends.
  */
