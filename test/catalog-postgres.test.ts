@@ -6,11 +6,13 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
+import { Kysely, type Migration, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { advisoryLockId } from '../src/catalog/advisory-locks.js';
 import type { Catalog } from '../src/catalog/catalog.js';
 import { openCatalog } from '../src/catalog/factory.js';
-import { migrationProvider } from '../src/catalog/migrations.js';
+import { migrationProvider, runMigrations } from '../src/catalog/migrations.js';
+import type { Database } from '../src/catalog/schema.js';
 import { isAppError } from '../src/errors.js';
 import { describeCatalogContract } from './helpers/catalog-contract.js';
 import { createTestDatabase, embeddedServerUrl, type TestDatabase, withPostgresDatabase } from './helpers/postgres.js';
@@ -329,6 +331,38 @@ describe('Postgres catalog', () => {
     } finally {
       await catalog.close();
     }
+  });
+
+  it('a migration that fails leaves the schema as it was (one transaction)', async () => {
+    await withPostgresDatabase(async (fresh) => {
+      const kysely = new Kysely<Database>({
+        dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: fresh.url, max: 2 }) }),
+      });
+      try {
+        const base = await migrationProvider('postgres').getMigrations();
+        const broken: Migration = {
+          async up(trx: Kysely<unknown>) {
+            await trx.schema.alterTable('runs').addColumn('half_done', 'text').execute();
+            throw new Error('boom');
+          },
+        };
+        const provider = { getMigrations: async () => ({ ...base, '9999_broken': broken }) };
+        await assert.rejects(runMigrations(kysely, 'postgres', provider), /catalog migration 9999_broken failed: boom/);
+        const tables = await sqlOn<{ n: string }>(
+          fresh.url,
+          `select count(*) as n from information_schema.tables where table_schema = current_schema() and table_name = 'runs'`,
+        );
+        assert.equal(tables[0].n, '0', 'the whole batch, 0001 included, is rolled back');
+        await runMigrations(kysely, 'postgres');
+        const applied = await sqlOn<{ name: string }>(fresh.url, 'select name from kysely_migration order by name');
+        assert.deepEqual(
+          applied.map((r) => r.name),
+          Object.keys(base).sort(),
+        );
+      } finally {
+        await kysely.destroy();
+      }
+    });
   });
 
   it('names a database that does not exist', async () => {

