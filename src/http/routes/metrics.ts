@@ -1,6 +1,5 @@
 import express, { Router } from 'express';
 import { z } from 'zod';
-import type { MetricCursor } from '../../catalog/catalog.js';
 import { AppError } from '../../errors.js';
 import type { MetricPointPage } from '../../model/records.js';
 import { callerOf, need } from '../access.js';
@@ -13,10 +12,15 @@ import { parseInput } from '../validate.js';
 /** The largest page of a run's metric series. */
 const MAX_SERIES_LIMIT = 100_000;
 
+/** A position in the metric series as the run service takes and gives it: the last point's step and arrival. */
+interface MetricCursor {
+  step: number;
+  seq: number;
+}
+
 /**
- * The `next`/`after` cursor of the metric series: base64url of `<step>.<seq>` (the catalog's position of the
- * page's last point). Opaque to clients (docs/api.md); only the canonical encoding of two safe integers is
- * accepted, so a cursor altered on the way is refused rather than read as some other position.
+ * The `next`/`after` cursor of the metric series: base64url of `<step>.<seq>`. Opaque to clients
+ * (docs/api.md); only the canonical encoding of two safe integers is accepted.
  */
 function encodeMetricCursor(cursor: MetricCursor): string {
   return Buffer.from(`${cursor.step}.${cursor.seq}`).toString('base64url');
