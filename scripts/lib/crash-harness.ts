@@ -350,7 +350,7 @@ const CheckpointItem = z.object({
   contentAvailable: z.boolean(),
   indicators: z.unknown(),
 });
-const CheckpointList = z.object({ items: z.array(CheckpointItem) });
+const CheckpointList = z.object({ items: z.array(CheckpointItem), next: z.number().nullable() });
 const MetricList = z.object({ items: z.array(z.object({ step: z.number() })) });
 
 function snippet(answer: Answer): string {
@@ -720,18 +720,37 @@ interface OnlineCheck {
   duplicateBatches: number;
 }
 
+/** Every checkpoint of the run, page by page; null (flagged unless the run was never created) on a bad answer. */
+async function listEveryPage(
+  url: string,
+  id: string,
+  run: RunState,
+  flag: Flag,
+): Promise<{ items: z.infer<typeof CheckpointItem>[] } | null> {
+  const items: z.infer<typeof CheckpointItem>[] = [];
+  let after: number | null = null;
+  for (;;) {
+    const query = after === null ? '?limit=1000' : `?limit=1000&after=${after}`;
+    const listing = await exchange(`${url}/v1/runs/${id}/checkpoints${query}`, { method: 'GET' });
+    if (listing.status === 404 && run.sent.size === 0 && run.batches.length === 0) return null;
+    const page = listing.status === 200 ? parseJson(CheckpointList, listing) : null;
+    if (!page) {
+      flag('response', `GET ${id}/checkpoints${query}: ${snippet(listing)}`);
+      return null;
+    }
+    items.push(...page.items);
+    if (page.next === null) return { items };
+    after = page.next;
+  }
+}
+
 /** Over HTTP, on the restarted gateway: listings, downloads, acknowledged uploads, points and pins. */
 async function verifyOnline(url: string, runs: readonly RunState[], flag: Flag): Promise<OnlineCheck> {
   const check: OnlineCheck = { listed: 0, downloads: 0, duplicateBatches: 0 };
   for (const run of runs) {
     const id = run.spec.id;
-    const listing = await exchange(`${url}/v1/runs/${id}/checkpoints`, { method: 'GET' });
-    if (listing.status === 404 && run.sent.size === 0 && run.batches.length === 0) continue;
-    const list = listing.status === 200 ? parseJson(CheckpointList, listing) : null;
-    if (!list) {
-      flag('response', `GET ${id}/checkpoints: ${snippet(listing)}`);
-      continue;
-    }
+    const list = await listEveryPage(url, id, run, flag);
+    if (!list) continue;
     const byStep = new Map(list.items.map((item) => [item.step, item]));
     check.listed += list.items.length;
     for (const item of list.items) {
