@@ -162,6 +162,15 @@ describe('openCatalog', () => {
     }
   });
 
+  it('refuses a catalog migrated by a newer build, saying so', async () => {
+    const file = path.join(dir, 'newer.db');
+    await (await openCatalog(file)).close();
+    const probe = new BetterSqlite3(file);
+    probe.prepare("insert into kysely_migration (name, timestamp) values ('0999_from_the_future', '2030')").run();
+    probe.close();
+    await assert.rejects(openCatalog(file), /migrated by a newer trajgate \(it has migration 0999_from_the_future/);
+  });
+
   it('a migration that fails leaves the schema as it was', async () => {
     const sqlite = new BetterSqlite3(path.join(dir, 'broken.db'));
     const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });

@@ -257,8 +257,16 @@ export async function runMigrations(
 
 function check({ error, results }: MigrationResultSet): void {
   if (!error) return;
+  const message = error instanceof Error ? error.message : String(error);
+  // Kysely refuses a catalog whose applied migrations include one this build lacks: a newer build migrated it.
+  const unknown = /previously executed migration (\S+) is missing/.exec(message)?.[1];
+  if (unknown) {
+    throw new Error(
+      `the catalog was migrated by a newer trajgate (it has migration ${unknown}, which this build lacks); ` +
+        'run the newer build, or restore a catalog backup taken before the upgrade',
+      { cause: error },
+    );
+  }
   const failed = results?.find((r) => r.status === 'Error')?.migrationName ?? 'unknown';
-  throw new Error(`catalog migration ${failed} failed: ${error instanceof Error ? error.message : String(error)}`, {
-    cause: error,
-  });
+  throw new Error(`catalog migration ${failed} failed: ${message}`, { cause: error });
 }

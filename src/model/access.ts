@@ -16,7 +16,13 @@ export const RunScopePattern = z
 
 export const TokenInput = z
   .object({
-    name: z.string().trim().min(1).max(128),
+    name: z
+      .string()
+      .trim()
+      .min(1)
+      .max(128)
+      // Control characters have no place in a name shown in audit trails, and Postgres text cannot hold NUL.
+      .regex(/^[^\p{Cc}]*$/u, 'must not contain control characters'),
     role: Role,
     runs: z.array(RunScopePattern).min(1).max(100),
     expiresAt: z.iso.datetime({ offset: true }).nullable().optional(),
