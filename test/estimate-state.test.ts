@@ -171,27 +171,27 @@ describe('estimate state: version and migration', () => {
   });
 
   it('applies a registered migration to an older version', () => {
-    // A hand-written version 0 that kept the running sums under another name.
+    // A hand-written version 1 that kept the running sums under another name.
     const { totals, ...rest } = state;
-    const v0 = { ...rest, version: 0, sums: totals };
+    const v1 = { ...rest, version: STATE_VERSION - 1, sums: totals };
     const renameSums: StateMigration = {
-      from: 0,
+      from: STATE_VERSION - 1,
       migrate: ({ sums, ...others }) => ({ ...others, totals: sums }),
     };
-    assert.deepEqual(migrateState(v0, [renameSums]), state);
-    const restored = EstimateAccumulator.restore(v0, [renameSums]);
+    assert.deepEqual(migrateState(v1, [renameSums]), state);
+    const restored = EstimateAccumulator.restore(v1, [renameSums]);
     assert.ok(restored);
     assert.deepEqual(restored.toJSON(), state);
-    assert.equal(migrateState(v0), null, 'no migration path from version 0');
+    assert.equal(migrateState(v1), null, 'no migration path from version 1 (rebuilt from the catalog instead)');
     assert.equal(
-      migrateState(v0, [{ from: 0, migrate: () => ({ ...v0 }) }]),
+      migrateState(v1, [{ from: STATE_VERSION - 1, migrate: () => ({ ...v1 }) }]),
       null,
       'a migration whose result the schema rejects',
     );
     assert.equal(
-      migrateState(v0, [
+      migrateState(v1, [
         {
-          from: 0,
+          from: STATE_VERSION - 1,
           migrate: () => {
             throw new Error('cannot');
           },

@@ -16,7 +16,7 @@ import {
   type AccumulatorOptions,
   type Carry,
   type Counters,
-  type EvalPoint,
+  type EvalEntry,
   type FieldCounts,
   type RecordField,
   type Snapshot,
@@ -34,10 +34,14 @@ import {
  * - Records are folded in step order. A record stands for the steps since the previous record
  *   (span = step − previous step; the first record counts from step 0). Its per-step values are its own,
  *   or, for a field it lacks, the latest earlier record's (carried forward).
- * - Out-of-order arrival: the newest `reorderWindow` step records (up to a quarter more between folds)
- *   wait in a buffer sorted by step; older ones are folded for good. A point whose step is at or below
- *   the last folded step arrives too late: it is dropped and counted (`latePoints`). Within the window
- *   the result equals a fold over all points sorted by step.
+ * - A point's evaluation fields (valLoss, extra.trainEvalLoss) and its training fields go separate ways.
+ *   Evaluation points are kept by step whenever they arrive and paired with the indicator at their own
+ *   step when the estimate is read, so live, late and reordered evaluations give the same estimate. A
+ *   point with evaluation fields only makes no training record.
+ * - Out-of-order arrival of training fields: the newest `reorderWindow` step records (up to a quarter
+ *   more between folds) wait in a buffer sorted by step; older ones are folded for good. Training fields
+ *   whose step is at or below the last folded step arrive too late: they are dropped and the point is
+ *   counted (`latePoints`). Within the window the result equals a fold over all points sorted by step.
  * - ||Δw_t||: the record's updateNorm, else lr·gradNorm (the plain-SGD update), else a carried client
  *   value, else the gateway's checkpoint update norm per step for the checkpoint interval holding t. A
  *   record that needs a checkpoint norm stays buffered until a checkpoint at or after its step arrives
@@ -47,9 +51,10 @@ import {
  *   batch independent of the step's: unbiased for <∇F_μ − ∇F_S, Δw_t>); else gapIncrement minus its
  *   self-fit term η·tr Σ·(1/m − 1/n) (the specified value takes ∇F_train from the step's own batch, and
  *   <ḡ, ḡ> carries Var(ḡ): on MNIST that term is ~100× the gap); else gapIncrement as logged (warned).
- * - Observed gap at an evaluation point (a record with valLoss): valLoss − extra.trainEvalLoss (loss on
- *   the training set at the evaluated weights) when present, else − the batch trainLoss (one batch,
- *   measured before the step: noisy; warned).
+ * - Observed gap at an evaluation point (valLoss at a step): valLoss − extra.trainEvalLoss (loss on the
+ *   training set at the evaluated weights) when present, else − the batch trainLoss logged at that step
+ *   (one batch, measured before the step: noisy; warned), taken from a point at the step that arrives
+ *   while the evaluation is known or from the step's still-buffered training record.
  * Sums are kept free of n (trainSize), which the read supplies: B_T = bSum/√n, E_T = eSum/n.
  */
 
@@ -66,7 +71,10 @@ export interface AccumulatorView {
   totals: Totals;
   counters: Counters;
   carry: Carry;
-  recent: EvalPoint[];
+  /** Evaluation points by step. */
+  evals: EvalEntry[];
+  /** Evaluation points the trend uses. */
+  recentEvals: number;
   /** Committed snapshots, then (when asked for) one per buffered record. */
   snapshots: Snapshot[];
   maxStep: number | null;
@@ -119,14 +127,57 @@ export class EstimateAccumulator {
       const rec = this.sanitize(p);
       if (!rec) continue;
       this.s.maxStep = this.s.maxStep === null ? rec.step : Math.max(this.s.maxStep, rec.step);
+      const { valLoss, trainEvalLoss, ...training } = rec;
+      if (valLoss !== undefined || trainEvalLoss !== undefined) this.addEval(rec);
+      else if (training.trainLoss !== undefined) {
+        const entry = this.evalAt(rec.step);
+        if (entry) entry.trainLoss = training.trainLoss;
+      }
+      if (Object.keys(training).length === 1) continue;
       if (this.s.carry.step !== null && rec.step <= this.s.carry.step) {
         this.s.latePoints++;
         continue;
       }
-      insertSorted(this.s.pending, rec);
+      insertSorted(this.s.pending, training);
       this.commitReady();
     }
     return this;
+  }
+
+  /** Merges an evaluation into the entry at its step (a later value wins); thins past maxEvals. */
+  private addEval(rec: StepRecord): void {
+    const evals = this.s.evals;
+    let entry = this.evalAt(rec.step);
+    if (!entry) {
+      entry = { step: rec.step };
+      let i = evals.length;
+      while (i > 0 && evals[i - 1].step > rec.step) i--;
+      evals.splice(i, 0, entry);
+    }
+    if (rec.valLoss !== undefined) {
+      entry.valLoss = rec.valLoss;
+      delete entry.gap;
+    }
+    if (rec.trainEvalLoss !== undefined) entry.trainEvalLoss = rec.trainEvalLoss;
+    const trainLoss = rec.trainLoss ?? this.s.pending.find((r) => r.step === rec.step)?.trainLoss;
+    if (trainLoss !== undefined) entry.trainLoss = trainLoss;
+    if (evals.length > this.s.options.maxEvals) {
+      const last = evals.length - 1;
+      const kept = evals.filter((_, i) => i % 2 === 0 || i === last);
+      evals.splice(0, evals.length, ...kept);
+    }
+  }
+
+  private evalAt(step: number): EvalEntry | undefined {
+    const evals = this.s.evals;
+    let lo = 0;
+    let hi = evals.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (evals[mid].step < step) lo = mid + 1;
+      else hi = mid;
+    }
+    return evals[lo]?.step === step ? evals[lo] : undefined;
   }
 
   /** Feeds the gateway's checkpoint update norms (in upload order; a step already known is ignored). */
@@ -159,8 +210,6 @@ export class EstimateAccumulator {
       carry: { ...s.carry },
       totals: { ...s.totals },
       counters: { ...s.counters },
-      recent: s.recent.slice(),
-      recentLimit: s.options.recentEvals,
     };
     const snapshots = withSnapshots === 'none' ? [] : s.snapshots.slice();
     const rule = { spacing: s.snapshotSpacing, last: s.lastSnapshotStep };
@@ -168,17 +217,16 @@ export class EstimateAccumulator {
     for (const rec of s.pending) {
       const norm = checkpointNorm(s.checkpoints, rec.step);
       if (norm.provisional && clientNorm(rec, fold.carry) === null) provisionalNorms++;
-      const observed = foldRecord(fold, rec, norm.value);
-      if (withSnapshots === 'every')
-        snapshots.push({ step: rec.step, totals: packTotals(fold.totals), observedGap: observed });
-      else if (withSnapshots === 'rule')
-        snapshotRule(snapshots, rule, s.options.maxSnapshots, rec.step, fold.totals, observed);
+      foldRecord(fold, rec, norm.value);
+      if (withSnapshots === 'every') snapshots.push({ step: rec.step, totals: packTotals(fold.totals) });
+      else if (withSnapshots === 'rule') snapshotRule(snapshots, rule, s.options.maxSnapshots, rec.step, fold.totals);
     }
     return {
       totals: fold.totals,
       counters: fold.counters,
       carry: fold.carry,
-      recent: fold.recent,
+      evals: s.evals.map((e) => ({ ...e })),
+      recentEvals: s.options.recentEvals,
       snapshots,
       maxStep: s.maxStep,
       points: s.points,
@@ -199,8 +247,6 @@ export class EstimateAccumulator {
       carry: s.carry,
       totals: s.totals,
       counters: s.counters,
-      recent: s.recent,
-      recentLimit: s.options.recentEvals,
     };
     const rule = { spacing: s.snapshotSpacing, last: s.lastSnapshotStep };
     // Folding waits until the buffer exceeds the window by a slack, then folds down to the window: the
@@ -212,8 +258,8 @@ export class EstimateAccumulator {
       const needsCheckpoint = clientNorm(rec, s.carry) === null;
       const norm = checkpointNorm(s.checkpoints, rec.step);
       if (needsCheckpoint && norm.provisional && s.pending.length - done <= s.options.holdLimit) break;
-      const observed = foldRecord(fold, rec, needsCheckpoint ? norm.value : null);
-      snapshotRule(s.snapshots, rule, s.options.maxSnapshots, rec.step, s.totals, observed);
+      foldRecord(fold, rec, needsCheckpoint ? norm.value : null);
+      snapshotRule(s.snapshots, rule, s.options.maxSnapshots, rec.step, s.totals);
       done++;
     }
     if (done > 0) s.pending.splice(0, done);

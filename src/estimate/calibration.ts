@@ -1,5 +1,73 @@
-import type { Totals } from './state.js';
+import { totalsAt } from './snapshots.js';
+import type { EvalEntry, EvalPoint, Snapshot, Totals } from './state.js';
 import type { GapInterval } from './types.js';
+
+/** Least-squares sums over paired evaluation points (x, y) in step order, with their lag-1 forms. */
+export interface CalSums {
+  k: number;
+  xy: number;
+  xx: number;
+  yy: number;
+  /** Σ x_i·x_{i−1}, Σ x_i·y_{i−1} + y_i·x_{i−1}, Σ y_i·y_{i−1}. */
+  xxLag: number;
+  xyLag: number;
+  yyLag: number;
+}
+
+export const emptySums = (): CalSums => ({ k: 0, xy: 0, xx: 0, yy: 0, xxLag: 0, xyLag: 0, yyLag: 0 });
+
+/** An evaluation entry's observed gap (valLoss − trainEvalLoss, else − the step's batch trainLoss), or null. */
+export function observedPoint(e: EvalEntry): EvalPoint | null {
+  if (e.gap !== undefined) return { step: e.step, gap: e.gap, valLoss: e.valLoss ?? null, fromBatch: false };
+  if (e.valLoss === undefined) return null;
+  const train = e.trainEvalLoss ?? e.trainLoss;
+  if (train === undefined) return null;
+  return { step: e.step, gap: e.valLoss - train, valLoss: e.valLoss, fromBatch: e.trainEvalLoss === undefined };
+}
+
+/** An evaluation point paired with the calibrated sum at its step. */
+export interface Pair {
+  step: number;
+  x: number;
+  y: number;
+}
+
+/**
+ * Each evaluation point with the sum `x` (n-free, see served.ts) at its own step, interpolated between
+ * the snapshots (exact at a snapshot's step): the same pairs whenever the evaluations arrived. Points
+ * where the sum is not yet known or not positive are left out.
+ */
+export function pairsOf(
+  points: readonly EvalPoint[],
+  snapshots: readonly Snapshot[],
+  x: (t: Totals) => number | null,
+): Pair[] {
+  const out: Pair[] = [];
+  for (const p of points) {
+    const v = x(totalsAt(snapshots, p.step));
+    if (v !== null && v > 0) out.push({ step: p.step, x: v, y: p.gap });
+  }
+  return out;
+}
+
+/** Adds a pair (the next in step order) to the sums; `prev` is the pair before it. */
+export function addPair(sums: CalSums, pair: Pair, prev: Pair | undefined): void {
+  if (prev) {
+    sums.xxLag += pair.x * prev.x;
+    sums.xyLag += pair.x * prev.y + pair.y * prev.x;
+    sums.yyLag += pair.y * prev.y;
+  }
+  sums.k++;
+  sums.xy += pair.x * pair.y;
+  sums.xx += pair.x * pair.x;
+  sums.yy += pair.y * pair.y;
+}
+
+export function sumsOf(pairs: readonly Pair[], untilStep = Number.POSITIVE_INFINITY): CalSums {
+  const sums = emptySums();
+  for (let i = 0; i < pairs.length && pairs[i].step <= untilStep; i++) addPair(sums, pairs[i], pairs[i - 1]);
+  return sums;
+}
 
 /** Two-sided 95% Student-t quantiles by degrees of freedom (df above the table: normal). */
 const T95: [number, number][] = [
@@ -38,8 +106,8 @@ export interface CalibrationFit {
 }
 
 /**
- * Least squares through the origin of the observed gap y on x = Σ||Δw||·sqrt(tr Σ) at the evaluation
- * points, applied at the current x. Through the origin because both vanish at initialisation (w_0 is
+ * Least squares through the origin of the observed gap y on x, the served indicator's n-free sum, at the
+ * evaluation points, applied at the current x. Through the origin because both vanish at initialisation (w_0 is
  * independent of the training set, so E gen(w_0) = 0, and the sum is empty); one parameter, so it is
  * usable from a few points, and the reference runs showed one scale fitting a run's whole trajectory.
  * Interval: the 95% prediction interval s·t·sqrt(1 + c·x²/Σx²), where successive evaluation points'
@@ -47,16 +115,16 @@ export interface CalibrationFit {
  * inflated by the AR(1) factor c = (1 + ρ)/(1 − ρ), ρ the lag-1 autocorrelation of the residuals
  * (clamped to [0, 0.95]); still nominal, not a coverage guarantee.
  */
-export function calibrate(cal: Totals, x0: number, minPoints: number): CalibrationFit | null {
-  const k = cal.calK;
-  if (k < minPoints || cal.calXX <= 0) return null;
-  const a = cal.calXY / cal.calXX;
-  const sse = Math.max(0, cal.calYY - (cal.calXY * cal.calXY) / cal.calXX);
+export function calibrate(cal: CalSums, x0: number, minPoints: number): CalibrationFit | null {
+  const k = cal.k;
+  if (k < minPoints || cal.xx <= 0) return null;
+  const a = cal.xy / cal.xx;
+  const sse = Math.max(0, cal.yy - (cal.xy * cal.xy) / cal.xx);
   const s = Math.sqrt(sse / (k - 1));
-  const lagged = cal.calYYLag - a * cal.calXYLag + a * a * cal.calXXLag;
+  const lagged = cal.yyLag - a * cal.xyLag + a * a * cal.xxLag;
   const rho = sse > 0 ? Math.min(0.95, Math.max(0, lagged / sse)) : 0;
   const inflation = (1 + rho) / (1 - rho);
   const estimate = a * x0;
-  const half = t95(k - 1) * s * Math.sqrt(1 + (inflation * x0 * x0) / cal.calXX);
+  const half = t95(k - 1) * s * Math.sqrt(1 + (inflation * x0 * x0) / cal.xx);
   return { interval: { estimate, low: estimate - half, high: estimate + half }, a, s, k };
 }

@@ -4,6 +4,8 @@ import type { Totals } from './state.js';
 export interface Derived {
   indicator: number | null;
   expectedIncrement: number | null;
+  effectiveIncrement: number | null;
+  noiseCorrectedIndicator: number | null;
   measuredGap: number | null;
   secondOrder: number | null;
 }
@@ -29,6 +31,8 @@ export function derive(t: Totals, n: number | null): Derived {
   return {
     indicator: t.bSteps > 0 && n ? t.bSum / Math.sqrt(n) : null,
     expectedIncrement: t.eSteps > 0 && n ? t.eSum / n : null,
+    effectiveIncrement: t.fSteps > 0 && n ? t.fSum / n : null,
+    noiseCorrectedIndicator: t.cSteps > 0 && n ? t.cSum / Math.sqrt(n) : null,
     measuredGap: measuredGapParts(t, n),
     secondOrder: t.soSteps > 0 ? t.soSum : null,
   };

@@ -3,7 +3,6 @@ import {
   type Carry,
   type CheckpointNorm,
   type Counters,
-  type EvalPoint,
   type Snapshot,
   type StepRecord,
   type Totals,
@@ -66,12 +65,10 @@ export interface FoldState {
   carry: Carry;
   totals: Totals;
   counters: Counters;
-  recent: EvalPoint[];
-  recentLimit: number;
 }
 
-/** Folds one record (steps strictly increasing); returns its observed gap when it is an evaluation point. */
-export function foldRecord(f: FoldState, rec: StepRecord, checkpointPerStep: number | null): number | null {
+/** Folds one training record (steps strictly increasing). */
+export function foldRecord(f: FoldState, rec: StepRecord, checkpointPerStep: number | null): void {
   const { carry, totals: t, counters: c } = f;
   const span = rec.step - (carry.step ?? 0);
   t.steps += span;
@@ -107,6 +104,18 @@ export function foldRecord(f: FoldState, rec: StepRecord, checkpointPerStep: num
     t.soSteps += span;
     t.soSum += span * norm * norm;
   }
+  // ||ḡ||² = ||∇F_S||² + Var(ḡ), Var(ḡ) ≈ tr Σ/m: the share of the step that is minibatch noise is
+  // tr Σ/(m·||ḡ||²); the effective learning rate ||Δw||/||ḡ|| is η for SGD and the preconditioned step for
+  // adaptive optimizers.
+  const g = rec.gradNorm ?? carry.gradNorm;
+  if (norm !== null && v !== null && g !== null && g > 0) {
+    t.fSteps += span;
+    t.fSum += span * (norm / g) * v;
+    if (m !== null) {
+      t.cSteps += span;
+      t.cSum += span * norm * Math.sqrt(Math.max(0, 1 - v / (m * g * g))) * Math.sqrt(v);
+    }
+  }
 
   if (rec.gapIncrementFresh !== undefined || rec.gapIncrement !== undefined) {
     const w = rec.step - (carry.lastGapStep ?? 0);
@@ -129,33 +138,6 @@ export function foldRecord(f: FoldState, rec: StepRecord, checkpointPerStep: num
     carry.lastGapStep = rec.step;
   }
 
-  let observed: number | null = null;
-  if (rec.valLoss !== undefined) {
-    const train = rec.trainEvalLoss ?? rec.trainLoss ?? carry.trainLoss;
-    if (train === null) c.evalWithoutTrainLoss++;
-    else {
-      rec.trainEvalLoss !== undefined ? c.evalFromTrainEval++ : c.evalFromBatch++;
-      observed = rec.valLoss - train;
-      c.evaluationPoints++;
-      const x = t.bSteps > 0 ? t.bSum : null;
-      if (x !== null && x > 0) {
-        if (carry.calPrevX !== null && carry.calPrevY !== null) {
-          t.calXXLag += x * carry.calPrevX;
-          t.calXYLag += x * carry.calPrevY + observed * carry.calPrevX;
-          t.calYYLag += observed * carry.calPrevY;
-        }
-        carry.calPrevX = x;
-        carry.calPrevY = observed;
-        t.calK++;
-        t.calXY += x * observed;
-        t.calXX += x * x;
-        t.calYY += observed * observed;
-      }
-      f.recent.push({ step: rec.step, gap: observed, valLoss: rec.valLoss, x });
-      if (f.recent.length > f.recentLimit) f.recent.shift();
-    }
-  }
-
   carry.step = rec.step;
   carry.lr = lr;
   carry.gradVariance = v;
@@ -163,14 +145,12 @@ export function foldRecord(f: FoldState, rec: StepRecord, checkpointPerStep: num
   if (rec.updateNorm !== undefined) carry.updateNorm = rec.updateNorm;
   if (rec.gradNorm !== undefined) carry.gradNorm = rec.gradNorm;
   if (rec.trainLoss !== undefined) carry.trainLoss = rec.trainLoss;
-  return observed;
 }
 
 /**
- * A snapshot at every evaluation point and whenever `spacing` steps passed since the last one. Past
- * `max` snapshots, every other grid snapshot is dropped (evaluation points kept, so calibration cut-offs
- * stay exact) and the spacing doubles; when evaluation points alone fill most of the budget, every other
- * snapshot of any kind goes.
+ * A snapshot whenever `spacing` steps passed since the last one (training records only, so evaluation
+ * points, whenever they arrive, do not change the grid). Past `max` snapshots every other one is dropped
+ * (the latest kept) and the spacing doubles.
  */
 export function snapshotRule(
   snapshots: Snapshot[],
@@ -178,16 +158,13 @@ export function snapshotRule(
   max: number,
   step: number,
   totals: Totals,
-  observedGap: number | null,
 ): void {
-  if (observedGap === null && rule.last !== null && step - rule.last < rule.spacing) return;
-  snapshots.push({ step, totals: packTotals(totals), observedGap });
+  if (rule.last !== null && step - rule.last < rule.spacing) return;
+  snapshots.push({ step, totals: packTotals(totals) });
   rule.last = step;
   if (snapshots.length > max) {
     const last = snapshots.length - 1;
-    let grid = 0;
-    let kept = snapshots.filter((snap, i) => snap.observedGap !== null || i === last || grid++ % 2 === 0);
-    if (kept.length > 0.75 * max) kept = kept.filter((_, i) => i % 2 === 0 || i === kept.length - 1);
+    const kept = snapshots.filter((_, i) => i % 2 === 0 || i === last);
     snapshots.splice(0, snapshots.length, ...kept);
     rule.spacing *= 2;
   }

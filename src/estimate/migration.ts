@@ -7,8 +7,11 @@ export interface StateMigration {
 }
 
 /**
- * The registered migrations, in order of `from`. Version 1 is the first stored version, so there are none
- * yet; a change that bumps STATE_VERSION to k adds `{ from: k − 1, migrate }` here.
+ * The registered migrations, in order of `from`; a change that bumps STATE_VERSION to k adds
+ * `{ from: k − 1, migrate }` here. None leads from version 1 to 2: version 2 adds running sums
+ * (effectiveIncrement, noiseCorrectedIndicator) that version 1's totals cannot give, and keeps evaluation
+ * points apart from the snapshots, so a version-1 state is rebuilt from the catalog (rebuild.ts), which is
+ * exact, instead of being migrated with those sums missing for its past steps.
  */
 export const STATE_MIGRATIONS: readonly StateMigration[] = [];
 

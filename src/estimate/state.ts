@@ -6,7 +6,7 @@ import { METRIC_FIELDS } from '../model/records.js';
  * schema, its version and its empty value. Bump STATE_VERSION on any change to the schema or to what a
  * stored field means, and register a migration from the previous version (migration.ts).
  */
-export const STATE_VERSION = 1;
+export const STATE_VERSION = 2;
 
 const num = z.number();
 const opt = num.optional();
@@ -48,15 +48,12 @@ export const TOTAL_KEYS = [
   'gSelfFitOne',
   /** Σ of the client's gapIncrement as logged, weighted the same way. */
   'gUncorrected',
-  /** Least-squares sums over evaluation points of (x = bSum at the point, y = observed gap). */
-  'calK',
-  'calXY',
-  'calXX',
-  'calYY',
-  /** Lag-1 sums over successive evaluation points (x_i·x_{i−1}, x_i·y_{i−1} + y_i·x_{i−1}, y_i·y_{i−1}). */
-  'calXXLag',
-  'calXYLag',
-  'calYYLag',
+  /** Σ (||Δw_t|| / ||ḡ_t||)·tr Σ_t: the expected increment at the step's effective learning rate, ·n. */
+  'fSteps',
+  'fSum',
+  /** Σ ||Δw_t||·sqrt(max(0, 1 − tr Σ_t/(m·||ḡ_t||²)))·sqrt(tr Σ_t): B_T with minibatch noise removed, ·√n. */
+  'cSteps',
+  'cSum',
 ] as const;
 export type TotalKey = (typeof TOTAL_KEYS)[number];
 export type Totals = Record<TotalKey, number>;
@@ -72,20 +69,28 @@ const Carry = z.object({
   gradNorm: num.nullable(),
   trainLoss: num.nullable(),
   lastGapStep: num.nullable(),
-  calPrevX: num.nullable(),
-  calPrevY: num.nullable(),
 });
 export type Carry = z.infer<typeof Carry>;
 
-const EvalPoint = z.object({ step: num, gap: num, valLoss: num, x: num.nullable() });
-export type EvalPoint = z.infer<typeof EvalPoint>;
+/**
+ * An evaluation point's values, merged by step (a later arrival wins field by field). Kept apart from the
+ * training records and paired with the indicator at its own step when the estimate is read, so it may
+ * arrive at any time. `gap` is set only on entries migrated from version 1, which kept the observed gap.
+ */
+const EvalEntry = z.object({ step: num, valLoss: opt, trainEvalLoss: opt, trainLoss: opt, gap: opt });
+export type EvalEntry = z.infer<typeof EvalEntry>;
+
+/** An evaluation point with its observed gap. */
+export interface EvalPoint {
+  step: number;
+  gap: number;
+  valLoss: number | null;
+  /** Whether the gap uses the batch training loss (no trainEvalLoss). */
+  fromBatch: boolean;
+}
 
 const Counters = z.object({
   records: num,
-  evaluationPoints: num,
-  evalFromTrainEval: num,
-  evalFromBatch: num,
-  evalWithoutTrainLoss: num,
   normClient: num,
   normLrGrad: num,
   normCheckpoint: num,
@@ -100,8 +105,8 @@ const Counters = z.object({
 });
 export type Counters = z.infer<typeof Counters>;
 
-/** Cumulative totals at a folded step; observedGap set at evaluation points. */
-const Snapshot = z.object({ step: num, totals: z.array(num), observedGap: num.nullable() });
+/** Cumulative totals at a folded step. */
+const Snapshot = z.object({ step: num, totals: z.array(num) });
 export type Snapshot = z.infer<typeof Snapshot>;
 
 const CheckpointNorm = z.object({ step: num, perStep: num.nullable() });
@@ -114,11 +119,12 @@ export type FieldCounts = z.infer<typeof fieldCounts>;
 
 export const AccumulatorState = z.object({
   version: z.literal(STATE_VERSION),
-  options: z.object({ reorderWindow: num, holdLimit: num, maxSnapshots: num, recentEvals: num }),
+  options: z.object({ reorderWindow: num, holdLimit: num, maxSnapshots: num, recentEvals: num, maxEvals: num }),
   carry: Carry,
   totals: Totals,
   counters: Counters,
-  recent: z.array(EvalPoint),
+  /** Evaluation points by step (at most options.maxEvals; past that every other one is dropped). */
+  evals: z.array(EvalEntry),
   snapshots: z.array(Snapshot),
   snapshotSpacing: num,
   lastSnapshotStep: num.nullable(),
@@ -144,8 +150,10 @@ export interface AccumulatorOptions {
   holdLimit?: number;
   /** Snapshots kept for history, phases and calibration cut-offs; thinned past this (default 1024). */
   maxSnapshots?: number;
-  /** Evaluation points kept for the trend (default 8). */
+  /** Evaluation points the trend uses (default 8). */
   recentEvals?: number;
+  /** Evaluation points kept for calibration and history; thinned past this (default 2048). */
+  maxEvals?: number;
 }
 
 const zeroCounts = (): FieldCounts => Object.fromEntries(INPUT_FIELDS.map((k) => [k, 0])) as FieldCounts;
@@ -171,6 +179,7 @@ export function initialState(options: AccumulatorOptions): AccumulatorState {
       holdLimit: options.holdLimit ?? 8192,
       maxSnapshots: Math.max(4, options.maxSnapshots ?? 1024),
       recentEvals: Math.max(2, options.recentEvals ?? 8),
+      maxEvals: Math.max(8, options.maxEvals ?? 2048),
     },
     carry: {
       step: null,
@@ -181,16 +190,10 @@ export function initialState(options: AccumulatorOptions): AccumulatorState {
       gradNorm: null,
       trainLoss: null,
       lastGapStep: null,
-      calPrevX: null,
-      calPrevY: null,
     },
     totals: zeroTotals(),
     counters: {
       records: 0,
-      evaluationPoints: 0,
-      evalFromTrainEval: 0,
-      evalFromBatch: 0,
-      evalWithoutTrainLoss: 0,
       normClient: 0,
       normLrGrad: 0,
       normCheckpoint: 0,
@@ -203,7 +206,7 @@ export function initialState(options: AccumulatorOptions): AccumulatorState {
       minBatchSize: null,
       maxBatchSize: null,
     },
-    recent: [],
+    evals: [],
     snapshots: [],
     snapshotSpacing: 1,
     lastSnapshotStep: null,

@@ -3,14 +3,15 @@ import { totalsAt } from './snapshots.js';
 import type { EvalPoint } from './state.js';
 import type { Trend } from './types.js';
 
-function slope(points: readonly EvalPoint[], y: (p: EvalPoint) => number): number | null {
+function slope(points: readonly EvalPoint[], y: (p: EvalPoint) => number | null): number | null {
+  points = points.filter((p) => y(p) !== null);
   if (points.length < 2) return null;
   const mx = points.reduce((acc, p) => acc + p.step, 0) / points.length;
-  const my = points.reduce((acc, p) => acc + y(p), 0) / points.length;
+  const my = points.reduce((acc, p) => acc + (y(p) ?? 0), 0) / points.length;
   let sxy = 0;
   let sxx = 0;
   for (const p of points) {
-    sxy += (p.step - mx) * (y(p) - my);
+    sxy += (p.step - mx) * ((y(p) ?? 0) - my);
     sxx += (p.step - mx) ** 2;
   }
   return sxx > 0 ? sxy / sxx : null;
@@ -21,8 +22,7 @@ function slope(points: readonly EvalPoint[], y: (p: EvalPoint) => number): numbe
  * are three or more (direction from its change over the window relative to the latest gap, ±2%), else the
  * indicator's growth over the trailing tenth of the run.
  */
-export function trendOf(view: AccumulatorView, n: number | null): Trend {
-  const recent = view.recent;
+export function trendOf(view: AccumulatorView, recent: readonly EvalPoint[], n: number | null): Trend {
   const last = view.carry.step;
   const indicatorNow = view.totals.bSteps > 0 && n ? view.totals.bSum / Math.sqrt(n) : null;
   let indicatorPerStep: number | null = null;

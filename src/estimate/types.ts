@@ -21,6 +21,17 @@ export interface EstimateOptions {
   /** Calibrate only on evaluation points at or before this step (a forecast from the past). */
   calibrateUntilStep?: number;
   thresholds?: Partial<Thresholds>;
+  /** The run's calibration group (calibrationGroup, else its `family` tag), reported with the calibration. */
+  group?: string | null;
+  /** Sibling runs' pooled calibration, used while the run has too few evaluation points of its own. */
+  siblings?: SiblingPool | null;
+}
+
+/** What sibling runs' own calibrations learned: the mean and spread of log(scale) over `runs` runs. */
+export interface SiblingPool {
+  runs: number;
+  logScaleMean: number;
+  logScaleStd: number;
 }
 
 export interface HistoryOptions {

@@ -14,7 +14,14 @@ const MISSING_EFFECT: Record<MissingInput, string> = {
 };
 
 /** The warnings for an assembled estimate (its `warnings` not yet set), from the view it came from. */
-export function warningsFor(e: Estimate, view: AccumulatorView, th: Thresholds): EstimateWarning[] {
+/** Evaluation counts: with an observed gap, paired with a known indicator, without any training loss. */
+export interface EvalCounts {
+  evaluations: number;
+  paired: number;
+  withoutTrainLoss: number;
+}
+
+export function warningsFor(e: Estimate, view: AccumulatorView, th: Thresholds, ev: EvalCounts): EstimateWarning[] {
   const out: EstimateWarning[] = [];
   const c = view.counters;
   if (e.missing.length > 0) {
@@ -63,19 +70,31 @@ export function warningsFor(e: Estimate, view: AccumulatorView, th: Thresholds):
   if (view.latePoints > 0) {
     out.push({
       code: 'late_points',
-      message: `${view.latePoints} points arrived after later steps were folded and were left out`,
+      message: `${view.latePoints} points carried training fields for steps already folded (older than the reorder window); those fields were left out (evaluation fields are accepted whenever they arrive)`,
     });
   }
-  if (c.evaluationPoints > 0 && !e.calibrated) {
+  if (ev.evaluations > 0 && e.calibration?.source !== 'own') {
     out.push({
       code: 'few_evaluation_points',
-      message: `${c.evaluationPoints} evaluation points with a computable indicator; ${th.minCalibrationPoints} are needed to calibrate`,
+      message: `${ev.paired} evaluation points with a computable indicator; ${th.minCalibrationPoints} are needed to calibrate on the run's own evaluations`,
     });
   }
-  if (c.evalFromBatch > 0) {
+  if (ev.withoutTrainLoss > 0) {
+    out.push({
+      code: 'evaluation_without_train_loss',
+      message: `${ev.withoutTrainLoss} evaluation points have neither extra.trainEvalLoss nor a trainLoss at their step, so they have no observed gap`,
+    });
+  }
+  if (e.sources.observedGap.batchTrainLoss > 0) {
     out.push({
       code: 'observed_gap_from_batch_loss',
-      message: `${c.evalFromBatch} evaluation points have no extra.trainEvalLoss; their gap uses the batch training loss, which is noisy and measured before the step`,
+      message: `${e.sources.observedGap.batchTrainLoss} evaluation points have no extra.trainEvalLoss; their gap uses the batch training loss, which is noisy and measured before the step`,
+    });
+  }
+  if (e.calibration?.source === 'siblings') {
+    out.push({
+      code: 'calibrated_from_siblings',
+      message: `calibrated from ${e.calibration.siblingRuns} sibling runs of group ${JSON.stringify(e.calibration.group)}; the run's own evaluation points take over once ${th.minCalibrationPoints} are paired`,
     });
   }
   if (c.gapUncorrectable > 0) {
@@ -94,12 +113,12 @@ export function warningsFor(e: Estimate, view: AccumulatorView, th: Thresholds):
 }
 
 /** The inputs the estimate lacks, in the order MissingInput lists them. */
-export function missingInputs(view: AccumulatorView, n: number | null): MissingInput[] {
+export function missingInputs(view: AccumulatorView, n: number | null, evaluations: number): MissingInput[] {
   const missing: MissingInput[] = [];
   if (!n) missing.push('trainSize');
   if (view.seen.gradVariance === 0) missing.push('gradVariance');
   if (view.totals.soSteps === 0) missing.push('updateNorm');
   if (view.seen.lr === 0) missing.push('lr');
-  if (view.counters.evaluationPoints === 0) missing.push('valLoss');
+  if (evaluations === 0) missing.push('valLoss');
   return missing;
 }

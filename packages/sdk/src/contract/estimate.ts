@@ -11,15 +11,33 @@ export interface GapInterval {
   high: number;
 }
 
+/** The indicators an estimate computes; `served` names the one it calibrates. */
+export type IndicatorName = 'indicator' | 'expectedIncrement' | 'effectiveIncrement' | 'noiseCorrectedIndicator';
+
 export interface Calibration {
-  method: 'least-squares-through-origin';
-  /** Fitted gap per unit of indicator (null without trainSize; the calibrated gap does not need it). */
+  /**
+   * 'least-squares-through-origin': fitted on the run's own evaluation points. 'sibling-pool': the run has
+   * fewer than 3 paired evaluation points and takes the pooled scale of its calibration group's runs.
+   */
+  method: 'least-squares-through-origin' | 'sibling-pool';
+  source: 'own' | 'siblings';
+  /** The indicator the scale applies to (the served one). */
+  indicator: IndicatorName;
+  /**
+   * Gap per unit of the served indicator (own: null without trainSize, which the calibrated gap does not
+   * need; siblings: exp of the mean log scale).
+   */
   scale: number | null;
+  /** The run's own evaluation points paired with the indicator (used by an own fit). */
   points: number;
-  /** Residual standard deviation of the fit, in loss units. */
+  /** Own: residual standard deviation of the fit, in loss units. Siblings: std of log(scale) across them. */
   residualStd: number;
   /** Last step whose evaluation points the fit used. */
   untilStep: number;
+  /** The run's calibration group (calibrationGroup, else its `family` tag), or null. */
+  group: string | null;
+  /** Siblings: how many runs of the group the pooled scale comes from; own: null. */
+  siblingRuns: number | null;
 }
 
 export interface PhaseContribution {
@@ -27,11 +45,13 @@ export interface PhaseContribution {
   toStep: number;
   indicator: number | null;
   expectedIncrement: number | null;
+  effectiveIncrement: number | null;
+  noiseCorrectedIndicator: number | null;
   measuredGap: number | null;
   secondOrder: number | null;
   /** This phase's share of the run's indicator. */
   indicatorShare: number | null;
-  /** Calibrated gap added in the phase (scale × indicator). */
+  /** Calibrated gap added in the phase (scale × served indicator; own calibration only). */
   gap: number | null;
 }
 
@@ -50,9 +70,10 @@ export interface Trend {
 
 export interface ObservedGap {
   step: number;
-  /** valLoss − training loss at the latest evaluation point. */
+  /** valLoss − training loss at the latest evaluation point (by step). */
   gap: number;
-  valLoss: number;
+  /** Null only for evaluation points kept from a version-1 state, which stored the gap alone. */
+  valLoss: number | null;
 }
 
 export interface EstimateWarning {
@@ -66,6 +87,8 @@ export interface EstimateWarning {
     | 'invalid_values'
     | 'late_points'
     | 'few_evaluation_points'
+    | 'evaluation_without_train_loss'
+    | 'calibrated_from_siblings'
     | 'observed_gap_from_batch_loss'
     | 'measured_gap_uncorrected'
     | 'indicator_from_checkpoint_norms';
@@ -83,6 +106,12 @@ export interface Estimate {
   indicator: number | null;
   /** E_T = Σ_t η_t·tr Σ_t / n. */
   expectedIncrement: number | null;
+  /** Σ_t (||Δw_t|| / ||ḡ_t||)·tr Σ_t / n: E_T at each step's effective learning rate (any optimizer). */
+  effectiveIncrement: number | null;
+  /** B_T with the minibatch-noise share of ||Δw_t|| removed: Σ ||Δw_t||·sqrt(1 − tr Σ_t/(m||ḡ_t||²))·sqrt(tr Σ_t/n). */
+  noiseCorrectedIndicator: number | null;
+  /** The indicator the estimate calibrates and pools across sibling runs, by name, and its value. */
+  served: { name: IndicatorName; value: number | null };
   /** Σ_t gapIncrement_t, span-weighted, self-fit corrected (see measuredGapParts); null when not logged. */
   measuredGap: number | null;
   /** Σ_t gapIncrement_t exactly as the client logged it, span-weighted. */
@@ -98,7 +127,14 @@ export interface Estimate {
   phases: Record<string, PhaseContribution>;
   trend: Trend;
   /** Fraction of the run's steps each sum covers. */
-  coverage: { steps: number; indicator: number; expectedIncrement: number; secondOrder: number; measuredGap: number };
+  coverage: {
+    steps: number;
+    indicator: number;
+    expectedIncrement: number;
+    effectiveIncrement: number;
+    secondOrder: number;
+    measuredGap: number;
+  };
   sources: {
     updateNorm: { client: number; lrTimesGradNorm: number; checkpoints: number };
     measuredGap: { fresh: number; selfFitCorrected: number; uncorrected: number };
@@ -113,6 +149,10 @@ export interface HistoryEntry {
   step: number;
   indicator: number | null;
   expectedIncrement: number | null;
+  effectiveIncrement: number | null;
+  noiseCorrectedIndicator: number | null;
+  /** The served indicator's value at this step. */
+  served: number | null;
   measuredGap: number | null;
   secondOrder: number | null;
   /** Set at evaluation points. */
