@@ -47,6 +47,11 @@ export interface TrainMnistOptions {
   stepGamma?: number;
   /** Rows of the training set used for trainEvalLoss / trainAcc (default: all). */
   trainEvalSize?: number;
+  /**
+   * 'sgd' (default): w ← w − lr·ḡ. 'adam': Adam (β1 0.9, β2 0.999, ε 1e-8, bias-corrected) at lr; then
+   * updateNorm is the measured ||Δw_t|| and gapIncrement = <∇F_val − ∇F_train, Δw_t> with the actual Δw_t.
+   */
+  optimizer?: 'sgd' | 'adam';
 }
 
 /**
@@ -63,7 +68,7 @@ export interface MnistMetricPoint {
   gradNorm: number;
   /** tr Σ̂, unbiased estimate of the trace of the per-sample gradient covariance (see batchGradients). */
   gradVariance: number;
-  /** ||Δw_t|| = lr·||ḡ||. */
+  /** ||Δw_t|| = lr·||ḡ|| (SGD), the measured weight change (Adam). */
   updateNorm: number;
   /** Held-out loss with noisy labels (eval points only). */
   valLoss?: number;
@@ -406,6 +411,7 @@ export async function trainMnist(options: TrainMnistOptions, hooks: TrainHooks =
   } finally {
     disposeMlp(mlp);
     [train, trainEval, heldOut].forEach(disposeSet);
+    disposeAdam(mlp);
   }
 }
 
@@ -430,6 +436,7 @@ async function runLoop(options: TrainMnistOptions, hooks: TrainHooks, state: Loo
   let gapIncrementFreshSum = 0;
   let lastBatchLoss = NaN;
   let lastEval: { train: EvalResult; heldOut: EvalResult } | undefined;
+  const adam = options.optimizer === 'adam' ? createAdam(mlp) : null;
 
   const checkpoint = async (step: number): Promise<void> => {
     checkpoints++;
@@ -461,7 +468,19 @@ async function runLoop(options: TrainMnistOptions, hooks: TrainHooks, state: Loo
       gradVariance,
       updateNorm: lr * Math.sqrt(gradSq),
     };
-    if (options.gapEvery > 0 && step % options.gapEvery === 0) {
+    const adamUpdate = adam ? adamStep(adam, bg.grads, lr) : null;
+    if (adamUpdate) point.updateNorm = Math.sqrt(sumOfSquares(adamUpdate));
+    if (adamUpdate && options.gapEvery > 0 && step % options.gapEvery === 0) {
+      const valGrads = rowsGradients(mlp, heldOut, nextHeldOutBatch());
+      const freshGrads = rowsGradients(mlp, train, nextFreshBatch());
+      const valDot = dotAll(valGrads, adamUpdate);
+      point.gapIncrement = valDot - dotAll(bg.grads, adamUpdate);
+      const fresh = valDot - dotAll(freshGrads, adamUpdate);
+      point.extra = { ...point.extra, gapIncrementFresh: fresh };
+      tf.dispose([...valGrads, ...freshGrads]);
+      gapIncrementSum = (gapIncrementSum ?? 0) + point.gapIncrement;
+      gapIncrementFreshSum += fresh;
+    } else if (options.gapEvery > 0 && step % options.gapEvery === 0) {
       // <∇F_val − ḡ, −lr·ḡ> = −lr·(<∇F_val, ḡ> − ||ḡ||²), both gradients at w_{t} (before the update).
       const valGrads = rowsGradients(mlp, heldOut, nextHeldOutBatch());
       const valDot = dotAll(valGrads, bg.grads);
@@ -475,7 +494,10 @@ async function runLoop(options: TrainMnistOptions, hooks: TrainHooks, state: Loo
       gapIncrementSum = (gapIncrementSum ?? 0) + point.gapIncrement;
       gapIncrementFreshSum += -lr * (valDot - freshDot);
     }
-    applySgd(mlp, bg.grads, lr);
+    if (adamUpdate) {
+      applyUpdate(mlp, adamUpdate);
+      tf.dispose(adamUpdate);
+    } else applySgd(mlp, bg.grads, lr);
     tf.dispose([xs, ys, bg.loss, bg.perSampleSqNorms, ...bg.grads]);
     lastBatchLoss = trainLoss;
     if (spike) point.extra = { ...point.extra, lossSpike: 1 };
@@ -537,6 +559,50 @@ function rowsGradients(mlp: Mlp, set: DeviceSet, rows: Int32Array): tf.Tensor[] 
 function applySgd(mlp: Mlp, grads: tf.Tensor[], lr: number): void {
   mlpParams(mlp).forEach((p, i) => {
     tf.tidy(() => p.assign(tf.sub(p, tf.mul(grads[i], lr))));
+  });
+}
+
+interface AdamState {
+  m: tf.Variable[];
+  v: tf.Variable[];
+  t: number;
+}
+
+const adamStates = new WeakMap<Mlp, AdamState>();
+
+function createAdam(mlp: Mlp): AdamState {
+  const zeros = (): tf.Variable[] => mlpParams(mlp).map((p) => tf.variable(tf.zerosLike(p)));
+  const state = { m: zeros(), v: zeros(), t: 0 };
+  adamStates.set(mlp, state);
+  return state;
+}
+
+function disposeAdam(mlp: Mlp): void {
+  const state = adamStates.get(mlp);
+  if (state) tf.dispose([...state.m, ...state.v]);
+  adamStates.delete(mlp);
+}
+
+/** Advances Adam's moments with ḡ and returns Δw_t (the caller applies and disposes it). */
+function adamStep(state: AdamState, grads: tf.Tensor[], lr: number): tf.Tensor[] {
+  const [b1, b2, eps] = [0.9, 0.999, 1e-8];
+  state.t++;
+  const c1 = 1 - b1 ** state.t;
+  const c2 = 1 - b2 ** state.t;
+  return grads.map((g, i) =>
+    tf.tidy(() => {
+      state.m[i].assign(tf.add(tf.mul(state.m[i], b1), tf.mul(g, 1 - b1)));
+      state.v[i].assign(tf.add(tf.mul(state.v[i], b2), tf.mul(tf.square(g), 1 - b2)));
+      const mHat = tf.div(state.m[i], c1);
+      const vHat = tf.div(state.v[i], c2);
+      return tf.mul(tf.div(mHat, tf.add(tf.sqrt(vHat), eps)), -lr);
+    }),
+  );
+}
+
+function applyUpdate(mlp: Mlp, update: tf.Tensor[]): void {
+  mlpParams(mlp).forEach((p, i) => {
+    tf.tidy(() => p.assign(tf.add(p, update[i])));
   });
 }
 
