@@ -1,67 +1,61 @@
 /**
  * Does the generalization estimate (docs/architecture.md §7) rank and track the true gap? Real MNIST runs with tfjs
- * (scripts/lib/mnist-train.ts) over learning rate × symmetric label noise, each run's metric points logged
- * through the SDK to a gateway (started on embedded defaults in a temporary directory, or --url), and the
- * estimate read back from GET /v1/runs/{run}/estimate and /estimate/history. The embedded gateway runs with
- * access control on (TRAJGATE_AUTH=tokens, a random bootstrap admin token); the runs are logged and read
- * with a writer token scoped to this evaluation's run ids. With --url, calls use --token or $TRAJGATE_TOKEN.
+ * (scripts/lib/mnist-train.ts) in two families (scripts/lib/estimate-runs.ts): A, learning rate × label
+ * noise at batch 32, n = 1000, width 64, SGD; B, held out from the indicator's design, varying batch size
+ * (16–128), training-set size (500–2000), width (32–128), learning rate, noise, and SGD or Adam. Each run's
+ * metric points are logged through the SDK to a gateway (embedded on defaults in a temporary directory, or
+ * --url) twice: "live" (evaluation points in the training stream) and "late" (training points first, then
+ * the 20 evaluation points after training, in shuffled order, as an asynchronous evaluator posts them). The
+ * embedded gateway runs with access control on (a writer token scoped to this evaluation's run ids).
  *
- *   npx tsx scripts/eval-estimate.ts --quick   12 runs (4 lr × 3 noise), 1000 steps: about a minute on 2 cores
- *   npx tsx scripts/eval-estimate.ts           32 runs (4 lr × 4 noise × 2 seeds), 1250 steps (40 epochs): ~4 minutes
- *   npx tsx scripts/eval-estimate.ts [--quick] --url http://localhost:8080 [--token tg_...]
+ *   npx tsx scripts/eval-estimate.ts --quick   A: 12 runs (4 lr × 3 noise), 1000 steps; B: 8 runs, 800 steps
+ *   npx tsx scripts/eval-estimate.ts           A: 32 runs (4 lr × 4 noise × 2 seeds), 1250 steps; B: 16 runs, 1000 steps
+ *   --cache DIR   keep trained runs (points and truth) in DIR and reuse them on the next evaluation
+ *   --url http://localhost:8080 [--token tg_...]
  *
  * Protocol (fixed before looking at results, after research/estimate-reference.md):
- * - MLP 784-64-10, plain SGD, batch 32, constant lr; n = 1000 training digits, 3000 held out (never
- *   trained on); held-out labels get the same symmetric noise as the training labels, so the true gap
- *   is held-out loss − training-set loss against the distribution the training set was drawn from.
- * - Evaluation every 50 steps: observed gap = valLoss − extra.trainEvalLoss (whole training set).
- * - gapIncrement every 5 steps; measuredGap uses extra.gapIncrementFresh (∇F_train from an independent
- *   training batch: unbiased), see the accumulator's notes; the raw client value is printed as well.
- * - Across runs: Kendall τ-b between each quantity at the end and the true final gap.
- * - Calibrated forecast: the estimate at the last step with calibration restricted to the evaluation
- *   points from the first 60% of training (least squares through the origin of gap on the indicator),
- *   i.e. a forecast of the end from the past; relative error |forecast − true| / |true|.
- * - Within a run: τ over the evaluation points between the indicator (and the calibrated estimate as it
- *   stood at each point, from estimateHistory) and the observed gap; mean over runs.
- * - Baselines: distance from initialisation ||w_T − w_0|| / sqrt(n), and − final training loss.
+ * - MLP 784-w-10, constant lr; held-out digits (3000, never trained on) get the same symmetric label noise
+ *   as the training labels, so the true gap is held-out loss − training-set loss at the end.
+ * - Evaluation every steps/20: observed gap = valLoss − extra.trainEvalLoss (whole training set).
+ * - Across runs, per family: Kendall τ-b between each indicator at the end and the true final gap.
+ * - Forecast: the estimate at the last step with calibration restricted to the evaluation points from the
+ *   first 60% of training; relative error |forecast − true| / |true|; live and late runs.
+ * - Within a run: τ over the evaluation points between the served indicator (from /estimate/history) and
+ *   the observed gap; mean over runs.
+ * - Siblings, leave-one-out per family: each run's gap from the other runs' own calibration scales
+ *   (calibration.scale of their estimates, pooled as the gateway pools a calibration group: siblingGap in
+ *   src/estimate/estimate.ts) times its served indicator; error and whether the true gap is in the interval.
  */
-import { trainMnist, type TrainMnistOptions } from './lib/mnist-train.js';
 import { parseArgs } from 'node:util';
 import { TrajgateClient } from '@trajgate/sdk';
+import type { Estimate, MetricPoint } from '@trajgate/sdk/contract';
+import { siblingGap } from '../src/estimate/estimate.js';
 import { startEmbeddedGateway } from './lib/embedded-gateway.js';
-import type { TensorData } from '@trajgate/sdk/wire/safetensors';
+import { familyA, familyB, specName, trainOrLoad, type RunSpec, type TrainedRun } from './lib/estimate-runs.js';
+import { mulberry32 } from './lib/mnist-data.js';
 
 const { values: args } = parseArgs({
-  options: { quick: { type: 'boolean', default: false }, url: { type: 'string' }, token: { type: 'string' } },
+  options: {
+    quick: { type: 'boolean', default: false },
+    url: { type: 'string' },
+    token: { type: 'string' },
+    cache: { type: 'string' },
+  },
 });
 const quick = args.quick;
 /** Every run id starts with it: the writer token's scope, and no clash with an earlier evaluation's runs. */
 const runPrefix = `eval-${Date.now().toString(36)}-`;
-const config = quick
-  ? { lrs: [0.01, 0.03, 0.1, 0.3], noises: [0, 0.2, 0.4], seeds: [1], steps: 1000 }
-  : { lrs: [0.01, 0.03, 0.1, 0.3], noises: [0, 0.2, 0.4, 0.6], seeds: [1, 2], steps: 1250 };
-const n = 1000;
 const CALIBRATION_FRACTION = 0.6;
+const CANDIDATES = ['indicator', 'expectedIncrement', 'effectiveIncrement', 'noiseCorrectedIndicator'] as const;
+type Candidate = (typeof CANDIDATES)[number];
 
 interface RunOutcome {
-  lr: number;
-  noise: number;
-  seed: number;
-  trueGap: number;
-  indicator: number;
-  expectedIncrement: number;
-  measuredGap: number;
-  measuredGapUncorrected: number;
-  forecast: number | null;
-  forecastLow: number | null;
-  forecastHigh: number | null;
-  calibratedAll: number | null;
-  distanceFromInit: number;
-  finalTrainLoss: number;
-  withinIndicator: number | null;
-  withinCalibrated: number | null;
-  secondOrderRatio: number | null;
-  warnings: string[];
+  trained: TrainedRun;
+  live: Estimate;
+  late: Estimate;
+  forecastLive: Estimate;
+  forecastLate: Estimate;
+  within: number | null;
 }
 
 /** Kendall τ-b (ties in either variable handled); null when undefined. */
@@ -85,174 +79,173 @@ function kendall(x: readonly number[], y: readonly number[]): number | null {
   return denom > 0 ? (concordant - discordant) / denom : null;
 }
 
-function flatWeights(tensors: readonly TensorData[]): Float64Array {
-  const sorted = [...tensors].sort((a, b) => (a.name < b.name ? -1 : 1));
-  const parts = sorted.map((t) => new Float32Array(t.data.slice().buffer));
-  const out = new Float64Array(parts.reduce((acc, p) => acc + p.length, 0));
-  let offset = 0;
-  for (const p of parts) {
-    out.set(p, offset);
-    offset += p.length;
-  }
-  return out;
-}
-
-async function runOne(lr: number, noise: number, seed: number): Promise<RunOutcome> {
-  const options: TrainMnistOptions = {
-    hidden: [64],
-    schedule: 'constant',
-    baseLr: lr,
-    batchSize: 32,
-    steps: config.steps,
-    trainSize: n,
-    heldOutSize: 3000,
-    labelNoise: noise,
-    seed,
-    checkpointEvery: config.steps,
-    evalEvery: 50,
-    gapEvery: 5,
-  };
-  const runId = `${runPrefix}lr${lr}-noise${noise}-seed${seed}`;
-  const run = gateway.client.run(runId, { run: { trainSize: n } });
-  let w0: Float64Array | null = null;
-  let distance = NaN;
-  const result = await trainMnist(options, {
-    onMetrics: (p) => run.log(p),
-    onCheckpoint: (step, tensors) => {
-      const w = flatWeights(tensors);
-      if (step === 0) w0 = w;
-      else if (w0) {
-        let sq = 0;
-        for (let i = 0; i < w.length; i++) sq += (w[i] - w0[i]) ** 2;
-        distance = Math.sqrt(sq);
-      }
-    },
-  });
-  await run.close();
-  const final = await gateway.client.getEstimate(runId);
-  const forecast = await gateway.client.getEstimate(runId, {
-    calibrateUntilStep: Math.floor(CALIBRATION_FRACTION * config.steps),
-  });
-  const history = (await gateway.client.getEstimateHistory(runId)).filter((h) => h.observedGap !== null);
-  const withIndicator = history.filter((h) => h.indicator !== null);
-  const withGap = history.filter((h) => h.gap !== null);
-  return {
-    lr,
-    noise,
-    seed,
-    trueGap: result.trueGap,
-    indicator: final.indicator ?? NaN,
-    expectedIncrement: final.expectedIncrement ?? NaN,
-    measuredGap: final.measuredGap ?? NaN,
-    measuredGapUncorrected: final.measuredGapUncorrected ?? NaN,
-    forecast: forecast.gap?.estimate ?? null,
-    forecastLow: forecast.gap?.low ?? null,
-    forecastHigh: forecast.gap?.high ?? null,
-    calibratedAll: final.gap?.estimate ?? null,
-    distanceFromInit: distance,
-    finalTrainLoss: result.finalTrainLoss,
-    withinIndicator: kendall(
-      withIndicator.map((h) => h.indicator as number),
-      withIndicator.map((h) => h.observedGap as number),
-    ),
-    withinCalibrated: kendall(
-      withGap.map((h) => (h.gap as { estimate: number }).estimate),
-      withGap.map((h) => h.observedGap as number),
-    ),
-    secondOrderRatio: final.secondOrderRatio ?? null,
-    warnings: final.warnings.map((w) => w.code),
-  };
-}
-
-const fmt = (v: number | null, digits = 3): string => (v === null || Number.isNaN(v) ? '—' : v.toFixed(digits));
+const fmt = (v: number | null | undefined, digits = 3): string =>
+  v === null || v === undefined || Number.isNaN(v) ? '—' : v.toFixed(digits);
 const median = (xs: readonly number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 const mean = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
+const relError = (estimate: number | undefined, truth: number): number =>
+  estimate === undefined ? Number.NaN : Math.abs(estimate - truth) / Math.abs(truth);
 
 /** The gateway: one of yours (--url), or embedded with access control on, used through a writer token. */
 async function openGateway(): Promise<{ client: TrajgateClient; close(): Promise<void> }> {
   if (args.url) return { client: new TrajgateClient({ url: args.url, token: args.token }), close: async () => {} };
-  const gateway = await startEmbeddedGateway('eval-estimate', [`${runPrefix}*`]);
-  return gateway;
+  return startEmbeddedGateway('eval-estimate', [`${runPrefix}*`]);
 }
 const gateway = await openGateway();
 
-const started = performance.now();
-const runs: RunOutcome[] = [];
-console.log(
-  `eval-estimate (${quick ? 'quick' : 'full'}): ${config.lrs.length * config.noises.length * config.seeds.length} runs, ${config.steps} steps each, n = ${n}`,
-);
-console.log(
-  'lr     noise seed  trueGap  B_T      E_T     measured  rawGapInc  forecast [95%]            dist/√n  trainLoss  τ_in(B)  SO/B   warnings',
-);
-for (const seed of config.seeds) {
-  for (const noise of config.noises) {
-    for (const lr of config.lrs) {
-      const r = await runOne(lr, noise, seed);
-      runs.push(r);
-      console.log(
-        [
-          r.lr.toFixed(2).padEnd(6),
-          r.noise.toFixed(1).padEnd(5),
-          String(r.seed).padEnd(5),
-          fmt(r.trueGap).padEnd(8),
-          fmt(r.indicator, 2).padEnd(8),
-          fmt(r.expectedIncrement).padEnd(7),
-          fmt(r.measuredGap).padEnd(9),
-          fmt(r.measuredGapUncorrected, 1).padEnd(10),
-          `${fmt(r.forecast)} [${fmt(r.forecastLow)}, ${fmt(r.forecastHigh)}]`.padEnd(25),
-          fmt(r.distanceFromInit / Math.sqrt(n)).padEnd(8),
-          fmt(r.finalTrainLoss).padEnd(10),
-          fmt(r.withinIndicator).padEnd(8),
-          fmt(r.secondOrderRatio, 2).padEnd(6),
-          r.warnings.join(',') || '-',
-        ].join(' '),
-      );
+/** Logs the run's points: all in training order (live), or training fields first and the evaluations after, shuffled. */
+async function logRun(id: string, spec: RunSpec, points: readonly MetricPoint[], mode: 'live' | 'late'): Promise<void> {
+  const run = gateway.client.run(id, { run: { trainSize: spec.trainSize } });
+  if (mode === 'live') for (const p of points) await run.log(p);
+  else {
+    const evals: MetricPoint[] = [];
+    for (const p of points) {
+      const { valLoss, extra, ...training } = p;
+      if (valLoss === undefined) {
+        await run.log(p);
+        continue;
+      }
+      const { trainEvalLoss, ...otherExtra } = extra ?? {};
+      await run.log({ ...training, extra: otherExtra });
+      evals.push({ step: p.step, valLoss, extra: trainEvalLoss === undefined ? {} : { trainEvalLoss } });
     }
+    await run.flush();
+    const rand = mulberry32(spec.steps + spec.trainSize);
+    for (let k = evals.length - 1; k > 0; k--) {
+      const j = Math.floor(rand() * (k + 1));
+      [evals[k], evals[j]] = [evals[j], evals[k]];
+    }
+    for (const p of evals) await run.log(p);
   }
+  await run.close();
 }
 
-const truth = runs.map((r) => r.trueGap);
-const tau = (values: number[]): string => fmt(kendall(values, truth));
-const withForecast = runs.filter((r) => r.forecast !== null);
-const relErrors = withForecast.map((r) => Math.abs((r.forecast as number) - r.trueGap) / Math.abs(r.trueGap));
-const inside = withForecast.filter(
-  (r) => r.trueGap >= (r.forecastLow as number) && r.trueGap <= (r.forecastHigh as number),
-).length;
-const within = (xs: (number | null)[]): string => {
-  const v = xs.filter((x): x is number => x !== null);
-  return v.length ? `${fmt(mean(v))} (min ${fmt(Math.min(...v))}, ${v.length} runs)` : '—';
-};
-
-console.log('');
-console.log(`Kendall τ-b across ${runs.length} runs with the true final gap:`);
-console.log(`  indicator B_T (uncalibrated)                    ${tau(runs.map((r) => r.indicator))}`);
-console.log(`  expected increment E_T                          ${tau(runs.map((r) => r.expectedIncrement))}`);
-console.log(`  measured decomposition (gapIncrementFresh)      ${tau(runs.map((r) => r.measuredGap))}`);
-console.log(`  raw client gapIncrement sum (self-fit biased)   ${tau(runs.map((r) => r.measuredGapUncorrected))}`);
-console.log(
-  `  calibrated forecast (fit on first 60%)          ${fmt(
-    kendall(
-      withForecast.map((r) => r.forecast as number),
-      withForecast.map((r) => r.trueGap),
+async function evaluateRun(trained: TrainedRun): Promise<RunOutcome> {
+  const { spec } = trained;
+  const points = trained.points.map((p) => ({
+    ...p,
+    extra: p.extra ? Object.fromEntries(Object.entries(p.extra).filter(([, v]) => v !== undefined)) : undefined,
+  })) as MetricPoint[];
+  const ids = { live: `${runPrefix}${specName(spec)}-live`, late: `${runPrefix}${specName(spec)}-late` };
+  await logRun(ids.live, spec, points, 'live');
+  await logRun(ids.late, spec, points, 'late');
+  const until = { calibrateUntilStep: Math.floor(CALIBRATION_FRACTION * spec.steps) };
+  const history = (await gateway.client.getEstimateHistory(ids.live)).filter(
+    (h) => h.observedGap !== null && h.served !== null,
+  );
+  return {
+    trained,
+    live: await gateway.client.getEstimate(ids.live),
+    late: await gateway.client.getEstimate(ids.late),
+    forecastLive: await gateway.client.getEstimate(ids.live, until),
+    forecastLate: await gateway.client.getEstimate(ids.late, until),
+    within: kendall(
+      history.map((h) => h.served as number),
+      history.map((h) => h.observedGap as number),
     ),
-  )}`,
-);
-console.log(`  calibrated on all evaluation points             ${tau(runs.map((r) => r.calibratedAll ?? NaN))}`);
-console.log(
-  `  baseline: distance from init / sqrt(n)          ${tau(runs.map((r) => r.distanceFromInit / Math.sqrt(n)))}`,
-);
-console.log(`  baseline: − final training loss                 ${tau(runs.map((r) => -r.finalTrainLoss))}`);
-console.log(
-  `Within-run τ over evaluation points, mean: indicator ${within(runs.map((r) => r.withinIndicator))}; calibrated ${within(runs.map((r) => r.withinCalibrated))}`,
-);
-console.log(
-  `Calibrated forecast of the final gap from the first ${CALIBRATION_FRACTION * 100}%: median relative error ${fmt(100 * median(relErrors), 1)}%, ` +
-    `max ${fmt(100 * Math.max(...relErrors), 1)}%, true gap inside the 95% interval ${inside}/${withForecast.length}`,
-);
-const ratios = runs.map((r) => r.trueGap / r.indicator);
-console.log(`true gap / B_T at the end: ${fmt(Math.min(...ratios), 4)} – ${fmt(Math.max(...ratios), 4)}`);
+  };
+}
+
+const started = performance.now();
+const families: [string, RunSpec[]][] = [
+  ['A', familyA(quick)],
+  ['B', familyB(quick)],
+];
+const served: string[] = [];
+console.log(`eval-estimate (${quick ? 'quick' : 'full'})`);
+for (const [family, specs] of families) {
+  console.log(`\nfamily ${family}: ${specs.length} runs`);
+  console.log(
+    'opt  lr      noise batch n     width trueGap  B_T     E_T     E_eff   B_nc    forecast live [95%]       late     τ_in  warnings',
+  );
+  const runs: RunOutcome[] = [];
+  for (const spec of specs) {
+    const r = await evaluateRun(await trainOrLoad(spec, args.cache));
+    runs.push(r);
+    const s = r.trained.spec;
+    console.log(
+      [
+        s.optimizer.padEnd(4),
+        String(s.lr).padEnd(7),
+        s.noise.toFixed(1).padEnd(5),
+        String(s.batchSize).padEnd(5),
+        String(s.trainSize).padEnd(5),
+        String(s.width).padEnd(5),
+        fmt(r.trained.trueGap).padEnd(8),
+        ...CANDIDATES.map((c) => fmt(r.live[c], 3).padEnd(7)),
+        `${fmt(r.forecastLive.gap?.estimate)} [${fmt(r.forecastLive.gap?.low)}, ${fmt(r.forecastLive.gap?.high)}]`.padEnd(
+          25,
+        ),
+        fmt(r.forecastLate.gap?.estimate).padEnd(8),
+        fmt(r.within).padEnd(5),
+        r.late.warnings.map((w) => w.code).join(',') || '-',
+      ].join(' '),
+    );
+  }
+  const truth = runs.map((r) => r.trained.trueGap);
+  const tau = (c: Candidate): number | null =>
+    kendall(
+      runs.map((r) => r.live[c] ?? Number.NaN),
+      truth,
+    );
+  console.log(`Kendall τ-b with the true final gap across the ${runs.length} runs of family ${family}:`);
+  for (const c of CANDIDATES) console.log(`  ${c.padEnd(24)} ${fmt(tau(c))}`);
+  console.log(
+    `  measuredGap              ${fmt(
+      kendall(
+        runs.map((r) => r.live.measuredGap ?? Number.NaN),
+        truth,
+      ),
+    )}`,
+  );
+  const dist = runs.map((r) => r.trained.distanceFromInit / Math.sqrt(r.trained.spec.trainSize));
+  console.log(`  baseline ‖w_T − w_0‖/√n  ${fmt(kendall(dist, truth))}`);
+  console.log(
+    `  baseline −trainLoss      ${fmt(
+      kendall(
+        runs.map((r) => -r.trained.finalTrainLoss),
+        truth,
+      ),
+    )}`,
+  );
+  const name = runs[0].live.served.name;
+  served.push(`${family}: ${name} τ ${fmt(tau(name))}`);
+  const same = runs.filter((r) => JSON.stringify(r.forecastLive.gap) === JSON.stringify(r.forecastLate.gap)).length;
+  for (const mode of ['live', 'late'] as const) {
+    const errs = runs.map((r) =>
+      relError((mode === 'live' ? r.forecastLive : r.forecastLate).gap?.estimate, r.trained.trueGap),
+    );
+    const ok = errs.filter((e) => !Number.isNaN(e));
+    console.log(
+      `Forecast from the first ${CALIBRATION_FRACTION * 100}% (${mode} evaluations): available ${ok.length}/${runs.length}, median relative error ${fmt(100 * median(ok), 1)}%, max ${fmt(100 * Math.max(...ok), 1)}%`,
+    );
+  }
+  console.log(
+    `Live and late runs with identical forecasts: ${same}/${runs.length}; late points reported: ${runs.reduce((a, r) => a + r.late.counts.latePoints, 0)}`,
+  );
+  const within = runs.map((r) => r.within).filter((x): x is number => x !== null);
+  console.log(
+    `Within-run τ (served indicator vs observed gap): mean ${fmt(mean(within))}, min ${fmt(Math.min(...within))}`,
+  );
+  const scales = runs.map((r) => r.live.calibration?.scale ?? Number.NaN);
+  const loo: number[] = [];
+  let inside = 0;
+  runs.forEach((r, i) => {
+    const logs = scales.filter((sc, j) => j !== i && sc > 0).map(Math.log);
+    const m = mean(logs);
+    const sd = Math.sqrt(logs.reduce((a, b) => a + (b - m) ** 2, 0) / (logs.length - 1));
+    const gap = siblingGap({ runs: logs.length, logScaleMean: m, logScaleStd: sd }, r.live.served.value ?? Number.NaN);
+    if (!gap) return;
+    loo.push(relError(gap.estimate, r.trained.trueGap));
+    if (r.trained.trueGap >= gap.low && r.trained.trueGap <= gap.high) inside++;
+  });
+  console.log(
+    `Siblings leave-one-out: median relative error ${fmt(100 * median(loo), 1)}%, max ${fmt(100 * Math.max(...loo), 1)}%, true gap inside the interval ${inside}/${runs.length}; scales ${fmt(Math.min(...scales))}–${fmt(Math.max(...scales))}`,
+  );
+}
+console.log(`\nserved indicator: ${served.join('; ')}`);
 console.log(`wall ${((performance.now() - started) / 1000).toFixed(0)} s`);
 await gateway.close();
