@@ -46,6 +46,7 @@ export function analyseRun(input: AnalysisInput): RunTrajectory {
     phase: phases.names[phases.phaseOf[i]],
     changeScore: scores[i].changeScore,
     changeComponents: scores[i].components,
+    changeKind: scores[i].kind,
     trainLoss: trainLoss[i],
   }));
   const boundaries = phaseBoundaries(steps, phases);

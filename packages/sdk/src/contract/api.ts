@@ -32,6 +32,8 @@ export interface Policy {
   every?: number | null;
   /** How long a discarded checkpoint stays restorable. */
   graceSeconds?: number;
+  /** Under a budget, discarded checkpoints a later decision may still keep are held back while the run goes on. */
+  hold?: { share?: number; seconds?: number };
 }
 
 /** A policy with every default filled in: what the retention engine runs. */
@@ -43,6 +45,7 @@ export interface ResolvedPolicy {
   best: { metric: BestMetric; mode: 'min' | 'max'; count: number } | null;
   every: number | null;
   graceSeconds: number;
+  hold: { share: number; seconds: number };
 }
 
 /** A policy by name, or inline. */
@@ -173,13 +176,23 @@ export interface MetricPointPage {
   next: string | null;
 }
 
+/**
+ * What a checkpoint is when its change score makes it an event (score ≥ 3), or a stall (docs/architecture.md
+ * §5): `restart` the update norm rose far above its trend and stayed up; `divergence` the training loss did;
+ * `spike` either rose for this checkpoint only; `jump` it rose on the newest checkpoint, not yet known to last;
+ * `reversal` the update turned back on the previous one; `stall` the weights barely moved (score 0).
+ */
+export type ChangeKind = 'restart' | 'divergence' | 'spike' | 'jump' | 'reversal' | 'stall';
+
 export interface TrajectoryItem extends Indicators {
   step: number;
   phase: string;
-  /** How unusual this update is against the run's recent checkpoints (docs/architecture.md §5). */
+  /** How far this checkpoint departs from the run's recent trend (docs/architecture.md §5); 0 for a stall. */
   changeScore: number;
   /** The terms of changeScore. */
   changeComponents: { update: number; loss: number; reversal: number };
+  /** The event this checkpoint is, or a stall; null for an ordinary checkpoint. */
+  changeKind: ChangeKind | null;
   /** Mean training loss logged since the previous checkpoint, or null. */
   trainLoss: number | null;
 }
