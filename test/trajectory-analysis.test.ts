@@ -145,14 +145,18 @@ describe('phases', () => {
     assert.deepEqual(b.phaseOf.slice(0, 40), a.phaseOf);
   });
 
-  it('keeps every dynamic phase at least minSegment long, so a last-checkpoint spike is no phase of its own', () => {
+  it('keeps every dynamic phase at least minSegment long, and a last-checkpoint spike is no phase of its own', () => {
     const random = rng(9);
     const level = (i: number) => (i < 12 ? 1 : i < 24 ? 0.3 : 0.1);
     const series = Array.from({ length: 36 }, (_, i) => level(i) * (1 + 0.1 * (random() - 0.5)));
     series.push(50);
     const steps = series.map((_, i) => i * 10);
     const loose = assignPhases({ steps, updateNormPerStep: series, minSegment: 1 });
-    assert.equal(loose.phaseOf.indexOf(2), 36, 'with single-checkpoint phases allowed, the spike is one');
+    assert.deepEqual(
+      [loose.phaseOf.indexOf(1), loose.phaseOf.indexOf(2)],
+      [12, 24],
+      'even with single-checkpoint phases allowed, the median filter removes the spike',
+    );
     const { phaseOf } = assignPhases({ steps, updateNormPerStep: series });
     const sizes = [0, 1, 2].map((p) => phaseOf.filter((x) => x === p).length);
     assert.ok(
@@ -232,6 +236,13 @@ describe('change scores', () => {
     const scores = changeScores({ updateNormPerStep: u, cosinePrev: u.map(() => 0.3), trainLoss: loss });
     assert.ok(scores[36].changeScore > 3, `restart scores ${scores[36].changeScore}`);
     assert.ok(scores[20].changeScore > 3, `loss spike scores ${scores[20].changeScore}`);
+    assert.equal(scores[36].kind, 'restart');
+    assert.equal(scores[20].kind, 'spike');
+    assert.deepEqual(
+      scores.flatMap((s, i) => (s.kind === null ? [] : [i])),
+      [20, 36],
+      'the restart is one event: the checkpoints after it, at its new level, are none',
+    );
     const logs = u.slice(1).map((v) => Math.log(v!));
     const mean = logs.reduce((a, b) => a + b) / logs.length;
     const sd = Math.sqrt(logs.reduce((a, b) => a + (b - mean) ** 2, 0) / logs.length);
@@ -246,6 +257,10 @@ describe('run analysis', () => {
     const indicators = computeIndicators(weights.map((w, i) => summarise(steps[i], w)));
     const run = analyseRun({ checkpoints: indicators.map((ind, i) => ({ step: steps[i], indicators: ind })) });
     assert.equal(run.totals.checkpoints, 5);
+    assert.deepEqual(
+      run.items.map((i) => i.changeKind),
+      [null, null, null, null, null],
+    );
     assert.equal(run.totals.pathLength, indicators[4].pathLength);
     assert.deepEqual(
       run.phases.boundaries.map((b) => b.phase),

@@ -5,9 +5,10 @@
  * - `dynamics`: the optimal segmentation of the checkpoint series into `count` contiguous segments
  *   minimising the total within-segment sum of squared deviations of the features, by dynamic programming
  *   over prefix sums (O(count · n²)). The features are the log per-step update norm and, when known at
- *   every checkpoint, the log training loss, each standardised to unit variance so neither dominates.
- *   Every segment holds at least `minSegment` checkpoints (default ⌊n / (4 · count)⌋, at least 1), so one
- *   outlier (a spike, the newest checkpoint) cannot make a phase of its own and boundaries stay put as
+ *   every checkpoint, the log training loss, each cleared of isolated outliers (hampelFilter: a stall or a
+ *   spike cannot place a boundary) and standardised to unit variance so neither dominates.
+ *   Every segment holds at least `minSegment` checkpoints (default ⌊n / (4 · count)⌋, at least 1), so a
+ *   short burst (the newest checkpoints) cannot make a phase of its own and boundaries stay put as
  *   checkpoints arrive. Above MAX_POINTS (500) checkpoints, consecutive checkpoints are pooled into equal
  *   groups first and boundaries fall between groups: the cost stays O(count · 500²) ≈ 1 ms however long
  *   the run (n = 10,000 pools groups of 20). Ties go to the earliest boundary, so the result is
@@ -40,6 +41,9 @@ export interface PhaseAssignment {
 }
 
 const MAX_POINTS = 500;
+/** Half-width of the dynamics features' outlier filter: outliers up to this many checkpoints long vanish. */
+const FILTER_RADIUS = 3;
+const HAMPEL_Z = 3;
 
 /** How a run is split into phases: from its retention policy's `phase` settings. */
 export interface PhaseSettings {
@@ -105,18 +109,60 @@ export function assignPhases(input: PhaseInput): PhaseAssignment {
   return { method, names, phaseOf: segmentByDynamics(features(input), count, minSegment) };
 }
 
-/** One row per checkpoint, standardised columns. */
+/** One row per checkpoint, standardised columns, each cleared of isolated outliers first. */
 function features(input: PhaseInput): number[][] {
   const n = input.steps.length;
   const columns: number[][] = [];
-  const logUpdate = input.updateNormPerStep.map((u) => (u !== null && u > 0 ? Math.log(u) : null));
-  const firstKnown = logUpdate.find((u) => u !== null) ?? 0;
-  columns.push(logUpdate.map((u) => u ?? firstKnown));
+  columns.push(hampelFilter(input.updateNormPerStep.map((u) => (u !== null && u > 0 ? Math.log(u) : null))));
   const loss = input.trainLoss;
   if (loss && loss.length === n && loss.every((l) => l !== null && l > 0))
-    columns.push(loss.map((l) => Math.log(l as number)));
+    columns.push(hampelFilter(loss.map((l) => Math.log(l as number))));
   const standardised = columns.map(standardise);
   return Array.from({ length: n }, (_, i) => standardised.map((c) => c[i]));
+}
+
+/**
+ * A Hampel filter: a value more than HAMPEL_Z robust deviations (1.4826 · MAD) from the median of the known
+ * values within ±FILTER_RADIUS checkpoints is replaced by that median, and so is an unknown one (a zero
+ * update); every other value is kept as it is. So a run of up to FILTER_RADIUS outliers — a stall, a
+ * duplicate upload, a spike — cannot place a boundary, while ordinary values, and steps that last, are
+ * segmented exactly as they are.
+ */
+function hampelFilter(column: readonly (number | null)[]): number[] {
+  const n = column.length;
+  const out = new Array<number>(n);
+  const near = new Float64Array(2 * FILTER_RADIUS + 1);
+  let last = column.find((v) => v !== null) ?? 0;
+  for (let i = 0; i < n; i++) {
+    let m = 0;
+    for (let j = Math.max(0, i - FILTER_RADIUS); j <= Math.min(n - 1, i + FILTER_RADIUS); j++) {
+      const v = column[j];
+      if (v !== null) near[m++] = v;
+    }
+    const v = column[i];
+    if (m === 0) {
+      out[i] = last;
+      continue;
+    }
+    const median = medianOf(near, m);
+    for (let j = 0; j < m; j++) near[j] = Math.abs(near[j] - median);
+    const spread = 1.4826 * medianOf(near, m);
+    last = v !== null && Math.abs(v - median) <= HAMPEL_Z * spread ? v : median;
+    out[i] = last;
+  }
+  return out;
+}
+
+/** Median of values[0, m), a handful; sorts them in place (insertion sort). */
+function medianOf(values: Float64Array, m: number): number {
+  for (let i = 1; i < m; i++) {
+    const v = values[i];
+    let j = i - 1;
+    for (; j >= 0 && values[j] > v; j--) values[j + 1] = values[j];
+    values[j + 1] = v;
+  }
+  const h = m >> 1;
+  return m % 2 ? values[h] : (values[h - 1] + values[h]) / 2;
 }
 
 function standardise(column: number[]): number[] {
