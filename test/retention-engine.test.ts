@@ -5,6 +5,7 @@ import { DEFAULT_POLICY, Policy, PolicyInput, resolvePolicy } from '../src/model
 import { CheckpointAccumulator } from '../src/trajectory/accumulator.js';
 import { computeIndicators } from '../src/trajectory/run-indicators.js';
 import { gaussian, rng } from './helpers/trajectory-fixtures.js';
+import { ANOMALY_CASES, type AnomalyRun, STEP } from '../scripts/eval-anomalies.js';
 
 /**
  * Indicators of a decaying run of n checkpoints (step 10 apart) with an injected jump (a loss spike: an
@@ -65,6 +66,31 @@ function sketchedRun(n: number): RetentionCandidate[] {
     trainLoss: losses[i],
     metric: { valLoss: losses[i] * 1.1 },
   }));
+}
+
+/** A labelled anomaly run (scripts/eval-anomalies.ts) as retention candidates, the first `n` checkpoints. */
+function anomalyRun(name: string, n?: number): RetentionCandidate[] {
+  const run: AnomalyRun = ANOMALY_CASES.find((c) => c.name === name)!.run;
+  let path = 0;
+  return run.updateNormPerStep.slice(0, n).map((u, i) => {
+    path += u === null ? 0 : u * STEP;
+    return {
+      step: i * STEP,
+      bytes: 1000,
+      pinned: false,
+      trainLoss: run.trainLoss[i],
+      metric: { valLoss: 1 },
+      indicators: {
+        updateNorm: u === null ? null : u * STEP,
+        updateNormPerStep: u,
+        relativeChange: null,
+        distanceFromStart: path,
+        pathLength: path,
+        cosinePrev: run.cosinePrev[i],
+        topTensors: [],
+      },
+    };
+  });
 }
 
 const keptSteps = (d: RetentionDecision) => d.checkpoints.filter((c) => c.keep).map((c) => c.step);
@@ -303,5 +329,33 @@ describe('retention decisions', () => {
       policy: budget(10),
     });
     assert.ok(withoutSketches.totals.kept <= 10);
+  });
+
+  it('keep no stall and no return from one as `change`, and name the kind of each event they keep', () => {
+    const d = decideRetention({ checkpoints: anomalyRun('stall (the issue)'), policy: budget(12) });
+    const change = d.checkpoints.filter((c) => c.classes.includes('change'));
+    assert.deepEqual(
+      change.map((c) => c.step),
+      [2500],
+    );
+    assert.match(
+      change[0].reasons[change[0].classes.indexOf('change')],
+      /^spike at step 2500: high-change score \d+\.\d ≥ 3 \(the per-step update norm rose to 2\d× its recent trend \(robust z \d+\.\d\) for this checkpoint only\)$/,
+    );
+    for (const step of [5000, 5100]) assert.equal(d.checkpoints.find((c) => c.step === step)!.changeScore < 1, true);
+    // The issue's second run: the checkpoint after the stall is the newest one.
+    const newest = decideRetention({ checkpoints: anomalyRun('stall (the issue)', 52), policy: budget(12) });
+    assert.deepEqual(newest.checkpoints.find((c) => c.step === 5100)!.classes, ['latest']);
+
+    const restart = decideRetention({ checkpoints: anomalyRun('LR restart'), policy: budget(12) });
+    const kept = restart.checkpoints.find((c) => c.step === 4500)!;
+    assert.match(
+      kept.reasons[kept.classes.indexOf('change')],
+      /^learning-rate restart or schedule change at step 4500: high-change score \d+\.\d ≥ 3 \(the per-step update norm rose to \d\.\d× its recent trend \(robust z \d+\.\d\) and stayed up\)$/,
+    );
+    assert.deepEqual(
+      restart.checkpoints.filter((c) => c.classes.includes('change')).map((c) => c.step),
+      [4500],
+    );
   });
 });

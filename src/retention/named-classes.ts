@@ -1,10 +1,7 @@
-import type { ChangeScore } from '../trajectory/change-detection.js';
+import { type ChangeKind, type ChangeScore, EVENT_Z } from '../trajectory/change-detection.js';
 import type { Selection } from './selection.js';
 import type { RetentionCandidate } from './types.js';
 import { budgetText, formatBytes, times } from './wording.js';
-
-/** The trailing window change-detection.ts scores against (its default). */
-const CHANGE_WINDOW = 8;
 
 /**
  * The classes that name their checkpoints outright, admitted in priority order: `latest` and `pinned`
@@ -41,12 +38,14 @@ export function admitNamedClasses(state: Selection, scores: readonly ChangeScore
       `${why}, but the budget of ${budget} was taken by checkpoints of higher priority (latest, pinned, higher change scores)`;
   };
 
+  // A stall scores 0 and is a near-duplicate of its neighbour: never a `change`, whatever the threshold.
   const changed = available
-    .filter((i) => scores[i].changeScore >= policy.change.zThreshold)
+    .filter((i) => scores[i].kind !== 'stall' && scores[i].changeScore >= policy.change.zThreshold)
     .sort((a, b) => scores[b].changeScore - scores[a].changeScore || a - b)
     .slice(0, policy.change.max);
   for (const i of changed) {
-    const why = `high-change score ${scores[i].changeScore.toFixed(1)} ≥ ${policy.change.zThreshold} (${describeChange(checkpoints, i, scores[i])})`;
+    const score = scores[i];
+    const why = `${KIND_WORDS[score.kind ?? 'unusual']} at step ${checkpoints[i].step}: high-change score ${score.changeScore.toFixed(1)} ≥ ${policy.change.zThreshold} (${describeChange(checkpoints, i, score)})`;
     if (!state.add(i, 'change', why)) refuse(i, why);
   }
 
@@ -99,30 +98,40 @@ function ordinal(k: number): string {
   return `${k}${suffix}`;
 }
 
+const KIND_WORDS: Record<ChangeKind | 'unusual', string> = {
+  restart: 'learning-rate restart or schedule change',
+  divergence: 'divergence',
+  spike: 'spike',
+  jump: 'jump',
+  reversal: 'reversal',
+  stall: 'stall',
+  unusual: 'unusual update',
+};
+
+const LASTED: Record<ChangeKind | 'unusual', string> = {
+  restart: ' and stayed up',
+  divergence: ' and stayed up',
+  spike: ' for this checkpoint only',
+  jump: ', the newest checkpoint: whether it lasts, the next one will tell',
+  reversal: '',
+  stall: '',
+  unusual: '',
+};
+
 /** What made checkpoint t's change score high, in numbers. */
 function describeChange(checkpoints: readonly RetentionCandidate[], t: number, score: ChangeScore): string {
   const { update, loss, reversal } = score.components;
+  const lasted = LASTED[score.kind ?? 'unusual'];
+  const rose = (what: string, ratio: number | null, z: number) =>
+    `${what} rose${ratio === null ? ' above' : ` to ${times(ratio)}`} its recent trend (robust z ${z.toFixed(1)})${lasted}`;
   const parts: string[] = [];
-  const u = checkpoints[t].indicators.updateNormPerStep;
-  const uPrev = t > 0 ? checkpoints[t - 1].indicators.updateNormPerStep : null;
-  if (update > 0 && update >= loss) {
-    const ratio =
-      u !== null && uPrev !== null && uPrev > 0 ? `${times(u / uPrev)} over the previous checkpoint's, ` : '';
-    parts.push(
-      `per-step update norm jumped ${ratio}robust z ${update.toFixed(1)} against the previous ${CHANGE_WINDOW} checkpoints`,
-    );
-  }
-  if (loss > 0 && loss > update) {
+  if (update > 0 && (update >= loss || update >= EVENT_Z))
+    parts.push(rose('the per-step update norm', score.trendRatio.update, update));
+  const lossCounts = loss > 0 && (loss > update || loss >= EVENT_Z);
+  if (lossCounts) {
     const l = checkpoints[t].trainLoss;
-    const lPrev = t > 0 ? checkpoints[t - 1].trainLoss : null;
-    const ratio =
-      l !== null && lPrev !== null && lPrev > 0
-        ? ` from ${lPrev.toPrecision(3)} to ${l.toPrecision(3)} (${times(l / lPrev)})`
-        : '';
-    parts.push(
-      `training loss jumped${ratio}, robust z ${loss.toFixed(1)} against the previous ${CHANGE_WINDOW} checkpoints`,
-    );
-  }
+    parts.push(rose(`the training loss${l === null ? '' : ` (${l.toPrecision(3)})`}`, score.trendRatio.loss, loss));
+  } else if (score.kind === 'divergence') parts.push('the training loss was rising above its trend as well');
   if (reversal > 0)
     parts.push(
       `the update turned back on the previous one (cosine ${checkpoints[t].indicators.cosinePrev?.toFixed(2)})`,
