@@ -145,12 +145,25 @@ function hampelFilter(column: readonly (number | null)[]): number[] {
       continue;
     }
     const median = medianOf(near, m);
-    for (let j = 0; j < m; j++) near[j] = Math.abs(near[j] - median);
-    const spread = 1.4826 * medianOf(near, m);
-    last = v !== null && Math.abs(v - median) <= HAMPEL_Z * spread ? v : median;
+    last = v !== null && !isOutlier(near, m, median, v) ? v : median;
     out[i] = last;
   }
   return out;
+}
+
+/**
+ * |v − median| > HAMPEL_Z · 1.4826 · MAD over values[0, m). For odd m the MAD is the (m >> 1)-th smallest
+ * deviation, so it is below a bound exactly when more than half the deviations are: a count, no sort.
+ */
+function isOutlier(values: Float64Array, m: number, median: number, v: number): boolean {
+  const bound = Math.abs(v - median) / (HAMPEL_Z * 1.4826);
+  if (m % 2 === 0) {
+    for (let j = 0; j < m; j++) values[j] = Math.abs(values[j] - median);
+    return medianOf(values, m) < bound;
+  }
+  let below = 0;
+  for (let j = 0; j < m; j++) if (Math.abs(values[j] - median) < bound) below++;
+  return below > m >> 1;
 }
 
 /** Median of values[0, m), a handful; sorts them in place (insertion sort). */
