@@ -50,6 +50,10 @@ import {
   toSummaryRow,
 } from './rows.js';
 import type { Database } from './schema.js';
+import { SummaryCache } from './summary-cache.js';
+
+/** Memory for cached trajectory summaries: about 1,500 checkpoints' worth at the default sketch size. */
+const SUMMARY_CACHE_BYTES = 256 * 1024 * 1024;
 
 /** Values per IN list, far under the bound-parameter limits (SQLite 32766, Postgres 65535). */
 const IN_LIST_MAX = 1000;
@@ -62,6 +66,9 @@ const IN_LIST_MAX = 1000;
  * catalog_unavailable.
  */
 export class KyselyCatalog implements Catalog {
+  /** Parsed summaries of recently used runs (immutable rows, so valid on every replica). */
+  private readonly summaries = new SummaryCache(SUMMARY_CACHE_BYTES);
+
   constructor(
     private readonly db: Kysely<Database>,
     private readonly locks: CatalogLocks,
@@ -238,22 +245,34 @@ export class KyselyCatalog implements Catalog {
   getSummaries(run: string, steps?: readonly number[]): Promise<CheckpointSummary[]> {
     return guard('getSummaries', async () => {
       if (steps && steps.length === 0) return [];
+      // Committed summaries never change: read only those not cached (all steps first, when none are given).
+      const wanted = [...new Set(steps ?? (await this.summarySteps(run)))].sort((a, b) => a - b);
+      const cached = this.summaries.get(run, wanted);
+      const missing = wanted.filter((step) => !cached.has(step));
       const q = this.db
         .selectFrom('checkpoint_summaries as s')
         .innerJoin('checkpoints as c', (join) => join.onRef('c.run_id', '=', 's.run_id').onRef('c.step', '=', 's.step'))
         .select(['s.step', 's.spec', 's.weight_norm', 's.sketch', 's.tensor_sketches', 'c.tensors'])
-        .where('s.run_id', '=', run)
-        .orderBy('s.step');
-      if (!steps) return (await q.execute()).map(toSummary);
-      // One IN list per chunk of sorted steps keeps under the bound-parameter limits and the step order.
-      const wanted = [...new Set(steps)].sort((a, b) => a - b);
-      const summaries: CheckpointSummary[] = [];
-      for (let i = 0; i < wanted.length; i += IN_LIST_MAX) {
-        const rows = await q.where('s.step', 'in', wanted.slice(i, i + IN_LIST_MAX)).execute();
-        summaries.push(...rows.map(toSummary));
+        .where('s.run_id', '=', run);
+      // One IN list per chunk of sorted steps keeps under the bound-parameter limits.
+      for (let i = 0; i < missing.length; i += IN_LIST_MAX) {
+        const rows = await q.where('s.step', 'in', missing.slice(i, i + IN_LIST_MAX)).execute();
+        const read = rows.map(toSummary);
+        this.summaries.add(run, read);
+        for (const summary of read) cached.set(summary.step, summary);
       }
-      return summaries;
+      return wanted.flatMap((step) => cached.get(step) ?? []);
     });
+  }
+
+  private async summarySteps(run: string): Promise<number[]> {
+    const rows = await this.db
+      .selectFrom('checkpoint_summaries')
+      .select('step')
+      .where('run_id', '=', run)
+      .orderBy('step')
+      .execute();
+    return rows.map((r) => num(r.step));
   }
 
   setIndicators(run: string, entries: readonly { step: number; indicators: CheckpointIndicators }[]): Promise<void> {

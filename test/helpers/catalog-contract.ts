@@ -85,6 +85,18 @@ export function describeCatalogContract(name: string, open: () => Promise<Opened
         ],
       );
       assert.deepEqual(await catalog.getSummaries(run, []), []);
+
+      // Summaries read before are served again (they never change), and later checkpoints join them.
+      await catalog.insertCheckpoint(checkpoint(run, 25));
+      assert.deepEqual(
+        (await catalog.getSummaries(run)).map((s) => s.step),
+        [10, 20, 25, 30],
+      );
+      assert.deepEqual(
+        (await catalog.getSummaries(run, [40, 25, 10, 25])).map((s) => s.step),
+        [10, 25],
+      );
+      assert.deepEqual(Array.from((await catalog.getSummaries(run, [20]))[0].sketch), Array.from(expected.sketch));
     });
 
     it('stores indicators on checkpoint records', async () => {
