@@ -1,10 +1,16 @@
-import { changeScores } from '../trajectory/change-detection.js';
+import { changeScores, type ChangeScore } from '../trajectory/change-detection.js';
 import { segmentRun, type PhaseAssignment } from '../trajectory/phase-segmentation.js';
 import type { CoverageModel } from './coverage-model.js';
-import { fillByCoverage, keepOptimalCover, pickPhaseRepresentatives, refineCoverage } from './cover-selection.js';
+import {
+  fillByCoverage,
+  keepOptimalCover,
+  optimalCoverApplies,
+  pickPhaseRepresentatives,
+  refineCoverage,
+} from './cover-selection.js';
 import { admitNamedClasses } from './named-classes.js';
 import { clippedPathPositions, PathCoverage } from './path-coverage.js';
-import { Selection } from './selection.js';
+import { Selection, type ClassRequest } from './selection.js';
 import { SKETCH_COVERAGE_MAX_CHECKPOINTS, SketchCoverage } from './sketch-coverage.js';
 import type { CheckpointDecision, RetentionDecision, RetentionInput } from './types.js';
 import { budgetText, percent, stepRange } from './wording.js';
@@ -56,8 +62,11 @@ export function decideRetention(input: RetentionInput): RetentionDecision {
     new PathCoverage(clippedPathPositions(checkpoints.map((c) => c.indicators.updateNorm)));
   const state = new Selection(checkpoints, policy, coverage);
 
+  // Where the DP decides, it weighs the named classes' requests against coverage (cover-selection.ts).
+  state.deferRequests = optimalCoverApplies(state);
   admitNamedClasses(state, scores);
-  if (!keepOptimalCover(state, phases)) {
+  const changeScore = (i: number) => scores[i].changeScore;
+  if (!keepOptimalCover(state, phases, changeScore, state.deferRequests ? orphanedEvents(state, scores) : [])) {
     pickPhaseRepresentatives(state, phases);
     if (state.budgetIsFinite()) fillByCoverage(state);
     refineCoverage(state, phases.phaseOf);
@@ -84,7 +93,7 @@ export function decideRetention(input: RetentionInput): RetentionDecision {
   }
   let bytesUploaded = 0;
   for (const c of checkpoints) bytesUploaded += c.bytes;
-  return {
+  const decision: RetentionDecision = {
     checkpoints: decisions,
     totals: {
       checkpoints: n,
@@ -95,6 +104,24 @@ export function decideRetention(input: RetentionInput): RetentionDecision {
       coverage: { mean: pathLength > 0 && n ? sum / n / pathLength : 0, max: pathLength > 0 ? max / pathLength : 0 },
     },
   };
+  return decision;
+}
+
+/**
+ * The change events the named classes would ask for if every checkpoint's bytes were present, whose own
+ * bytes are gone: a neighbour kept in an event's place (cover-selection.ts) goes on standing for it.
+ */
+function orphanedEvents(state: Selection, scores: readonly ChangeScore[]): ClassRequest[] {
+  const { checkpoints, policy } = state;
+  if (checkpoints.every((c) => c.available !== false)) return [];
+  const shadow = new Selection(
+    checkpoints.map((c) => ({ ...c, available: true })),
+    policy,
+    new PathCoverage(new Float64Array(checkpoints.length)),
+  );
+  shadow.deferRequests = true;
+  admitNamedClasses(shadow, scores);
+  return shadow.requests.filter((r) => r.cls === 'change' && !state.available(r.index));
 }
 
 /** Words the reasons of the final decision, citing the coverage it gives. */

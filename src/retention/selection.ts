@@ -2,12 +2,25 @@ import type { CoverageModel } from './coverage-model.js';
 import type { Policy } from '../model/policy.js';
 import type { RetentionCandidate, RetentionClass } from './types.js';
 
+/** A checkpoint a named class asked for, while requests are deferred (see Selection.deferRequests). */
+export interface ClassRequest {
+  index: number;
+  cls: RetentionClass;
+  reason: string;
+}
+
 /**
  * The kept set being built, with each kept checkpoint's classes and reasons and the budget accounting.
  * A `phase` class recorded with a null reason gets its sentence once the kept set is final (it cites the
  * coverage the final set gives).
  */
 export class Selection {
+  /**
+   * When set, `add` without `force` records a request (in the order the named classes ask) instead of keeping
+   * the checkpoint, and accepts it; cover-selection.ts then decides the requests together with coverage.
+   */
+  deferRequests = false;
+  readonly requests: ClassRequest[] = [];
   readonly classes: (RetentionClass[] | undefined)[];
   readonly reasons: ((string | null)[] | undefined)[];
   /** Why a checkpoint a named class asked for was not kept (the budget was taken). */
@@ -49,9 +62,14 @@ export class Selection {
 
   /**
    * Records class `cls` for checkpoint i, keeping it if it is not kept yet; false (nothing recorded) when
-   * it would not fit the budget. `force` ignores the budget (latest, pinned).
+   * it would not fit the budget. `force` ignores the budget (latest, pinned). While requests are deferred,
+   * a call without `force` only records the request and answers true.
    */
   add(i: number, cls: RetentionClass, reason: string | null, force = false): boolean {
+    if (this.deferRequests && !force) {
+      this.requests.push({ index: i, cls, reason: reason ?? cls });
+      return true;
+    }
     if (!this.coverage.isKept(i)) {
       if (!force && !this.fits(i)) return false;
       this.coverage.keep(i);
