@@ -6,7 +6,8 @@ import { z } from 'zod';
  * rejected. `resolvePolicy` fills what the input leaves out from DEFAULT_POLICY, key by key.
  *
  * The default is meant to be sensible untouched: the newest checkpoint for resuming, two representatives
- * of each of three phases, up to four high-change checkpoints, the best by validation loss, no budget.
+ * of each of three phases, up to four high-change checkpoints, the best by validation loss, no budget;
+ * under a budget, up to half of it held back for an hour while the run goes on.
  */
 const count = z.number().int('must be a whole number').min(0, 'must be ≥ 0').max(1_000_000, 'must be ≤ 1000000');
 const positive = z.number().int('must be a whole number').min(1, 'must be ≥ 1').max(Number.MAX_SAFE_INTEGER);
@@ -53,6 +54,23 @@ const BestClass = strict(
   'best',
 );
 
+const HoldClass = strict(
+  {
+    /**
+     * Under a budget, the most discarded checkpoints whose bytes are held back at once while the run goes on,
+     * as a share of the budget (of budget.maxCheckpoints, rounded down, and of budget.maxBytes); 0: none.
+     */
+    share: z.number().min(0, 'must be ≥ 0').max(1, 'must be ≤ 1'),
+    /** A held checkpoint's bytes are deleted this long after the last decision that held it. */
+    seconds: z
+      .number()
+      .int('must be a whole number')
+      .min(0, 'must be ≥ 0')
+      .max(365 * 86_400, 'must be ≤ one year'),
+  },
+  'hold',
+);
+
 const shape = {
   budget: Budget,
   latest: count,
@@ -68,6 +86,14 @@ const shape = {
     .int('must be a whole number')
     .min(0, 'must be ≥ 0')
     .max(365 * 86_400, 'must be ≤ one year'),
+  /**
+   * Discarded checkpoints that a later decision of a run still uploading may keep (the runners-up of the
+   * coverage objective) keep their bytes past graceSeconds: early decisions, made on part of the
+   * trajectory, then need not be final (docs/architecture.md §6, "Decisions while the run goes on").
+   * Absent: DEFAULT_HOLD. A resolved policy carries it only when the policy sets it, so policies written
+   * before it existed resolve as they did.
+   */
+  hold: HoldClass.optional(),
 };
 
 export const Policy = strict(shape, 'policy');
@@ -82,6 +108,7 @@ export const PolicyInput = strict(
     best: BestClass.partial().nullable().optional(),
     every: shape.every.optional(),
     graceSeconds: shape.graceSeconds.optional(),
+    hold: HoldClass.partial().optional(),
   },
   'policy',
 );
@@ -96,6 +123,9 @@ export const DEFAULT_POLICY: Readonly<Policy> = deepFreeze<Policy>({
   every: null,
   graceSeconds: 3600,
 });
+
+/** What a policy without `hold` holds back: up to half the budget, for an hour after the last decision that holds it. */
+export const DEFAULT_HOLD: Readonly<NonNullable<Policy['hold']>> = deepFreeze({ share: 0.5, seconds: 3600 });
 
 /** The full policy: `input` over DEFAULT_POLICY (nested objects merge key by key; an explicit null stays null). */
 export function resolvePolicy(input: PolicyInput): Policy {
@@ -126,6 +156,14 @@ export function resolvePolicy(input: PolicyInput): Policy {
           },
     every: pick(input.every, d.every),
     graceSeconds: pick(input.graceSeconds, d.graceSeconds),
+    ...(input.hold === undefined
+      ? {}
+      : {
+          hold: {
+            share: pick(input.hold.share, DEFAULT_HOLD.share),
+            seconds: pick(input.hold.seconds, DEFAULT_HOLD.seconds),
+          },
+        }),
   };
 }
 

@@ -1,3 +1,4 @@
+import { DEFAULT_HOLD } from '../model/policy.js';
 import type { PhaseAssignment } from '../trajectory/phase-segmentation.js';
 import type { CoverageModel } from './coverage-model.js';
 import { PathCoverage } from './path-coverage.js';
@@ -423,6 +424,47 @@ export function fillByCoverage(state: Selection): void {
     (i) => state.fits(i),
     (i) => state.add(i, 'phase', null),
   );
+}
+
+/**
+ * The discarded checkpoints to hold back while the run goes on (docs/architecture.md §6, "Decisions while the
+ * run goes on"): the runners-up of the coverage objective after the final kept set — in the greedy order,
+ * each the checkpoint whose keeping as well would lower the cost most — until policy.hold.share of the
+ * budget (of its count, rounded down, and of its bytes) is taken. None without a budget, and none when
+ * the latest and pinned checkpoints take the whole budget (nothing else could ever be kept). The kept set
+ * is left as it was.
+ */
+export function chooseHeld(state: Selection): number[] {
+  const { coverage, policy, checkpoints } = state;
+  const { maxCheckpoints, maxBytes } = policy.budget;
+  const { share } = policy.hold ?? DEFAULT_HOLD;
+  if (share <= 0 || !state.budgetIsFinite()) return [];
+  const maxCount = maxCheckpoints === null ? Number.POSITIVE_INFINITY : Math.floor(share * maxCheckpoints);
+  const maxHeldBytes = maxBytes === null ? Number.POSITIVE_INFINITY : share * maxBytes;
+  let forcedCount = 0;
+  let forcedBytes = 0;
+  for (let i = 0; i < checkpoints.length; i++) {
+    const classes = state.classes[i];
+    if (!coverage.isKept(i) || !classes || !(classes.includes('latest') || classes.includes('pinned'))) continue;
+    forcedCount++;
+    forcedBytes += checkpoints[i].bytes;
+  }
+  if ((maxCheckpoints !== null && forcedCount >= maxCheckpoints) || (maxBytes !== null && forcedBytes >= maxBytes))
+    return [];
+  const held: number[] = [];
+  let heldBytes = 0;
+  pickByGain(
+    coverage,
+    (i) => state.available(i),
+    (i) => held.length < maxCount && heldBytes + checkpoints[i].bytes <= maxHeldBytes,
+    (i) => {
+      coverage.keep(i);
+      held.push(i);
+      heldBytes += checkpoints[i].bytes;
+    },
+  );
+  for (const i of held) coverage.unkeep(i);
+  return held.sort((a, b) => a - b);
 }
 
 /**

@@ -2,6 +2,7 @@ import { changeScores, type ChangeScore } from '../trajectory/change-detection.j
 import { segmentRun, type PhaseAssignment } from '../trajectory/phase-segmentation.js';
 import type { CoverageModel } from './coverage-model.js';
 import {
+  chooseHeld,
   fillByCoverage,
   keepOptimalCover,
   optimalCoverApplies,
@@ -9,6 +10,7 @@ import {
   refineCoverage,
 } from './cover-selection.js';
 import { admitNamedClasses } from './named-classes.js';
+import { DEFAULT_HOLD } from '../model/policy.js';
 import { clippedPathPositions, PathCoverage } from './path-coverage.js';
 import { Selection, type ClassRequest } from './selection.js';
 import { SKETCH_COVERAGE_MAX_CHECKPOINTS, SketchCoverage } from './sketch-coverage.js';
@@ -42,6 +44,15 @@ export { SKETCH_COVERAGE_MAX_CHECKPOINTS } from './sketch-coverage.js';
  * and a decision at 10,000 checkpoints costs O(n log n) (scripts/bench-retention.ts).
  */
 export function decideRetention(input: RetentionInput): RetentionDecision {
+  return decideRetentionWithHolds(input).decision;
+}
+
+/**
+ * `decideRetention`, also naming the steps of the discarded checkpoints whose bytes are held back while
+ * the run goes on (policy.hold; cover-selection.ts chooseHeld): none once the run has reached its
+ * plannedSteps. Their reasons say so.
+ */
+export function decideRetentionWithHolds(input: RetentionInput): { decision: RetentionDecision; held: number[] } {
   const { checkpoints, policy } = input;
   const n = checkpoints.length;
   const updateNormPerStep = checkpoints.map((c) => c.indicators.updateNormPerStep);
@@ -72,8 +83,10 @@ export function decideRetention(input: RetentionInput): RetentionDecision {
     refineCoverage(state, phases.phaseOf);
   }
 
+  const finished = n > 0 && input.plannedSteps != null && checkpoints[n - 1].step >= input.plannedSteps;
+  const held = finished ? [] : chooseHeld(state);
   const pathLength = n ? Math.max(checkpoints[n - 1].indicators.pathLength, 0) : 0;
-  const explain = new Explainer(state, phases, pathLength);
+  const explain = new Explainer(state, phases, pathLength, held);
   const decisions = checkpoints.map(
     (c, i): CheckpointDecision => ({
       step: c.step,
@@ -104,7 +117,7 @@ export function decideRetention(input: RetentionInput): RetentionDecision {
       coverage: { mean: pathLength > 0 && n ? sum / n / pathLength : 0, max: pathLength > 0 ? max / pathLength : 0 },
     },
   };
-  return decision;
+  return { decision, held: held.map((i) => checkpoints[i].step) };
 }
 
 /**
@@ -135,11 +148,15 @@ class Explainer {
   private gains: Float64Array | null = null;
   private budget: string | null = null;
 
+  private readonly held: Set<number>;
+
   constructor(
     private readonly state: Selection,
     private readonly phases: PhaseAssignment,
     private readonly pathLength: number,
+    held: readonly number[],
   ) {
+    this.held = new Set(held);
     const { coverage } = state;
     const n = coverage.size;
     this.servers = coverage.servers();
@@ -159,7 +176,12 @@ class Explainer {
   reasons(i: number): string[] {
     const { state } = this;
     if (state.coverage.isKept(i)) return state.reasons[i]!.map((r) => r ?? this.phaseReason(i));
-    return [this.notKeptReason(i)];
+    if (!this.held.has(i)) return [this.notKeptReason(i)];
+    const hold = state.policy.hold ?? DEFAULT_HOLD;
+    return [
+      this.notKeptReason(i),
+      `held back while the run goes on: its bytes stay for ${hold.seconds} s after the last decision that holds it, as one of the ${this.held.size} discarded checkpoints a later decision is most likely to keep`,
+    ];
   }
 
   private fraction(distance: number): number {

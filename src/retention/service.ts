@@ -1,9 +1,9 @@
 import type { Catalog, RetentionOutcome } from '../catalog/catalog.js';
 import type { CheckpointIndicators, CheckpointRecord, RunRecord } from '../model/records.js';
 import { segmentRun, type PhaseAssignment } from '../trajectory/phase-segmentation.js';
-import { SKETCH_COVERAGE_MAX_CHECKPOINTS, decideRetention, type RetentionDecision } from './engine.js';
+import { SKETCH_COVERAGE_MAX_CHECKPOINTS, decideRetentionWithHolds, type RetentionDecision } from './engine.js';
 import type { NewAuditEntry } from '../model/access.js';
-import type { Policy } from '../model/policy.js';
+import { DEFAULT_HOLD, type Policy } from '../model/policy.js';
 
 /** What a decision is made on: the run's analysed checkpoints by step, their training loss and phases. */
 export interface DecisionBasis {
@@ -26,6 +26,14 @@ export class RetentionService {
 
   /** The decision `policy` (default: the run's own) would make now, without writing anything. */
   async decide(basis: DecisionBasis, policy: Policy = basis.policy): Promise<RetentionDecision> {
+    return (await this.decideWithHolds(basis, policy)).decision;
+  }
+
+  /** `decide`, with the steps whose bytes the decision holds back (engine.ts decideRetentionWithHolds). */
+  private async decideWithHolds(
+    basis: DecisionBasis,
+    policy: Policy,
+  ): Promise<{ decision: RetentionDecision; held: number[] }> {
     const { run, checkpoints, trainLoss } = basis;
     const steps = checkpoints.map((c) => c.step);
     const phases =
@@ -49,7 +57,7 @@ export class RetentionService {
     ]);
     const summaryByStep = new Map(summaries.map((s) => [s.step, s]));
     const metricAt = valuesAt(steps, metric);
-    return decideRetention({
+    return decideRetentionWithHolds({
       checkpoints: checkpoints.map((c, i) => ({
         step: c.step,
         bytes: c.bytes,
@@ -72,31 +80,9 @@ export class RetentionService {
    */
   async apply(basis: DecisionBasis, options: { actor: string; now?: Date }): Promise<RetentionDecision> {
     const now = options.now ?? new Date();
-    const decision = await this.decide(basis);
+    const { decision, held } = await this.decideWithHolds(basis, basis.policy);
+    const outcomes = retentionOutcomes(decision, basis.checkpoints, basis.policy, now, held);
     const byStep = new Map(basis.checkpoints.map((c) => [c.step, c]));
-    const deleteAfter = new Date(now.getTime() + basis.policy.graceSeconds * 1000).toISOString();
-    const outcomes: RetentionOutcome[] = decision.checkpoints.map((d) => {
-      const current = byStep.get(d.step)!;
-      if (d.keep) {
-        return {
-          step: d.step,
-          status: 'kept',
-          classes: d.classes,
-          reasons: d.reasons,
-          discardedAt: null,
-          deleteAfter: null,
-        };
-      }
-      const alreadyDiscarded = current.status === 'discarded';
-      return {
-        step: d.step,
-        status: 'discarded',
-        classes: [],
-        reasons: alreadyDiscarded ? current.reasons : d.reasons,
-        discardedAt: alreadyDiscarded ? current.discardedAt : now.toISOString(),
-        deleteAfter: alreadyDiscarded ? current.deleteAfter : deleteAfter,
-      };
-    });
     const evicted: NewAuditEntry[] = outcomes
       .filter((o) => o.status === 'discarded' && byStep.get(o.step)!.status === 'kept')
       .map((o) => ({
@@ -109,6 +95,61 @@ export class RetentionService {
     await this.catalog.applyRetention(basis.run.id, outcomes, evicted);
     return decision;
   }
+}
+
+/** What a checkpoint's current record says about its retention (the fields `retentionOutcomes` reads). */
+export type RetentionState = Pick<CheckpointRecord, 'step' | 'status' | 'reasons' | 'discardedAt' | 'deleteAfter'>;
+
+/**
+ * What applying `decision` at `now` writes for each checkpoint (docs/architecture.md §6, "Applying a decision"):
+ * a kept one is `kept` with its classes and reasons; an evicted one is `discarded`, with `discardedAt` = now
+ * when it was kept until now (else as it was) and the reasons of the decision that discarded it. Its bytes
+ * are deleted after `deleteAfter`:
+ *
+ * - held back (`held`, the steps the decision holds; policy.hold): at least hold.seconds from now, and
+ *   never sooner than graceSeconds after it was discarded;
+ * - otherwise: graceSeconds after it was discarded, and no later than graceSeconds from now (a checkpoint
+ *   no longer held gets graceSeconds from the decision that released it).
+ *
+ * Pure: the gateway and scripts/eval-retention.ts's online replay apply decisions with it.
+ */
+export function retentionOutcomes(
+  decision: RetentionDecision,
+  current: readonly RetentionState[],
+  policy: Policy,
+  now: Date,
+  held: readonly number[] = [],
+): RetentionOutcome[] {
+  const byStep = new Map(current.map((c) => [c.step, c]));
+  const holding = new Set(held);
+  const grace = policy.graceSeconds * 1000;
+  return decision.checkpoints.map((d) => {
+    const record = byStep.get(d.step)!;
+    if (d.keep) {
+      return {
+        step: d.step,
+        status: 'kept',
+        classes: d.classes,
+        reasons: d.reasons,
+        discardedAt: null,
+        deleteAfter: null,
+      };
+    }
+    const alreadyDiscarded = record.status === 'discarded';
+    const since = alreadyDiscarded && record.discardedAt !== null ? Date.parse(record.discardedAt) : now.getTime();
+    const previous = alreadyDiscarded && record.deleteAfter !== null ? Date.parse(record.deleteAfter) : null;
+    const deleteAfter = holding.has(d.step)
+      ? Math.max(now.getTime() + (policy.hold ?? DEFAULT_HOLD).seconds * 1000, since + grace, previous ?? 0)
+      : Math.min(previous ?? since + grace, now.getTime() + grace);
+    return {
+      step: d.step,
+      status: 'discarded',
+      classes: [],
+      reasons: alreadyDiscarded ? record.reasons : d.reasons,
+      discardedAt: alreadyDiscarded ? record.discardedAt : now.toISOString(),
+      deleteAfter: deleteAfter === previous ? record.deleteAfter : new Date(deleteAfter).toISOString(),
+    };
+  });
 }
 
 /** The values for `steps` (checkpoints with indicators) out of the per-checkpoint series. */

@@ -45,7 +45,8 @@ export interface ResolvedPolicy {
   best: { metric: BestMetric; mode: 'min' | 'max'; count: number } | null;
   every: number | null;
   graceSeconds: number;
-  hold: { share: number; seconds: number };
+  /** Present when the policy sets it; absent, share 0.5 and 3600 seconds. */
+  hold?: { share: number; seconds: number };
 }
 
 /** A policy by name, or inline. */
@@ -232,7 +233,7 @@ export interface CheckpointDecision {
   keep: boolean;
   /** The classes holding a kept checkpoint; empty when it is not kept. */
   classes: RetentionClass[];
-  /** Why it is kept (one sentence per class), or why not (one sentence). Never empty. */
+  /** Why it is kept (one sentence per class), or why not (one sentence; a second when its bytes are held back). Never empty. */
   reasons: string[];
   phase: string;
   changeScore: number;
