@@ -68,7 +68,7 @@ describe('retention under a tight count budget', () => {
       assert.equal(best.keep, false, `budget ${budget}: the best next to the latest adds nothing`);
       assert.match(
         best.reasons[0],
-        /^evicted: lowest valLoss of the run: [\d.]+, but under the budget of \d+ checkpoints keeping it as well would raise the mean coverage error by [\d.]+% more \(the named classes may add at most 2\.0% to the best cover that keeps every change event\); the kept checkpoint at step 590 lies within/,
+        /^evicted: lowest valLoss of the run: [\d.]+, but under the budget of \d+ checkpoints keeping it as well would raise the mean coverage error by [\d.]+% \(the named classes may add at most 2\.0% to the best cover that keeps every change event\); the kept checkpoint at step 590 lies within/,
       );
     }
   });

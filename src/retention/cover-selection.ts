@@ -6,9 +6,11 @@ import type { ClassRequest, Selection } from './selection.js';
 import { budgetText, percent } from './wording.js';
 
 /**
- * Choosing the `phase` checkpoints: the ones that, with those the named classes already keep, cover the
- * trajectory best (least total distance from every checkpoint to the kept one serving it), each phase
- * represented. Phase checkpoints are recorded with a null reason; engine.ts words it from the final set.
+ * Choosing the `phase` checkpoints: the ones that, with those the named classes keep, cover the trajectory
+ * best (least total distance from every checkpoint to the kept one serving it), each phase represented —
+ * under a count budget on a small run together with the named classes' requests (keepOptimalCover) — and
+ * the discarded checkpoints to hold back (chooseHeld). Phase checkpoints are recorded with a null reason;
+ * engine.ts words it from the final set.
  */
 
 /** Above this many DP transitions (≈ budget · candidates² / 2) the greedy path is used instead. */
@@ -92,21 +94,22 @@ export function optimalCoverApplies(state: Selection): boolean {
 /**
  * Under a count budget (and no byte budget) on a run small enough, the optimum under the two-neighbour
  * model, by dynamic programming over the ordered checkpoints, deciding the named classes' requests
- * (Selection.deferRequests) together with coverage:
+ * (Selection.deferRequests) together with coverage. The requests crowd the budget when they, with latest
+ * and pinned, take more than NAMED_SHARE of it; uncrowded, every request is kept by name.
  *
- * 1. Hard constraints: every checkpoint already kept (latest, pinned); every change event — the flagged
- *    checkpoint or one next to it, so that under a tight budget the event's neighbour that covers the
- *    trajectory better may stand for it, and two flagged neighbours may share one (events the budget
- *    cannot hold are dropped, lowest priority first); every phase that has a keepable checkpoint (dropped
- *    when the budget cannot).
+ * 1. Hard constraints (windows: at least one keepable checkpoint of a span kept): every checkpoint already
+ *    kept (latest, pinned); every change event, strongest first — its flagged checkpoint, or when crowded
+ *    also the one before it (whichever covers better), and when crowded an event within AFTERMATH
+ *    checkpoints after a stronger one shares that one's window; an event whose bytes are deleted (an
+ *    orphan) by the checkpoint before it. Events the budget cannot hold are dropped, weakest first. Then
+ *    every phase that has a keepable checkpoint (dropped when the budget cannot).
  * 2. The kept set of exactly min(budget, candidates) checkpoints meeting them with the least total
- *    coverage cost (mean coverage error) subject to a cap on the largest distance: MAX_SLACK × the least
- *    max achievable (bisection on a min-count DP). The cap trades little mean for a much better max
- *    (k-center's concern).
+ *    coverage cost (mean coverage error) subject to a cap on the largest distance (maxCap), which trades
+ *    little mean for a much better max (k-center's concern).
  * 3. Requests by name, in the named classes' priority order (a change checkpoint itself, `best`,
- *    `every`): each is kept when the optimum that keeps it too costs at most NAMED_ALLOWANCE more than the
- *    optimum of step 2, else refused with its price. A `best` next to the latest checkpoint adds almost
- *    nothing to coverage, so under a tight budget it yields its slot; under a loose one it is cheap.
+ *    `every`): when crowded, each is kept when the optimum that keeps it too costs at most NAMED_ALLOWANCE
+ *    more than the optimum of step 2, else refused with its price — a `best` next to the latest adds
+ *    almost nothing to coverage and yields its slot; uncrowded, each is kept.
  *
  * Returns false when it does not apply (optimalCoverApplies).
  */
@@ -172,7 +175,8 @@ export function keepOptimalCover(
 
   const cap = maxCap(table, constrain(m, windows), k);
   let cover = solve(table, windows, k, cap)!;
-  const limit = crowded ? cover.cost * (1 + NAMED_ALLOWANCE) : Number.POSITIVE_INFINITY;
+  const base = cover.cost;
+  const limit = crowded ? base * (1 + NAMED_ALLOWANCE) : Number.POSITIVE_INFINITY;
   const accepted: ClassRequest[] = [];
   const dropped = new Set(
     state.requests.filter((r) => r.cls === 'change' && !events.some((e) => e.request.index === r.index)),
@@ -195,12 +199,11 @@ export function keepOptimalCover(
     }
     const event = request.cls === 'change' ? events.find((e) => e.request === request) : undefined;
     if (event) continue; // kept by a neighbour: worded below
-    const raise = trial
-      ? `${percent(trial.cost / cover.cost - 1)} more`
-      : 'more than the cap on the largest one allows';
     refuse(
       request,
-      `under the budget of ${budget} keeping it as well would raise the mean coverage error by ${raise} (the named classes may add at most ${percent(NAMED_ALLOWANCE)} to the best cover that keeps every change event)`,
+      trial
+        ? `under the budget of ${budget} keeping it as well would raise the mean coverage error by ${percent(trial.cost / base - 1)} (the named classes may add at most ${percent(NAMED_ALLOWANCE)} to the best cover that keeps every change event)`
+        : `under the budget of ${budget} no kept set holds it together with every change event and phase`,
     );
   }
 

@@ -33,11 +33,13 @@ export { SKETCH_COVERAGE_MAX_CHECKPOINTS } from './sketch-coverage.js';
  *
  * 1. Phases (phase-segmentation.ts) and change scores (change-detection.ts) from the stored indicators.
  * 2. Named classes (named-classes.ts): `latest` and `pinned` always, then `change`, `best`, `every` while
- *    they fit the budget.
+ *    they fit the budget — or, where the DP below applies, as requests it decides with coverage.
  * 3. `phase`: the checkpoints that, with those, cover the trajectory best, every phase represented
- *    (cover-selection.ts): under a count budget the exact optimum by DP when the run is small enough,
- *    otherwise per-phase greedy picks, a greedy fill of the remaining budget and local refinement. So under
- *    budget pressure what goes is what raises coverage error least.
+ *    (cover-selection.ts): under a count budget the exact optimum by DP when the run is small enough
+ *    (weighing the named classes' requests when they crowd the budget), otherwise per-phase greedy picks,
+ *    a greedy fill of the remaining budget and local refinement. So under budget pressure what goes is what
+ *    raises coverage error least.
+ * 4. Under a budget, the discarded checkpoints to hold back while the run goes on (decideRetentionWithHolds).
  *
  * Coverage is measured with sketch distances on runs of up to SKETCH_COVERAGE_MAX_CHECKPOINTS
  * checkpoints that pass their summaries, else along the (spike-clipped) path length: no sketch is touched
