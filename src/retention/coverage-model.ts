@@ -72,13 +72,19 @@ export abstract class CoverageModel {
 
   /** The best eligible candidate strictly between kept indices `left` and `right`; earliest on ties. */
   bestInGap(left: number, right: number, eligible: (i: number) => boolean): { index: number; gain: number } | null {
-    let best: { index: number; gain: number } | null = null;
+    const before = this.gapCost(left, right);
+    let index = -1;
+    let most = Number.NEGATIVE_INFINITY;
     for (let c = left + 1; c < right; c++) {
       if (!eligible(c)) continue;
-      const gain = this.gain(c, left, right);
-      if (!best || gain > best.gain) best = { index: c, gain };
+      const after = this.gapCost(left, c) + this.gapCost(c, right);
+      const gain = before === Infinity ? Number.MAX_VALUE - after : before - after;
+      if (index < 0 || gain > most) {
+        index = c;
+        most = gain;
+      }
     }
-    return best;
+    return index < 0 ? null : { index, gain: most };
   }
 
   /** For every checkpoint not kept, how much keeping it too would lower the cost; 0 for kept ones. */
