@@ -415,10 +415,7 @@ describe('access control, operation by operation from the OpenAPI file', () => {
 
   it('refuses a token name with control characters (Postgres text cannot hold NUL)', async () => {
     for (const name of ['nul\u0000name', 'line\nbreak', 'bell\u0007']) {
-      const res = await call()
-        .post('/v1/tokens')
-        .set(bearer(ADMIN_SECRET))
-        .send({ name, role: 'reader', runs: SCOPE });
+      const res = await call().post('/v1/tokens').set(bearer(ADMIN_SECRET)).send({ name, role: 'reader', runs: SCOPE });
       assertMatchesSpec(res, 'POST', '/v1/tokens');
       assert.equal(res.status, 400, JSON.stringify(name));
       assert.match(res.body.error.message, /name.*control characters/);

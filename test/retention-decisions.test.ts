@@ -65,7 +65,10 @@ describe('retention decisions', () => {
     const change = d.checkpoints.filter((c) => c.classes.includes('change')).map((c) => c.step);
     // Under a tight budget an event may be held by the checkpoint just before the flagged one.
     assert.ok(change.includes(590) || change.includes(600), `spike kept: ${change}`);
-    assert.ok([1190, 1200, 1210].some((s) => change.includes(s)), `restart kept: ${change}`);
+    assert.ok(
+      [1190, 1200, 1210].some((s) => change.includes(s)),
+      `restart kept: ${change}`,
+    );
     for (const c of d.checkpoints)
       assert.ok(c.reasons.length > 0 && c.reasons.every((r) => r.length > 15), `step ${c.step}: ${c.reasons}`);
   });
