@@ -127,6 +127,14 @@ describe('SDK against a real gateway', () => {
     const requests: { method: string; path: string; headers: Headers }[] = [];
     const watched = new TrajgateClient({ url: server.url, fetch: recordingFetch(requests) });
 
+    // This test is about transport: a policy that keeps every checkpoint, so retention discards none of them.
+    const keepAll = await fetch(`${server.url}/v1/runs/rt/policy`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ policy: { latest: 1000 } }),
+    });
+    assert.equal(keepAll.status, 200, await keepAll.text());
+
     const progress: [number, number | null][] = [];
     const fromTensors = await watched.uploadCheckpoint('rt', 0, tensors(1), {
       onProgress: (sent, total) => progress.push([sent, total]),
