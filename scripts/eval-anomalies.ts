@@ -153,6 +153,33 @@ function stepDecay(): AnomalyRun {
   return run;
 }
 
+/**
+ * A cosine schedule over checkpoints 1–cycle (each checkpoint the mean learning rate of its interval: the
+ * last is ≈1.4e-4 of the peak for a cycle of 60, 7–11× below the one before), restarting to the peak at
+ * cycle + 1 with a loss bump of 1.1× that fades. On a noisy run the last drops may start a lower level just
+ * before the restart (the MNIST runs of scripts/eval-retention.ts).
+ */
+export function cosineRestart(cycle = 60, run = smooth()): AnomalyRun {
+  // The mean of ½(1 + cos(πs/C)) over s ∈ [j − 1, j] in closed form.
+  const mean = (j: number, c: number) =>
+    0.5 + (c / (2 * Math.PI)) * (Math.sin((Math.PI * j) / c) - Math.sin((Math.PI * (j - 1)) / c));
+  for (let i = 1; i < N; i++) {
+    run.updateNormPerStep[i] = u(run, i) * (i <= cycle ? mean(i, cycle) : mean(i - cycle, 2 * cycle));
+    if (i > cycle) run.trainLoss[i] = run.trainLoss[i]! * (1 + 0.1 * Math.exp(-(i - cycle - 1) / 3));
+  }
+  return run;
+}
+
+/** The learning rate drops 100× at 40 and stays there; the loss steps down 15%. */
+function hundredfoldDrop(): AnomalyRun {
+  const run = smooth();
+  for (let i = 40; i < N; i++) {
+    run.updateNormPerStep[i] = u(run, i) / 100;
+    run.trainLoss[i] = run.trainLoss[i]! * 0.85;
+  }
+  return run;
+}
+
 /** Log-normal noise on the update norm (σ 0.25) and the loss (σ 0.1), cosines uniform in [−0.2, 0.6]. */
 export function noisy(seed: number, n = N): AnomalyRun {
   const random = mulberry32(seed);
@@ -227,6 +254,23 @@ export const ANOMALY_CASES: AnomalyCase[] = [
   },
   { name: 'plateau', run: plateau(), mustFlag: [], stalls: [], mayFlag: [], outliers: [] },
   { name: 'step LR decay', run: stepDecay(), mustFlag: [], stalls: [], mayFlag: [], outliers: [] },
+  {
+    name: 'cosine to 1e-4, restart',
+    run: cosineRestart(),
+    mustFlag: [{ at: [61], kinds: ['restart'] }],
+    stalls: [],
+    mayFlag: [],
+    outliers: [],
+  },
+  {
+    name: 'cosine to 1e-4, restart (noisy)',
+    run: cosineRestart(58, noisy(1)),
+    mustFlag: [{ at: [59], kinds: ['restart'] }],
+    stalls: [],
+    mayFlag: [],
+    outliers: [],
+  },
+  { name: '100× LR drop', run: hundredfoldDrop(), mustFlag: [], stalls: [], mayFlag: [40], outliers: [] },
   { name: 'noisy but normal', run: noisy(1), mustFlag: [], stalls: [], mayFlag: [], outliers: [] },
   {
     name: 'reversal',

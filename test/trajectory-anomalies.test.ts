@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ANOMALY_CASES, evaluateCase, formatTable, noisy, smooth } from '../scripts/eval-anomalies.js';
+import { ANOMALY_CASES, cosineRestart, evaluateCase, formatTable, noisy, smooth } from '../scripts/eval-anomalies.js';
 import { changeScores } from '../src/trajectory/change-detection.js';
 import { assignPhases } from '../src/trajectory/phase-segmentation.js';
 import { rng } from './helpers/trajectory-fixtures.js';
@@ -64,7 +64,7 @@ describe('change detection on the labelled anomalies (scripts/eval-anomalies.ts)
     assert.ok(scores[25].changeScore > 15, `the 25× jump keeps its score: ${scores[25].changeScore}`);
   });
 
-  it('treats a long stall as stalls, and training resuming after it as no event', () => {
+  it('treats a long stall (below 1/10⁴ of the trend) as stalls, and training resuming after it as no event', () => {
     const run = smooth();
     for (let i = 40; i < 52; i++) run.updateNormPerStep[i] = 1e-9;
     const scores = changeScores(run);
@@ -72,6 +72,46 @@ describe('change detection on the labelled anomalies (scripts/eval-anomalies.ts)
       scores.flatMap((s, i) => (s.kind === null ? [] : [`${s.kind}@${i}`])),
       Array.from({ length: 12 }, (_, i) => `stall@${40 + i}`),
     );
+  });
+
+  it('reads a lasting drop of 30× to 1000× as a new level: a stall at most, and a rise back is a restart', () => {
+    for (const factor of [30, 100, 300, 1000]) {
+      for (const [base, run] of [
+        ['smooth', smooth()],
+        ['noisy seed 1', noisy(1)],
+        ['noisy seed 2', noisy(2)],
+      ] as const) {
+        for (let i = 40; i < 60; i++) run.updateNormPerStep[i] = run.updateNormPerStep[i]! / factor;
+        const scores = changeScores(run);
+        const flagged = scores.flatMap((s, i) => (s.kind === null ? [] : [`${s.kind}@${i}`]));
+        const where = `${factor}× on ${base}: ${flagged.join(' ')}`;
+        assert.deepEqual(
+          flagged.filter((f) => f !== 'stall@40' && f !== 'restart@60'),
+          [],
+          where,
+        );
+        assert.equal(scores[60].kind, 'restart', where);
+      }
+    }
+  });
+
+  it('flags the restart after a cosine decayed to ~1e-4 and no stall (40 noisy runs × 11 cycle lengths)', () => {
+    let others = 0;
+    for (let seed = 1; seed <= 40; seed++) {
+      for (let cycle = 40; cycle <= 70; cycle += 3) {
+        const scores = changeScores(cosineRestart(cycle, noisy(seed)));
+        const where = `seed ${seed}, restart at ${cycle + 1}`;
+        // The loss bump at the restart may reach 2 above its trend on a noisy run: then it reads as divergence.
+        assert.ok(
+          ['restart', 'divergence'].includes(scores[cycle + 1].kind ?? ''),
+          `${where}: ${scores[cycle + 1].kind}`,
+        );
+        assert.equal(scores.filter((s) => s.kind === 'stall').length, 0, where);
+        others += scores.filter((s, i) => s.kind !== null && i !== cycle + 1).length;
+      }
+    }
+    // The noisy runs' own false events (about 0.4% of 80 checkpoints × 440 runs).
+    assert.ok(others <= 0.005 * 80 * 440, `${others} other events`);
   });
 });
 

@@ -16,9 +16,12 @@ export type { ChangeKind } from '@trajgate/sdk/contract';
  *   r_t = 2 · max(0, −cosinePrev_t)
  *   score_t = max(0, z_u, z_ℓ) + r_t                 (0 for a stall)
  *
- * A stall (update 0 or ≤ 1/STALL_RATIO of its trend) scores 0 and never enters a reference; the update after
- * k stalls may be up to (1 + k)× its trend. An event (|z| ≥ EVENT_Z) whose next value is on the same side
- * as far starts a new level there; otherwise it was an isolated outlier. Values ≥ SUSPECT_Z away stay out
+ * A stall (update 0 or ≤ 1/STALL_RATIO of its trend) scores 0 and stays out of the reference; the update after
+ * k stalls may be up to (1 + k)× its trend. A second stall in a row, both above 1/DEEP_STALL_RATIO of the
+ * trend, is no stall: the run moved to a lower level (an LR drop, a decayed schedule), which starts at the
+ * first one (still reported as a stall). A level that began with a drop is predicted flat from its first
+ * 1–2 values, so that a restart right after it is scored. An event (|z| ≥ EVENT_Z) whose next value is on
+ * the same side as far starts a new level there; otherwise it was an isolated outlier. Values ≥ SUSPECT_Z away stay out
  * of the fit while they last (MAX_EXCURSION at most; one more moves the level), so a gradual rise is
  * measured against the trend before it.
  *
@@ -48,6 +51,8 @@ export interface ChangeScore {
 export const EVENT_Z = 3;
 /** An update at most 1/STALL_RATIO of its trend (or exactly 0) is a stall: the weights barely moved. */
 export const STALL_RATIO = 100;
+/** Stalls this far below the trend (or 0) stay stalls however many follow: the weights did not move at all. */
+const DEEP_STALL_RATIO = STALL_RATIO ** 2;
 
 const MIN_REFERENCE = 3;
 const MAX_WINDOW = 256;
@@ -157,27 +162,45 @@ function trackSeries(
   const excluded = new Uint8Array(n);
   const history = new RecentMagnitudes(8 * window);
   let levelStart = 0;
+  /** The current level began with a drop: it is predicted flat until it has MIN_REFERENCE values. */
+  let dropped = false;
   /** The last event not yet settled by a later value, or −1. */
   let pending = -1;
   let stallsBefore = 0;
+  /** The previous checkpoint with a value, if it was a stall that may start a new low level; else −1. */
+  let lowStall = -1;
   /** Where the current run of suspect values (|z| ≥ SUSPECT_Z, one sign) began, or −1: kept out of the fit. */
   let excursion = -1;
   let excursionSign = 0;
   let excursionLength = 0;
   const stallLog = Math.log(STALL_RATIO);
+  const deepStallLog = Math.log(DEEP_STALL_RATIO);
 
   for (let t = 0; t < n; t++) {
     const v = raw[t];
     const zeroUpdate = cosinePrev !== null && v === 0;
     if (Number.isNaN(x[t]) && !zeroUpdate) continue;
     const scale = history.size >= MIN_REFERENCE ? Math.max(floor, MAD_SCALE * history.median()) : 0;
-    const fit = predict(x, excluded, pending, levelStart, excursion < 0 ? t : excursion, t, window);
+    let fit = predict(x, excluded, pending, levelStart, excursion < 0 ? t : excursion, t, window, dropped);
     if (cosinePrev !== null && (zeroUpdate || (fit.level !== null && x[t] < fit.level - stallLog))) {
-      track.stall[t] = 1;
-      excluded[t] = 1;
-      stallsBefore++;
-      continue;
+      const deep = zeroUpdate || x[t] < (fit.level ?? 0) - deepStallLog;
+      if (lowStall < 0 || deep) {
+        track.stall[t] = 1;
+        excluded[t] = 1;
+        stallsBefore++;
+        lowStall = deep ? -1 : t;
+        continue;
+      }
+      // A second value far below the trend in a row: the run moved to a lower level (a learning-rate drop,
+      // a decayed schedule) that starts at the stall before; later values are judged against it.
+      levelStart = lowStall;
+      dropped = true;
+      excluded[lowStall] = 0;
+      excursion = -1;
+      stallsBefore = 0;
+      fit = predict(x, excluded, pending, levelStart, t, t, window, dropped);
     }
+    lowStall = -1;
     let e = fit.prediction === null ? Number.NaN : x[t] - fit.prediction;
     // The update after k stalls may carry their intervals' training too: up to (1 + k)× its trend.
     if (stallsBefore > 0 && e > 0) e = Math.max(0, e - Math.log(1 + stallsBefore));
@@ -202,6 +225,7 @@ function trackSeries(
       if (!Number.isNaN(z) && Math.abs(z) >= EVENT_Z && Math.sign(z) === Math.sign(track.z[p])) {
         track.lasted[p] = 1;
         levelStart = p;
+        dropped = z < 0;
         excursion = -1;
         continue;
       }
@@ -222,6 +246,7 @@ function trackSeries(
     } else if (++excursionLength > MAX_EXCURSION) {
       // Suspect values on one side for longer than an outlier lasts: the level moved where they began.
       levelStart = excursion;
+      dropped = excursionSign < 0;
       excursion = -1;
     }
   }
@@ -244,6 +269,7 @@ function predict(
   before: number,
   t: number,
   window: number,
+  flat: boolean,
 ): { prediction: number | null; level: number | null; spread: number } {
   let k = 0;
   for (let s = before - 1; s >= Math.max(levelStart, t - 4 * window) && k < window; s--) {
@@ -253,9 +279,14 @@ function predict(
     k++;
   }
   if (k === 0) return { prediction: null, level: null, spread: 1 };
+  const full = 1 + 1 / window + (3 * (window + 1)) / (window * (window - 1));
   if (k < MIN_REFERENCE) {
     for (let i = 0; i < k; i++) scratch[i] = refY[i];
-    return { prediction: null, level: median(scratch, k), spread: 1 };
+    const level = median(scratch, k);
+    // A level that began with a drop is predicted flat from its first 1–2 values, so that a rise right after
+    // it is scored against the low level; the error of a mean of k values is √(1 + 1/k).
+    if (flat) return { prediction: level, level, spread: Math.sqrt(Math.max(1, (1 + 1 / k) / full)) };
+    return { prediction: null, level, spread: 1 };
   }
   // refX holds decreasing indices: the first third is the newest.
   const third = Math.max(1, Math.round(k / 3));
@@ -277,7 +308,6 @@ function predict(
   mean /= k;
   let sxx = 0;
   for (let i = 0; i < k; i++) sxx += (refX[i] - mean) ** 2;
-  const full = 1 + 1 / window + (3 * (window + 1)) / (window * (window - 1));
   const spread = Math.sqrt(Math.max(1, (1 + 1 / k + (t - mean) ** 2 / sxx) / full));
   return { prediction, level: prediction, spread };
 }
