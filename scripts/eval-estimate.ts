@@ -29,7 +29,7 @@
 import { parseArgs } from 'node:util';
 import { TrajgateClient } from '@trajgate/sdk';
 import type { Estimate, MetricPoint } from '@trajgate/sdk/contract';
-import { siblingGap } from '../src/estimate/estimate.js';
+import { siblingGap, poolScales } from '../src/estimate/estimate.js';
 import { startEmbeddedGateway } from './lib/embedded-gateway.js';
 import { familyA, familyB, specName, trainOrLoad, type RunSpec, type TrainedRun } from './lib/estimate-runs.js';
 import { mulberry32 } from './lib/mnist-data.js';
@@ -234,10 +234,7 @@ for (const [family, specs] of families) {
   const loo: number[] = [];
   let inside = 0;
   runs.forEach((r, i) => {
-    const logs = scales.filter((sc, j) => j !== i && sc > 0).map(Math.log);
-    const m = mean(logs);
-    const sd = Math.sqrt(logs.reduce((a, b) => a + (b - m) ** 2, 0) / (logs.length - 1));
-    const gap = siblingGap({ runs: logs.length, logScaleMean: m, logScaleStd: sd }, r.live.served.value ?? Number.NaN);
+    const gap = siblingGap(poolScales(scales.filter((_, j) => j !== i)), r.live.served.value ?? Number.NaN);
     if (!gap) return;
     loo.push(relError(gap.estimate, r.trained.trueGap));
     if (r.trained.trueGap >= gap.low && r.trained.trueGap <= gap.high) inside++;

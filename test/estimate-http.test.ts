@@ -93,3 +93,68 @@ describe('generalization estimate over REST', () => {
     );
   });
 });
+
+describe('calibration from sibling runs', () => {
+  let gw: TestGateway;
+  before(async () => {
+    gw = await createTestGateway();
+  });
+  after(() => gw.close());
+
+  const post = async (run: string, all: MetricPoint[]) => {
+    for (let i = 0; i < all.length; i += 200)
+      await request(gw.app)
+        .post(`/v1/runs/${run}/metrics`)
+        .send({ points: all.slice(i, i + 200) })
+        .expect(200);
+  };
+  const withoutEvaluations = (all: MetricPoint[]) =>
+    all.map(({ valLoss: _v, extra: _e, ...training }) => training as MetricPoint);
+
+  it('a run without evaluation points takes its group’s pooled scale, until its own take over', async () => {
+    for (const [run, lr] of [
+      ['sib-a', 0.05],
+      ['sib-b', 0.08],
+      ['sib-c', 0.03],
+    ] as const) {
+      await request(gw.app)
+        .put(`/v1/runs/${run}`)
+        .send({ trainSize: 1000, tags: { family: 'sweep' } })
+        .expect(201);
+      await post(run, points(600, lr));
+    }
+    // Its own group by field; the family tag is overridden, so no siblings there.
+    await request(gw.app)
+      .put('/v1/runs/loner')
+      .send({ trainSize: 1000, tags: { family: 'sweep' }, calibrationGroup: 'elsewhere' })
+      .expect(201);
+    await post('loner', withoutEvaluations(points(600, 0.06)));
+    const alone = await request(gw.app).get('/v1/runs/loner/estimate').expect(200);
+    assert.equal(alone.body.calibration, null);
+    assert.equal(alone.body.gap, null);
+
+    await request(gw.app)
+      .put('/v1/runs/sib-new')
+      .send({ trainSize: 1000, tags: { family: 'sweep' } })
+      .expect(201);
+    await post('sib-new', withoutEvaluations(points(600, 0.06)));
+    const pooled = await request(gw.app).get('/v1/runs/sib-new/estimate');
+    assertMatchesSpec(pooled, 'GET', '/v1/runs/{run}/estimate');
+    assert.equal(pooled.body.calibration.source, 'siblings');
+    assert.equal(pooled.body.calibration.siblingRuns, 3);
+    assert.equal(pooled.body.calibration.group, 'sweep');
+    const { estimate, low, high } = pooled.body.gap;
+    assert.ok(low < estimate && estimate < high, JSON.stringify(pooled.body.gap));
+    const scales = await gw.context.catalog.siblingScales('sweep', 'sib-new', 10);
+    assert.equal(scales.length, 3, 'each calibrated sibling recorded its own scale');
+
+    await post(
+      'sib-new',
+      points(600, 0.06).filter((p) => p.valLoss !== undefined),
+    );
+    const own = await request(gw.app).get('/v1/runs/sib-new/estimate').expect(200);
+    assert.equal(own.body.calibration.source, 'own');
+    const run = await request(gw.app).get('/v1/runs/loner').expect(200);
+    assert.equal(run.body.calibrationGroup, 'elsewhere');
+  });
+});

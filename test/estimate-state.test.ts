@@ -77,6 +77,7 @@ function runRecord(id: string): RunRecord {
     trainSize: N,
     allowShapeChange: false,
     tags: {},
+    calibrationGroup: null,
     policy: null,
     createdAt: at,
     updatedAt: at,
@@ -114,6 +115,16 @@ class MemoryCatalog implements EstimateCatalog {
     const version = (this.versions.get(run) ?? 0) + 1;
     this.versions.set(run, version);
     return version;
+  }
+
+  readonly scales = new Map<string, { group: string; scale: number }>();
+
+  async putCalibrationScale(run: string, entry: { group: string; scale: number }): Promise<void> {
+    this.scales.set(run, entry);
+  }
+
+  async siblingScales(group: string, except: string): Promise<number[]> {
+    return [...this.scales].filter(([run, e]) => run !== except && e.group === group).map(([, e]) => e.scale);
   }
 
   async getCheckpoint(run: string, step: number): Promise<CheckpointRecord | null> {

@@ -111,6 +111,11 @@ export interface Catalog {
    */
   putEstimateState(run: string, state: unknown, folded?: { key: string; points: number }): Promise<number>;
 
+  /** Records the run's own calibration scale (gap per unit of the served indicator) under its group. */
+  putCalibrationScale(run: string, entry: { group: string; scale: number; points: number }): Promise<void>;
+  /** Scales of the group's other runs, most recently updated first, at most `limit`. */
+  siblingScales(group: string, except: string, limit: number): Promise<number[]>;
+
   /**
    * Runs `work` holding the lock named `key`: no other holder of that key, in this process or in any other
    * process sharing the catalog, runs meanwhile; callers queue in arrival order per process. SQLite serves

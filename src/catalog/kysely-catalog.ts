@@ -32,6 +32,7 @@ import type {
   RunRecord,
 } from '../model/records.js';
 import { estimateStateVersion, getEstimateState, putEstimateState } from './estimate-states.js';
+import { putCalibrationScale, siblingScales } from './calibration-scales.js';
 import { guard } from './guard.js';
 import type { CatalogLocks } from './locks.js';
 import { appendMetrics, batchProgress, deleteBatchPoints, listMetrics, metricAtCheckpoints } from './metrics.js';
@@ -421,6 +422,14 @@ export class KyselyCatalog implements Catalog {
 
   putEstimateState(run: string, state: unknown, folded?: { key: string; points: number }): Promise<number> {
     return guard('putEstimateState', () => putEstimateState(this.db, run, state, folded));
+  }
+
+  putCalibrationScale(run: string, entry: { group: string; scale: number; points: number }): Promise<void> {
+    return guard('putCalibrationScale', () => putCalibrationScale(this.db, run, entry));
+  }
+
+  siblingScales(group: string, except: string, limit: number): Promise<number[]> {
+    return guard('siblingScales', () => siblingScales(this.db, group, except, limit));
   }
 
   ping(): Promise<void> {

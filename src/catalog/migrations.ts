@@ -217,6 +217,25 @@ function migrations(dialect: SqlDialect): Record<string, Migration> {
         }
       },
     },
+    '0009_calibration_groups': {
+      async up(db: Kysely<unknown>) {
+        // Runs of one calibration group share what their own calibrations learned: each run's latest scale.
+        await db.schema.alterTable('runs').addColumn('calibration_group', 'text').execute();
+        await db.schema
+          .createTable('calibration_scales')
+          .addColumn('run_id', 'text', (c) => c.primaryKey())
+          .addColumn('group_name', 'text', (c) => c.notNull())
+          .addColumn('scale', 'double precision', (c) => c.notNull())
+          .addColumn('points', 'bigint', (c) => c.notNull())
+          .addColumn('updated_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createIndex('calibration_scales_group')
+          .on('calibration_scales')
+          .columns(['group_name', 'run_id'])
+          .execute();
+      },
+    },
   };
 }
 

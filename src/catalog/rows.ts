@@ -47,6 +47,7 @@ export function runPatch(input: RunInput): Updateable<RunsTable> {
   if (input.trainSize !== undefined) patch.train_size = input.trainSize;
   if (input.allowShapeChange !== undefined) patch.allow_shape_change = input.allowShapeChange ? 1 : 0;
   if (input.tags !== undefined) patch.tags = JSON.stringify(input.tags);
+  if (input.calibrationGroup !== undefined) patch.calibration_group = input.calibrationGroup;
   return patch;
 }
 
@@ -57,6 +58,7 @@ export function toRunRecord(row: Selectable<RunsTable>): RunRecord {
     trainSize: numOrNull(row.train_size),
     allowShapeChange: row.allow_shape_change === 1,
     tags: JSON.parse(row.tags) as Record<string, string>,
+    calibrationGroup: row.calibration_group,
     policy: row.policy === null ? null : RunPolicyRefSchema.parse(JSON.parse(row.policy)),
     createdAt: row.created_at,
     updatedAt: row.updated_at,

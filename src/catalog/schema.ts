@@ -18,6 +18,16 @@ export interface Database {
   tokens: TokensTable;
   audit: AuditTable;
   metric_batches: MetricBatchesTable;
+  calibration_scales: CalibrationScalesTable;
+}
+
+/** Each calibrated run's own gap-per-indicator scale, by calibration group (sibling calibration). */
+export interface CalibrationScalesTable {
+  run_id: string;
+  group_name: string;
+  scale: number;
+  points: Int;
+  updated_at: string;
 }
 
 export interface TokensTable {
@@ -74,6 +84,8 @@ export interface RunsTable {
   allow_shape_change: number;
   /** JSON object of string -> string. */
   tags: string;
+  /** The run's calibration group, or null (the `family` tag then stands in). */
+  calibration_group: ColumnType<string | null, string | null | undefined, string | null>;
   /** JSON RunPolicyRef, or null for the default policy. */
   policy: ColumnType<string | null, string | null | undefined, string | null>;
   created_at: string;

@@ -135,6 +135,15 @@ function gapOfPart(fit: CalibrationFit, part: Parameters<typeof servedSum>[0]): 
   return x === null ? null : fit.a * x;
 }
 
+/** Sibling runs' positive scales pooled in log space (mean, sample sd); null with fewer than two. */
+export function poolScales(scales: readonly number[]): SiblingPool | null {
+  const logs = scales.filter((s) => s > 0 && Number.isFinite(s)).map(Math.log);
+  if (logs.length < 2) return null;
+  const mean = logs.reduce((a, b) => a + b, 0) / logs.length;
+  const sd = Math.sqrt(logs.reduce((a, b) => a + (b - mean) ** 2, 0) / (logs.length - 1));
+  return { runs: logs.length, logScaleMean: mean, logScaleStd: sd };
+}
+
 /**
  * The gap from sibling runs' calibrations: the served value times their pooled scale, pooled as the mean
  * and spread of log scales (scales are positive and vary by factors, not offsets); the interval is the

@@ -2,7 +2,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Catalog } from '../catalog/catalog.js';
 import type { MetricPoint, RunRecord } from '../model/records.js';
 import { EstimateAccumulator } from './accumulator.js';
-import { currentEstimate } from './estimate.js';
+import { currentEstimate, poolScales } from './estimate.js';
 import { estimateHistory } from './history.js';
 import { checkpointUpdate, rebuildAccumulator } from './rebuild.js';
 import { STATE_VERSION } from './state.js';
@@ -11,8 +11,23 @@ import type { Estimate, HistoryEntry, PhaseSpan } from './types.js';
 /** The catalog calls RunEstimates makes (a Catalog has them all). */
 export type EstimateCatalog = Pick<
   Catalog,
-  'getEstimateState' | 'estimateStateVersion' | 'putEstimateState' | 'getCheckpoint' | 'listCheckpoints' | 'listMetrics'
+  | 'getEstimateState'
+  | 'estimateStateVersion'
+  | 'putEstimateState'
+  | 'getCheckpoint'
+  | 'listCheckpoints'
+  | 'listMetrics'
+  | 'putCalibrationScale'
+  | 'siblingScales'
 >;
+
+/** The most sibling scales pooled (the group's most recently calibrated runs). */
+const SIBLINGS_MAX = 200;
+
+/** A run's calibration group: its `calibrationGroup`, else its `family` tag, else none. */
+export function calibrationGroupOf(run: RunRecord): string | null {
+  return run.calibrationGroup ?? run.tags.family ?? null;
+}
 
 /** A parsed state and the stored version it equals. */
 interface Cached {
@@ -88,11 +103,21 @@ export class RunEstimates {
     options: { phases: readonly PhaseSpan[]; calibrateUntilStep?: number },
   ): Promise<Estimate> {
     const { acc } = await this.load(run.id);
-    return currentEstimate(acc, {
+    const group = calibrationGroupOf(run);
+    const siblings = group === null ? null : poolScales(await this.catalog.siblingScales(group, run.id, SIBLINGS_MAX));
+    const estimate = currentEstimate(acc, {
       trainSize: run.trainSize,
       phases: options.phases,
       calibrateUntilStep: options.calibrateUntilStep,
+      group,
+      siblings,
     });
+    // The run's own calibration joins its group's pool (a forecast's partial fit does not).
+    const own = estimate.calibration;
+    if (group !== null && options.calibrateUntilStep === undefined && own?.source === 'own' && own.scale !== null) {
+      await this.catalog.putCalibrationScale(run.id, { group, scale: own.scale, points: own.points });
+    }
+    return estimate;
   }
 
   async history(run: RunRecord): Promise<HistoryEntry[]> {

@@ -19,6 +19,8 @@ export const RunInput = z
     /** Accept checkpoints whose tensor set or shapes differ from the run's first checkpoint. */
     allowShapeChange: z.boolean().optional(),
     tags: z.record(z.string().max(256), z.string().max(1024)).optional(),
+    /** Runs of one group share calibration (sibling runs); null: the run's `family` tag stands in. */
+    calibrationGroup: z.string().min(1).max(256).nullable().optional(),
   })
   .strict();
 export type RunInput = z.infer<typeof RunInput>;
@@ -41,6 +43,7 @@ export const RunRecord = z.object({
   trainSize: z.number().int().nullable(),
   allowShapeChange: z.boolean(),
   tags: z.record(z.string(), z.string()),
+  calibrationGroup: z.string().nullable(),
   /** Null: the built-in default policy. */
   policy: RunPolicyRef.nullable(),
   createdAt: z.string(),

@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { CheckpointListQuery, MetricPage, MetricQuery } from '../catalog/catalog.js';
 import { AppError, errors } from '../errors.js';
+import { calibrationGroupOf } from '../estimate/run-estimates.js';
 import type { Estimate, HistoryEntry } from '../estimate/types.js';
 import type {
   CheckpointListItem,
@@ -232,11 +233,13 @@ export class RunService {
         if (stored !== points.length) await this.deps.catalog.appendMetrics(run, points, idempotencyKey);
         await this.deps.estimates.addMetrics(run, points, idempotencyKey);
         this.deps.telemetry.folded('metric_points', points.length);
+        await this.shareCalibration(run, points);
         return { accepted: points.length, replayed: stored === points.length };
       }
       const accepted = await this.deps.catalog.appendMetrics(run, points);
       await this.deps.estimates.addMetrics(run, points);
       this.deps.telemetry.folded('metric_points', points.length);
+      await this.shareCalibration(run, points);
       return { accepted, replayed: false };
     });
   }
@@ -315,6 +318,17 @@ export class RunService {
 
   private async snapshot(run: RunRecord): Promise<RunSnapshot> {
     return loadRunSnapshot(this.deps.catalog, run, await this.deps.policies.forRun(run));
+  }
+
+  /**
+   * Evaluation points may change the run's own calibration, which the runs of its calibration group pool:
+   * computing the estimate records it (RunEstimates.current). The caller holds the run's lock.
+   */
+  private async shareCalibration(id: string, points: readonly MetricPoint[]): Promise<void> {
+    if (!points.some((p) => p.valLoss !== undefined)) return;
+    const run = await this.requireRun(id);
+    if (calibrationGroupOf(run) === null || run.trainSize === null) return;
+    await this.deps.estimates.current(run, { phases: estimateSpans(await this.snapshot(run)) });
   }
 
   /** Decides retention for the run and records it, auditing evictions; the caller holds the run's lock. */

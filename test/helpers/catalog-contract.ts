@@ -209,6 +209,20 @@ export function describeCatalogContract(name: string, open: () => Promise<Opened
       assert.equal(await catalog.estimateStateVersion(run), 2);
     });
 
+    it('keeps one calibration scale per run, and lists the other runs of its group', async () => {
+      const group = runId('group');
+      const [s1, s2, s3] = [runId('s1'), runId('s2'), runId('s3')];
+      assert.deepEqual(await catalog.siblingScales(group, s1, 10), []);
+      await catalog.putCalibrationScale(s1, { group, scale: 0.1, points: 4 });
+      await catalog.putCalibrationScale(s2, { group, scale: 0.2, points: 5 });
+      await catalog.putCalibrationScale(s3, { group: `${group}-other`, scale: 9, points: 5 });
+      assert.deepEqual((await catalog.siblingScales(group, 'nobody', 10)).sort(), [0.1, 0.2]);
+      assert.deepEqual(await catalog.siblingScales(group, s2, 10), [0.1]);
+      await catalog.putCalibrationScale(s1, { group, scale: 0.15, points: 6 });
+      assert.deepEqual((await catalog.siblingScales(group, 'nobody', 10)).sort(), [0.15, 0.2], 'replaced, not added');
+      assert.equal((await catalog.siblingScales(group, 'nobody', 1)).length, 1);
+    });
+
     it('ping succeeds', async () => {
       await catalog.ping();
     });
@@ -225,6 +239,7 @@ export function describeCatalogContract(name: string, open: () => Promise<Opened
           trainSize: 60000,
           allowShapeChange: false,
           tags: { a: '1' },
+          calibrationGroup: null,
           policy: null,
           createdAt: undefined,
           updatedAt: undefined,
@@ -249,6 +264,9 @@ export function describeCatalogContract(name: string, open: () => Promise<Opened
       const third = await catalog.putRun(id, { tags: { b: '2' } });
       assert.deepEqual(third.run.tags, { b: '2' }, 'tags replaced as a whole');
       assert.deepEqual(await catalog.getRun(id), third.run);
+      assert.equal((await catalog.putRun(id, { calibrationGroup: 'g' })).run.calibrationGroup, 'g');
+      assert.equal((await catalog.putRun(id, { tags: {} })).run.calibrationGroup, 'g', 'absent group kept');
+      assert.equal((await catalog.putRun(id, { calibrationGroup: null })).run.calibrationGroup, null);
     });
 
     it('putRun with no fields creates a run with defaults', async () => {

@@ -15,6 +15,8 @@ export interface RunInput {
   /** Accept checkpoints whose tensors differ from the first checkpoint's. */
   allowShapeChange?: boolean;
   tags?: Record<string, string>;
+  /** Runs of one group share calibration (sibling runs); null or absent: the `family` tag stands in. */
+  calibrationGroup?: string | null;
 }
 
 /** The metrics a policy's `best` class can rank by. */
@@ -58,6 +60,7 @@ export interface Run {
   trainSize: number | null;
   allowShapeChange: boolean;
   tags: Record<string, string>;
+  calibrationGroup: string | null;
   /** null: the built-in default. */
   policy: PolicyRef | null;
   createdAt: string;
