@@ -1,5 +1,5 @@
 import type { Catalog, RetentionOutcome } from '../catalog/catalog.js';
-import type { CheckpointIndicators, CheckpointRecord, RunRecord } from '../model/records.js';
+import type { CheckpointIndicators, CheckpointListItem, CheckpointRecord, RunRecord } from '../model/records.js';
 import { segmentRun, type PhaseAssignment } from '../trajectory/phase-segmentation.js';
 import { SKETCH_COVERAGE_MAX_CHECKPOINTS, decideRetentionWithHolds, type RetentionDecision } from './engine.js';
 import type { NewAuditEntry } from '../model/access.js';
@@ -9,7 +9,7 @@ import { DEFAULT_HOLD, type Policy } from '../model/policy.js';
 export interface DecisionBasis {
   run: RunRecord;
   policy: Policy;
-  checkpoints: readonly (CheckpointRecord & { indicators: CheckpointIndicators })[];
+  checkpoints: readonly (CheckpointListItem & { indicators: CheckpointIndicators })[];
   /** Per checkpoint: mean trainLoss since the previous checkpoint, or null. */
   trainLoss: readonly (number | null)[];
   /** The run's phase segmentation under `policy`. */
@@ -92,9 +92,22 @@ export class RetentionService {
         step: o.step,
         details: { reasons: o.reasons, deleteAfter: o.deleteAfter, before: 'kept', after: 'discarded' },
       }));
-    await this.catalog.applyRetention(basis.run.id, outcomes, evicted);
+    // Only what changes is written: after an upload most checkpoints keep their outcome word for word.
+    const changed = outcomes.filter((o) => !sameOutcome(byStep.get(o.step)!, o));
+    await this.catalog.applyRetention(basis.run.id, changed, evicted);
     return decision;
   }
+}
+
+function sameOutcome(current: CheckpointListItem, next: RetentionOutcome): boolean {
+  const same = (a: readonly string[], b: readonly string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+  return (
+    current.status === next.status &&
+    current.discardedAt === next.discardedAt &&
+    current.deleteAfter === next.deleteAfter &&
+    same(current.classes, next.classes) &&
+    same(current.reasons, next.reasons)
+  );
 }
 
 /** What a checkpoint's current record says about its retention (the fields `retentionOutcomes` reads). */

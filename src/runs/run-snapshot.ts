@@ -1,11 +1,11 @@
 import type { Catalog } from '../catalog/catalog.js';
 import type { PhaseSpan } from '../estimate/types.js';
-import type { CheckpointRecord, RunRecord } from '../model/records.js';
+import type { CheckpointListItem, RunRecord } from '../model/records.js';
 import type { Policy } from '../model/policy.js';
 import { phaseBoundaries, segmentRun, type PhaseAssignment } from '../trajectory/phase-segmentation.js';
 
 /** A checkpoint whose trajectory indicators are computed (every committed one, once its commit finished). */
-export type AnalysedCheckpoint = CheckpointRecord & { indicators: NonNullable<CheckpointRecord['indicators']> };
+export type AnalysedCheckpoint = CheckpointListItem & { indicators: NonNullable<CheckpointListItem['indicators']> };
 
 /**
  * What the trajectory, retention and the estimate read of a run, loaded once: its analysed checkpoints by
