@@ -22,7 +22,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { appendFileSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
 import http from 'node:http';
 import os from 'node:os';
@@ -39,6 +38,7 @@ import { openCatalog } from '../../src/catalog/factory.js';
 import { reconcile } from '../../src/retention/reconcile.js';
 import { RUNS_PREFIX, manifestKeyFor, parseCheckpointKey } from '../../src/storage/keys.js';
 import { LocalBlobStore } from '../../src/storage/local-blob-store.js';
+import { watchGatewayOutput } from './gateway-process.js';
 import { deriveSeed, mulberry32 } from './mnist-data.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -434,34 +434,9 @@ function spawnGateway(dataDir: string, options: { logFile?: string; background?:
   }
   let reniced = true;
   let released = false;
-  const lines: string[] = [];
-  const errors: string[] = [];
-  let partial = '';
-  let stderr = '';
-  let onUrl: (url: string) => void = () => undefined;
-  const listening = new Promise<string>((resolve) => {
-    onUrl = resolve;
-  });
-  child.stdout!.on('data', (d: Buffer) => {
-    const text = partial + d.toString('utf8');
-    const parts = text.split('\n');
-    partial = parts.pop() ?? '';
-    if (logFile && parts.length > 0) appendFileSync(logFile, `${parts.join('\n')}\n`);
-    for (const line of parts) {
-      lines.push(line);
-      if (lines.length > 40) lines.shift();
-      const url = /"url":"(http:[^"]+)"/.exec(line)?.[1];
-      if (url) onUrl(url);
-      const level = /"level":(\d+)/.exec(line)?.[1];
-      if (level && Number(level) >= 50) errors.push(line.slice(0, 1500));
-    }
-  });
-  child.stderr!.on('data', (d: Buffer) => {
-    stderr = (stderr + d.toString('utf8')).slice(-4000);
-  });
+  const { listening, errors, tail } = watchGatewayOutput(child, { logFile });
   child.stdin!.on('error', () => undefined); // a child that died before the go line
   const exited = once(child, 'exit').then(([code]) => code as number | null);
-  const tail = () => `stdout:\n${lines.join('\n')}\nstderr:\n${stderr}`;
   const discard = async () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     await exited;

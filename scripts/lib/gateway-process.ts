@@ -6,6 +6,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { appendFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -28,6 +29,42 @@ export interface GatewayProcess {
   stop(timeoutMs?: number): Promise<void>;
 }
 
+/**
+ * Reads a gateway child's pino lines as they come: resolves `listening` with the URL of its "trajgate
+ * listening" line, collects lines at level error or above, keeps the last lines for failure messages, and
+ * appends stdout to `logFile` when given.
+ */
+export function watchGatewayOutput(
+  child: ChildProcess,
+  options: { logFile?: string } = {},
+): { listening: Promise<string>; errors: string[]; tail(): string } {
+  const lines: string[] = [];
+  const errors: string[] = [];
+  let partial = '';
+  let stderr = '';
+  let onUrl: (url: string) => void = () => undefined;
+  const listening = new Promise<string>((resolve) => {
+    onUrl = resolve;
+  });
+  child.stdout!.on('data', (d: Buffer) => {
+    const parts = (partial + d.toString('utf8')).split('\n');
+    partial = parts.pop() ?? '';
+    if (options.logFile && parts.length > 0) appendFileSync(options.logFile, `${parts.join('\n')}\n`);
+    for (const line of parts) {
+      lines.push(line);
+      if (lines.length > 40) lines.shift();
+      const url = /"url":"(http:[^"]+)"/.exec(line)?.[1];
+      if (url) onUrl(url);
+      const level = /"level":(\d+)/.exec(line)?.[1];
+      if (level && Number(level) >= 50) errors.push(line.slice(0, 1500));
+    }
+  });
+  child.stderr!.on('data', (d: Buffer) => {
+    stderr = (stderr + d.toString('utf8')).slice(-4000);
+  });
+  return { listening, errors, tail: () => `stdout:\n${lines.join('\n')}\nstderr:\n${stderr}` };
+}
+
 export async function startGatewayProcess(env: Record<string, string>): Promise<GatewayProcess> {
   const inherited = Object.fromEntries(
     Object.entries(process.env).filter(([k]) => !k.startsWith('TRAJGATE_') && !k.startsWith('NODE_TEST')),
@@ -45,31 +82,8 @@ export async function startGatewayProcess(env: Record<string, string>): Promise<
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const lines: string[] = [];
-  const errors: string[] = [];
-  let partial = '';
-  let stderr = '';
-  let onUrl: (url: string) => void = () => undefined;
-  const listening = new Promise<string>((resolve) => {
-    onUrl = resolve;
-  });
-  child.stdout!.on('data', (d: Buffer) => {
-    const parts = (partial + d.toString('utf8')).split('\n');
-    partial = parts.pop() ?? '';
-    for (const line of parts) {
-      lines.push(line);
-      if (lines.length > 40) lines.shift();
-      const url = /"url":"(http:[^"]+)"/.exec(line)?.[1];
-      if (url) onUrl(url);
-      const level = /"level":(\d+)/.exec(line)?.[1];
-      if (level && Number(level) >= 50) errors.push(line.slice(0, 1500));
-    }
-  });
-  child.stderr!.on('data', (d: Buffer) => {
-    stderr = (stderr + d.toString('utf8')).slice(-4000);
-  });
+  const { listening, errors, tail } = watchGatewayOutput(child);
   const exited = once(child, 'exit').then(([code]) => code as number | null);
-  const tail = () => `stdout:\n${lines.join('\n')}\nstderr:\n${stderr}`;
   const running = () => child.exitCode === null && child.signalCode === null;
   const kill = async () => {
     if (running()) child.kill('SIGKILL');
