@@ -24,10 +24,11 @@ export type { Caller, RunServiceDeps, RunSummary, TrajectoryView, UploadOutcome,
 
 /**
  * The one way the HTTP layer reaches run state (docs/architecture.md §2). Everything that changes a run's
- * derived state happens under the run's catalog-wide lock, one change at a time (on every replica): a new checkpoint's indicators, the
- * estimate's state, pins, the run's policy and plannedSteps — each followed by a fresh retention decision.
- * Decisions are deterministic functions of the catalog, so replaying the same uploads gives the same kept
- * set. Reads load one RunSnapshot, so trajectory, retention and estimate agree on the run's phases.
+ * derived state happens under the run's catalog-wide lock, one change at a time on every replica: a new
+ * checkpoint's indicators, the estimate's state, pins, the run's policy and plannedSteps — each followed by
+ * a fresh retention decision. Decisions are deterministic functions of the catalog, so replaying the same
+ * uploads gives the same kept set. Reads load one RunSnapshot, so trajectory, retention and estimate agree
+ * on the run's phases.
  */
 export class RunService {
   /** Uploads in progress, so a shutdown can wait for their commit or clean abort. */
