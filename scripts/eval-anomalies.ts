@@ -9,6 +9,7 @@
 import { pathToFileURL } from 'node:url';
 import { type ChangeKind, changeScores, type ChangeScore } from '../src/trajectory/change-detection.js';
 import { assignPhases } from '../src/trajectory/phase-segmentation.js';
+import { mulberry32 } from './lib/mnist-data.js';
 
 /** What the detector reads, per checkpoint (checkpoint i is at step STEP · i). */
 export interface AnomalyRun {
@@ -35,16 +36,6 @@ export interface AnomalyCase {
 
 export const STEP = 100;
 const N = 80;
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 function gaussian(random: () => number): () => number {
   return () => Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());

@@ -13,6 +13,7 @@
  * real code computes from these sketches (update norms, cosines, path length, top tensors) look like a
  * real run's. Exact statistics (norm, mean, maxAbs) follow the same norms.
  */
+import { tensorEntryOf } from '../../src/ingest/checkpoint-analysis.js';
 import { elementCount, type Dtype } from '@trajgate/sdk/wire/dtypes';
 import type { NewCheckpoint } from '../../src/catalog/catalog.js';
 import type { MetricPoint, TensorEntry } from '../../src/model/records.js';
@@ -194,16 +195,7 @@ export class SyntheticRun {
       weightNorm: Math.sqrt(this.sumSq.reduce((a, b) => a + b, 0)),
     };
     const uploadId = `${(1_760_000_000_000 + step * 1000).toString(36)}${this.hex(12)}`;
-    const entries: TensorEntry[] = tensors.map(({ name, dtype, shape, norm, mean, maxAbs, nanCount, infCount }) => ({
-      name,
-      dtype,
-      shape,
-      norm,
-      mean,
-      maxAbs,
-      nanCount,
-      infCount,
-    }));
+    const entries: TensorEntry[] = tensors.map(tensorEntryOf);
     return {
       run: this.run,
       step,

@@ -1,7 +1,7 @@
 import type { TensorEntry } from '../model/records.js';
 import { AppError } from '../errors.js';
 import { CheckpointAccumulator } from '../trajectory/accumulator.js';
-import type { CheckpointSummary } from '../model/summary.js';
+import type { CheckpointSummary, TensorStats } from '../model/summary.js';
 import type { CheckpointLayout, TensorVisitor } from './decoder.js';
 
 export interface AnalysedCheckpoint {
@@ -41,16 +41,7 @@ export class CheckpointAnalysis implements TensorVisitor {
     const layout = this.layout;
     if (!layout) throw new AppError('internal', 'the decoder finished without reporting a header');
     const summary = this.accumulator.finish(step);
-    const tensors = summary.tensors.map(({ name, dtype, shape, norm, mean, maxAbs, nanCount, infCount }) => ({
-      name,
-      dtype,
-      shape,
-      norm,
-      mean,
-      maxAbs,
-      nanCount,
-      infCount,
-    }));
+    const tensors = summary.tensors.map(tensorEntryOf);
     const nonFinite = tensors.filter((t) => t.nanCount + t.infCount > 0);
     if (nonFinite.length > 0) {
       const listed = nonFinite.slice(0, 5).map((t) => `${t.name} (${t.nanCount} NaN, ${t.infCount} Inf)`);
@@ -62,6 +53,20 @@ export class CheckpointAnalysis implements TensorVisitor {
     }
     return { layout, tensors, summary };
   }
+}
+
+/** A tensor's statistics as the checkpoint record lists them (without the summary's extra fields). */
+export function tensorEntryOf({
+  name,
+  dtype,
+  shape,
+  norm,
+  mean,
+  maxAbs,
+  nanCount,
+  infCount,
+}: TensorStats): TensorEntry {
+  return { name, dtype, shape, norm, mean, maxAbs, nanCount, infCount };
 }
 
 function checkSameTensors(reference: readonly TensorEntry[], layout: CheckpointLayout): void {
