@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { coverageBound } from '../scripts/lib/retention-bound.js';
 import { replayOnline } from '../scripts/lib/retention-replay.js';
 import { distanceMatrix, score, summarize, syntheticRun } from '../scripts/lib/retention-runs.js';
 import { resolvePolicy } from '../src/model/policy.js';
@@ -34,5 +35,47 @@ describe('retention decided after every upload (the online replay of scripts/eva
         `budget ${budget}: ${withHolds.meanCoverage} with holds, ${withoutHolds.meanCoverage} without`,
       );
     }
+  });
+});
+
+describe('the best possible coverage (scripts/lib/retention-bound.ts), the bound eval-retention prints', () => {
+  it('equals a plain enumeration of every kept set with the latest and every event caught', () => {
+    const run = syntheticRun(3, 24, 200);
+    const distances = distanceMatrix(run);
+    const phaseOf = run.steps.map(() => 0);
+    const n = run.steps.length;
+    for (const budget of [3, 4, 5]) {
+      const cap = 0.05;
+      let mean = Number.POSITIVE_INFINITY;
+      let max = Number.POSITIVE_INFINITY;
+      let underCap = Number.POSITIVE_INFINITY;
+      let sets = 0;
+      const pick = (from: number, chosen: number[]) => {
+        if (chosen.length === budget - 1) {
+          const kept = [...chosen, n - 1];
+          const s = score(run, distances, kept, phaseOf);
+          if (s.recall < 1) return;
+          sets++;
+          mean = Math.min(mean, s.meanCoverage);
+          max = Math.min(max, s.maxCoverage);
+          if (s.maxCoverage <= cap) underCap = Math.min(underCap, s.meanCoverage);
+          return;
+        }
+        for (let k = from; k < n - 1; k++) pick(k + 1, [...chosen, k]);
+      };
+      pick(0, []);
+      const bound = coverageBound(run, distances, budget, cap);
+      assert.ok(bound, `budget ${budget}`);
+      assert.equal(bound.sets, sets);
+      assert.ok(Math.abs(bound.meanCoverage - mean) < 1e-12, `${bound.meanCoverage} vs ${mean}`);
+      assert.ok(Math.abs(bound.maxCoverage - max) < 1e-12, `${bound.maxCoverage} vs ${max}`);
+      if (Number.isFinite(underCap)) assert.ok(Math.abs(bound.meanCoverageUnderMaxCap! - underCap) < 1e-12);
+      else assert.equal(bound.meanCoverageUnderMaxCap, null);
+    }
+    assert.equal(
+      coverageBound(run, distances, 12, Number.POSITIVE_INFINITY, 1000),
+      null,
+      'too many sets: not searched',
+    );
   });
 });

@@ -59,7 +59,9 @@ export function syntheticRun(seed: number, count = 60, dim = 4000): RecordedRun 
     weights,
     trainLoss,
     valLoss: trainLoss.map((l) => (l === null ? null : l * 1.1)),
-    events: [spike, restart],
+    // The plateau's end multiplies the learning rate by 20: a restart like the one at 60%, by the detector's
+    // definition (scripts/eval-anomalies.ts) and by what it does to the weights, so it is an event too.
+    events: [spike, restart, plateauTo],
     bytes: dim * 4,
   };
 }
