@@ -34,10 +34,14 @@ class Response:
             while True:
                 chunk = self._raw.read(size)
                 if not chunk:
-                    return
+                    break
                 yield chunk
         except _CONNECTION_ERRORS as err:
             raise TrajgateConnectionError(self._url, err) from err
+        # http.client's read(n) returns b"" when the connection closes early; Content-Length tells.
+        if self._raw.length:
+            cut = http.client.IncompleteRead(b"", self._raw.length)
+            raise TrajgateConnectionError(self._url, cut)
 
     def read(self) -> bytes:
         return b"".join(self.iter_bytes())
