@@ -501,7 +501,8 @@ describe('uploads over a real socket', () => {
           },
         };
       };
-      const bytes = Buffer.from(encodeSafetensors(model(12, 4096)));
+      // 16 MiB: half of it is more than one write-behind batch (4 MiB), so the server writes before the cut.
+      const bytes = Buffer.from(encodeSafetensors(model(12, 4 * 1024 * 1024)));
       let hangUp: Promise<void> = Promise.resolve();
       const upload = rawUpload(
         server.url,

@@ -10,6 +10,7 @@ import { peek, readBody } from './body.js';
 import { CheckpointAnalysis, type AnalysedCheckpoint } from './checkpoint-analysis.js';
 import type { DecoderLimits } from './decoder.js';
 import { SNIFF_BYTES, createDecoder, formatFromContentType, sniffFormat } from './sniff.js';
+import { WriteBehind } from './write-behind.js';
 
 export interface IngestLimits extends DecoderLimits {
   maxCheckpointBytes: number;
@@ -20,6 +21,7 @@ export interface IngestLimits extends DecoderLimits {
 export interface IngestRequest {
   run: string;
   step: number;
+  /** The request body; its chunks must not be reused once yielded (they are written after the next ones arrive). */
   body: AsyncIterable<Uint8Array>;
   contentType?: string;
   contentLength?: number;
@@ -36,7 +38,7 @@ export interface IngestOutcome {
 
 /**
  * Streams one checkpoint upload (docs/architecture.md §3): one pass over the body feeds SHA-256, the format decoder
- * (which validates and reports tensor data) and a staged blob write. Only a body that is whole, valid and
+ * (which validates and reports tensor data) and a staged blob write behind a bounded buffer (`WriteBehind`). Only a body that is whole, valid and
  * matches its declared checksum is committed: blob first, then its manifest, then the catalog row. Any
  * failure before the catalog row aborts the staged write or deletes what was committed, so a rejected
  * upload leaves nothing behind.
@@ -106,22 +108,27 @@ export class CheckpointIngest {
     const decoder = createDecoder(format, analysis, this.limits);
     const hash = createHash('sha256');
     const writer = this.blobs.createWriter(blobKey);
+    const writes = new WriteBehind(writer);
     let received = 0;
     let analysed: AnalysedCheckpoint;
     let sha256: string;
     try {
+      // Receive, hash and decode on this thread while earlier bytes are written: the only wait per chunk
+      // is back-pressure, when the write-behind buffer is full.
       for await (const chunk of body) {
         received += chunk.byteLength;
         hash.update(chunk);
         decoder.write(chunk);
         checkDeclaredLength(decoder.expectedLength, req.contentLength);
-        await writer.write(chunk);
+        if (!writes.push(chunk)) await writes.drained();
       }
       decoder.end();
       sha256 = hash.digest('hex');
       checkDeclaredSha(req.sha256, sha256);
       analysed = analysis.finish(req.step);
+      await writes.finish();
     } catch (err) {
+      await writes.stop();
       await abortQuietly(writer, this.logger);
       throw err;
     }

@@ -50,8 +50,12 @@ export interface BlobStore {
 }
 
 export interface BlobWriter {
-  /** Appends bytes. Resolves once the writer can take more (back-pressure); rejects on backend failure. */
-  write(chunk: Uint8Array): Promise<void>;
+  /**
+   * Appends bytes: one buffer, or several in order (written together, without concatenating them). Resolves
+   * once the writer can take more (back-pressure); rejects on backend failure. Calls must not overlap: the
+   * next `write` waits for this one. The buffers must stay untouched until the promise settles.
+   */
+  write(data: Uint8Array | readonly Uint8Array[]): Promise<void>;
   /** Makes the blob visible at its key with exactly the bytes written. Rejects if the write failed. */
   commit(): Promise<BlobInfo>;
   /** Discards everything written; safe to call after a failure and more than once. */

@@ -207,16 +207,17 @@ class LocalBlobWriter implements BlobWriter {
     private readonly stagingDir: string,
   ) {}
 
-  async write(chunk: Uint8Array): Promise<void> {
+  async write(data: Uint8Array | readonly Uint8Array[]): Promise<void> {
     if (this.done) throw new Error('write after commit or abort');
     try {
       const handle = await this.open();
-      let offset = 0;
-      while (offset < chunk.byteLength) {
-        const { bytesWritten } = await handle.write(chunk, offset, chunk.byteLength - offset);
-        offset += bytesWritten;
+      // One writev for all buffers; a short write (rare: signals, quotas) continues where it stopped.
+      let pending = (Array.isArray(data) ? data : [data]) as Uint8Array[];
+      while (pending.length > 0) {
+        const { bytesWritten } = await handle.writev(pending);
+        this.size += bytesWritten;
+        pending = remainder(pending, bytesWritten);
       }
-      this.size += chunk.byteLength;
     } catch (err) {
       throw storageError(`could not store ${describeKey(this.key)}`, err);
     }
@@ -269,6 +270,15 @@ class LocalBlobWriter implements BlobWriter {
     if (this.stagedPath) await unlink(this.stagedPath).catch(() => undefined);
     this.stagedPath = null;
   }
+}
+
+/** What is left of `buffers` after the first `written` bytes. */
+function remainder(buffers: Uint8Array[], written: number): Uint8Array[] {
+  let skip = written;
+  let i = 0;
+  while (i < buffers.length && skip >= buffers[i].byteLength) skip -= buffers[i++].byteLength;
+  if (i === buffers.length) return [];
+  return [buffers[i].subarray(skip), ...buffers.slice(i + 1)];
 }
 
 /** `storage_unavailable` for `what`, with a reason from the OS error code; the OS error is the cause. */

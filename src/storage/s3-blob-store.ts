@@ -280,11 +280,15 @@ class S3BlobWriter implements BlobWriter {
     );
   }
 
-  async write(chunk: Uint8Array): Promise<void> {
+  async write(data: Uint8Array | readonly Uint8Array[]): Promise<void> {
     if (this.state !== 'open') throw new Error('write after commit or abort');
     this.throwIfFailed();
-    this.size += chunk.byteLength;
-    if (!this.stream.write(chunk)) await this.drainOrFailure();
+    let more = true;
+    for (const chunk of Array.isArray(data) ? data : [data]) {
+      this.size += chunk.byteLength;
+      more = this.stream.write(chunk);
+    }
+    if (!more) await this.drainOrFailure();
     this.throwIfFailed();
   }
 

@@ -97,6 +97,26 @@ export function describeBlobStoreContract(name: string, makeStore: () => Promise
       assert.equal((await store.head('big/blob.bin'))?.size, data.length);
     });
 
+    it('writes several buffers in one call, in order (a write-behind batch)', async () => {
+      const data = randomBytes(11 * MiB + 5);
+      const writer = store.createWriter('batched/blob.bin');
+      // Batches of 1000 uneven buffers (one of them empty), as a socket delivers them.
+      for (let offset = 0; offset < data.length; ) {
+        const batch: Buffer[] = [];
+        for (let i = 0; i < 1000 && offset < data.length; i++) {
+          const n = i === 3 ? 0 : 1 + ((i * 7919) % (8 * KiB));
+          batch.push(data.subarray(offset, offset + n));
+          offset += n;
+        }
+        await writer.write(batch);
+      }
+      const info = await writer.commit();
+      assert.equal(info.size, data.length);
+      const read = await store.get('batched/blob.bin');
+      assert.ok(read);
+      assert.equal(sha256(await readAll(read.body)), sha256(data));
+    });
+
     it('reads inclusive byte ranges and reports the whole size', async () => {
       const data = randomBytes(100 * KiB);
       await store.putSmall('ranged', data);
