@@ -15,6 +15,7 @@ import { metricRoutes } from './routes/metrics.js';
 import { policyRoutes } from './routes/policies.js';
 import { runRoutes } from './routes/runs.js';
 import { trajectoryRoutes } from './routes/trajectory.js';
+import { uiRoutes } from './ui/routes.js';
 
 /** Builds the Express app without listening, so tests drive it in-process and scripts can inspect it. */
 export function createApp(ctx: AppContext): Express {
@@ -24,6 +25,7 @@ export function createApp(ctx: AppContext): Express {
   app.set('query parser', 'simple');
   app.use(requestLog(ctx.logger));
   app.use(healthRoutes(ctx));
+  app.use(uiRoutes()); // the run pages: static, no token; their data comes from /v1 with the user's token
   app.use(['/v1', '/metrics'], authenticate(ctx.config.auth.mode, ctx.tokens));
   // Per token; without access control everyone is `anonymous`, so per address then.
   const caller = (req: Request, res: Response) =>
