@@ -1,22 +1,42 @@
 """A TCP proxy in front of the gateway that misbehaves on request: it reads each request's head to learn
 its method and path, and for the next matching requests either cuts the connection half-way through the
-request body, forwards the whole request but drops the gateway's answer or cuts it half-way (the commit happened, the client
-never hears of it), or answers 429 itself. Anything else is passed through untouched."""
+request body, forwards the whole request but drops the gateway's answer (the commit happened, the client
+never hears of it) or cuts it half-way, holds the request a while before forwarding it, or answers 429 or
+503 itself. Anything else is passed through untouched."""
 
 from __future__ import annotations
 
 import re
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
+
+
+#: How long a "delay" request is held before it is forwarded.
+DELAY_SECONDS = 0.3
+
+
+def _answer(status: str, code: str, extra: str) -> bytes:
+    body = ('{"error":{"code":"%s","message":"from the test proxy"}}' % code).encode()
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{extra}Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode() + body
+
+
+_ANSWERS = {
+    "429": _answer("429 Too Many Requests", "rate_limited", "Retry-After: 1\r\n"),
+    "503": _answer("503 Service Unavailable", "storage_unavailable", ""),
+}
 
 
 @dataclass
 class Rule:
     method: str
     path: str  # a regular expression matched against the request path
-    action: str  # "cut_request" | "drop_answer" | "cut_answer" | "429"
+    action: str  # "cut_request" | "drop_answer" | "cut_answer" | "delay" | "429" | "503"
     times: int
 
 
@@ -75,14 +95,12 @@ class FlakyProxy:
                 action = self._action(method.decode(), path.decode())
                 m = re.search(rb"\r\nrange:\s*([^\r]+)", head, re.IGNORECASE)
                 self.ranges.append(m.group(1).decode() if m else None)
-                if action == "429":
+                if action in _ANSWERS:
                     _drain(client, rest, length)
-                    body = b'{"error":{"code":"rate_limited","message":"slow down (test proxy)"}}'
-                    client.sendall(
-                        b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-                        b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
-                    )
+                    client.sendall(_ANSWERS[action])
                     return
+                if action == "delay":
+                    time.sleep(DELAY_SECONDS)
                 if upstream is None:
                     upstream = socket.create_connection(self.upstream)
                 if action == "cut_request":

@@ -184,3 +184,56 @@ class Retries(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ServerErrorsAndBackPressure(unittest.TestCase):
+    def setUp(self) -> None:
+        self.proxy = FlakyProxy(gateway_url())
+        self.client = trajgate.Client(self.proxy.url, retry=FAST)
+        self.direct = trajgate.Client(gateway_url())
+
+    def tearDown(self) -> None:
+        self.proxy.close()
+
+    def test_503_is_retried(self) -> None:
+        self.proxy.add("PUT", r"/checkpoints/3$", "503", times=2)
+        record = self.client.upload_checkpoint("py-503", 3, weights(3))
+        actions = [a for m, p, a in self.proxy.seen if p.endswith("/checkpoints/3")]
+        self.assertEqual(actions, ["503", "503", "pass"])
+        self.assertEqual(record["step"], 3)
+
+    def test_503_beyond_the_retries_keeps_its_code(self) -> None:
+        self.proxy.add("GET", r"/v1/runs/py-503b$", "503", times=10)
+        client = trajgate.Client(self.proxy.url, retry=RetryPolicy(retries=2, base_delay=0.01))
+        with self.assertRaises(TrajgateError) as caught:
+            client.get_run("py-503b")
+        self.assertEqual((caught.exception.code, caught.exception.status), ("storage_unavailable", 503))
+        self.assertEqual(len([1 for m, p, a in self.proxy.seen if a == "503"]), 3)
+
+    def test_a_full_metric_queue_makes_log_wait(self) -> None:
+        # Batches of 1 point, at most 2 waiting or in flight, each request held 0.3 s by the proxy: the first
+        # two log() calls return at once, later ones wait for a batch to finish.
+        self.proxy.add("POST", r"/metrics$", "delay", times=100)
+        with self.client.run("py-back-pressure", batch_size=1, metric_capacity=2) as run:
+            waits = []
+            for step in range(1, 7):
+                t0 = time.monotonic()
+                run.log(step, trainLoss=1.0)
+                waits.append(time.monotonic() - t0)
+        self.assertLess(max(waits[:2]), 0.1)
+        self.assertGreater(sum(waits[2:]), 0.8)  # 4 more batches, one at a time, 0.3 s each
+        points = self.direct.get_metrics("py-back-pressure")
+        self.assertEqual([p["step"] for p in points], [1, 2, 3, 4, 5, 6])
+
+    def test_a_full_upload_queue_makes_checkpoint_wait(self) -> None:
+        self.proxy.add("PUT", r"/checkpoints/", "delay", times=100)
+        with self.client.run("py-upload-back-pressure", upload_concurrency=1, upload_capacity=1) as run:
+            t0 = time.monotonic()
+            run.checkpoint(1, weights(1))
+            first = time.monotonic() - t0
+            t0 = time.monotonic()
+            run.checkpoint(2, weights(2))
+            second = time.monotonic() - t0
+        self.assertLess(first, 0.2)
+        self.assertGreater(second, 0.2)  # waited for the first upload (held 0.3 s) to finish
+        self.assertEqual([c["step"] for c in self.direct.list_checkpoints("py-upload-back-pressure")], [1, 2])
