@@ -32,6 +32,8 @@ const EnvSchema = z.object({
   TRAJGATE_S3_ENDPOINT: z.url().optional(),
   TRAJGATE_S3_FORCE_PATH_STYLE: bool.optional(),
   TRAJGATE_S3_PART_SIZE_MB: int(5, 5120).default(8),
+  /** Parts of one upload sent to S3 at once; each holds a part in memory. */
+  TRAJGATE_S3_QUEUE_SIZE: int(1, 64).default(4),
   AWS_REGION: z.string().min(1).default('us-east-1'),
   AWS_ACCESS_KEY_ID: z.string().min(1).optional(),
   AWS_SECRET_ACCESS_KEY: z.string().min(1).optional(),
@@ -76,6 +78,8 @@ export interface Config {
     accessKeyId?: string;
     secretAccessKey?: string;
     partSizeBytes: number;
+    /** Parts of one upload in flight at once (lib-storage `queueSize`). */
+    queueSize: number;
   };
   limits: {
     maxCheckpointBytes: number;
@@ -135,6 +139,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       accessKeyId: e.AWS_ACCESS_KEY_ID,
       secretAccessKey: e.AWS_SECRET_ACCESS_KEY,
       partSizeBytes: e.TRAJGATE_S3_PART_SIZE_MB * MiB,
+      queueSize: e.TRAJGATE_S3_QUEUE_SIZE,
     },
     limits: {
       maxCheckpointBytes: e.TRAJGATE_MAX_CHECKPOINT_MB * MiB,

@@ -21,6 +21,8 @@ describe('config', () => {
       TRAJGATE_BLOB_URL: 's3://bucket/prefix',
       TRAJGATE_S3_ENDPOINT: 'http://127.0.0.1:9999',
       TRAJGATE_S3_FORCE_PATH_STYLE: 'true',
+      TRAJGATE_S3_PART_SIZE_MB: '16',
+      TRAJGATE_S3_QUEUE_SIZE: '8',
       AWS_REGION: 'eu-west-1',
       TRAJGATE_MAX_CHECKPOINT_MB: '10',
       TRAJGATE_CATALOG_URL: '',
@@ -30,6 +32,9 @@ describe('config', () => {
     assert.equal(config.s3.endpoint, 'http://127.0.0.1:9999');
     assert.equal(config.s3.forcePathStyle, true);
     assert.equal(config.s3.region, 'eu-west-1');
+    assert.equal(config.s3.partSizeBytes, 16 * 1024 * 1024);
+    assert.equal(config.s3.queueSize, 8);
+    assert.equal(loadConfig({}).s3.queueSize, 4);
     assert.equal(config.limits.maxCheckpointBytes, 10 * 1024 * 1024);
     assert.equal(config.catalogUrl, 'sqlite:///tmp/tg/catalog.db');
   });
@@ -42,11 +47,18 @@ describe('config', () => {
           TRAJGATE_S3_FORCE_PATH_STYLE: 'yes',
           TRAJGATE_LOG_LEVEL: 'loud',
           TRAJGATE_S3_ENDPOINT: 'nope',
+          TRAJGATE_S3_QUEUE_SIZE: '0',
         }),
       (err: unknown) => {
         assert.ok(err instanceof ConfigError);
-        assert.equal(err.problems.length, 4, err.message);
-        for (const name of ['PORT', 'TRAJGATE_S3_FORCE_PATH_STYLE', 'TRAJGATE_LOG_LEVEL', 'TRAJGATE_S3_ENDPOINT']) {
+        assert.equal(err.problems.length, 5, err.message);
+        for (const name of [
+          'PORT',
+          'TRAJGATE_S3_FORCE_PATH_STYLE',
+          'TRAJGATE_LOG_LEVEL',
+          'TRAJGATE_S3_ENDPOINT',
+          'TRAJGATE_S3_QUEUE_SIZE',
+        ]) {
           assert.match(err.message, new RegExp(name));
         }
         return true;

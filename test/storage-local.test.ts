@@ -8,7 +8,7 @@ import { createBlobStore, parseBlobUrl } from '../src/storage/factory.js';
 import { LocalBlobStore } from '../src/storage/local-blob-store.js';
 import { describeBlobStoreContract } from './helpers/blob-store-contract.js';
 
-const S3_SETTINGS = { region: 'us-east-1', partSizeBytes: 5 * 1024 * 1024 };
+const S3_SETTINGS = { region: 'us-east-1', partSizeBytes: 5 * 1024 * 1024, queueSize: 4 };
 
 async function tempRoot(): Promise<string> {
   return mkdtemp(path.join(os.tmpdir(), 'trajgate-blobs-'));

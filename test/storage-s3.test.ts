@@ -122,6 +122,7 @@ describe('S3BlobStore', () => {
           forcePathStyle: true,
           region: 'us-east-1',
           partSizeBytes: MIN_PART_SIZE,
+          queueSize: 2,
           ...S3RVER_CREDENTIALS,
         },
       });

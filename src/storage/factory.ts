@@ -46,5 +46,6 @@ export function createBlobStore(options: { blobUrl: string; s3: Config['s3'] }):
         ? { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey }
         : undefined,
     partSizeBytes: s3.partSizeBytes,
+    queueSize: s3.queueSize,
   });
 }
