@@ -1,10 +1,23 @@
 /**
- * Ingest throughput: uploads a generated safetensors checkpoint through a gateway child process over a
- * real socket, and separately writes the same bytes straight into the same kind of store (the floor any
- * gateway pays). Prints both throughputs, their ratio and the gateway's peak RSS (VmHWM), per size.
+ * Ingest throughput against a bare server: uploads a generated F32 safetensors checkpoint over a real socket
+ * to a gateway child process and to a bare Node HTTP server (scripts/lib/bare-server.ts: streams the body to
+ * a file in the same work directory and fsyncs it before answering), alternating the two in one run, so
+ * both see the same disk, page cache and machine load. Per store and size it prints every round, the median
+ * ratio gateway/bare, and the gateway's peak RSS (VmHWM):
  *
- *   npx tsx scripts/bench-ingest.ts [--size-mb 512[,2048]] [--repeat 2] [--env KEY=VALUE ...]
- *     [--replicas N] [--catalog-url URL] [--postgres-url postgres://postgres@127.0.0.1:5432/postgres]
+ *   - single upload: one upload at a time;
+ *   - N uploads at once (--concurrent, default 4): aggregate throughput, N × size ÷ wall time;
+ *   - downloads (GET …/content, whole and the second half by Range) against the bare server's GET.
+ *
+ * With --store s3 the gateway writes to s3rver (a child process on 127.0.0.1); the bare server still
+ * writes to the local disk, so that ratio is what S3 through s3rver costs on top of the gateway.
+ *
+ *   npx tsx scripts/bench-ingest.ts [--size-mb 1024[,4096]] [--rounds 3] [--concurrent 4] [--store local[,s3]]
+ *     [--no-download] [--cpu-prof-dir DIR] [--env KEY=VALUE ...] [--replicas N] [--repeat 2] [--catalog-url URL]
+ *     [--postgres-url postgres://postgres@127.0.0.1:5432/postgres]
+ *
+ * Gateway blobs of finished rounds are deleted through the blob store between rounds (outside the timing),
+ * so a 4 GiB run needs about (2 + concurrent) × 4 GiB of free space in the temp directory.
  *
  * With --replicas N > 1: N gateway processes share one Postgres catalog (a fresh database on the server
  * --postgres-url names, dropped at the end, unless --catalog-url names one) and one blob directory. Per size,
@@ -14,14 +27,19 @@
  * upload's start to the last one's end; best of --repeat. With one replica, --catalog-url points its catalog
  * elsewhere than its data directory.
  */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
-import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, rm } from 'node:fs/promises';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
+import type { BlobStore } from '../src/storage/blob-store.js';
+import { checkpointPrefix, isManifestKey, parseCheckpointKey } from '../src/storage/keys.js';
 import { LocalBlobStore } from '../src/storage/local-blob-store.js';
+import { S3BlobStore } from '../src/storage/s3-blob-store.js';
 import { encodeSafetensorsHeader, type TensorSpec } from '@trajgate/sdk/wire/safetensors';
 import { type ScratchDatabase, createScratchDatabase, machineLine } from './lib/bench-env.js';
 import { type GatewayProcess, startGatewayProcess } from './lib/gateway-process.js';
@@ -29,7 +47,12 @@ import { type GatewayProcess, startGatewayProcess } from './lib/gateway-process.
 const MiB = 1024 * 1024;
 const { values } = parseArgs({
   options: {
-    'size-mb': { type: 'string', default: '512' },
+    'size-mb': { type: 'string', default: '1024' },
+    rounds: { type: 'string', default: '3' },
+    concurrent: { type: 'string', default: '4' },
+    store: { type: 'string', default: 'local' },
+    'no-download': { type: 'boolean', default: false },
+    'cpu-prof-dir': { type: 'string' },
     repeat: { type: 'string', default: '2' },
     env: { type: 'string', multiple: true, default: [] },
     replicas: { type: 'string', default: '1' },
@@ -40,6 +63,13 @@ const { values } = parseArgs({
 const sizes = values['size-mb'].split(',').map(Number);
 const repeat = Number(values.repeat);
 const replicas = Number(values.replicas);
+const rounds = Number(values.rounds);
+const concurrent = Number(values.concurrent);
+const download = !values['no-download'];
+const stores = values.store.split(',');
+if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds must be a whole number ≥ 1');
+if (!Number.isInteger(concurrent) || concurrent < 1) throw new Error('--concurrent must be a whole number ≥ 1');
+if (stores.some((s) => s !== 'local' && s !== 's3')) throw new Error('--store takes local and/or s3');
 if (!Number.isInteger(replicas) || replicas < 1) throw new Error(`--replicas must be a whole number ≥ 1`);
 const extraEnv = Object.fromEntries(values.env.map((kv) => kv.split('=', 2) as [string, string]));
 /** TRAJGATE_ settings of this shell reach the gateway as before (the process helper passes none by itself). */
@@ -84,8 +114,13 @@ async function generateCheckpoint(file: string, sizeMb: number): Promise<number>
   }
 }
 
+/** With --cpu-prof-dir, each gateway writes a V8 CPU profile there when it stops (scripts/profile-summary.ts reads it). */
+const profileArgs = values['cpu-prof-dir']
+  ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(values['cpu-prof-dir'])}`]
+  : [];
+
 function startGateway(env: Record<string, string>): Promise<GatewayProcess> {
-  return startGatewayProcess({ ...shellEnv, ...env, ...extraEnv });
+  return startGatewayProcess({ ...shellEnv, ...env, ...extraEnv }, profileArgs);
 }
 
 async function peakRssMb(pid: number): Promise<number> {
@@ -135,35 +170,212 @@ async function together(jobs: (() => Promise<unknown>)[]): Promise<number> {
   return (performance.now() - started) / 1000;
 }
 
-async function singleReplica(work: string): Promise<void> {
-  for (const sizeMb of sizes) {
-    const file = path.join(work, `ckpt-${sizeMb}.safetensors`);
-    const bytes = await generateCheckpoint(file, sizeMb);
-    const dataDir = path.join(work, `data-${sizeMb}`);
-    const gateway = await startGateway({
-      TRAJGATE_DATA_DIR: dataDir,
-      ...(values['catalog-url'] ? { TRAJGATE_CATALOG_URL: values['catalog-url'] } : {}),
+/** A baseline child process (scripts/lib/bare-server.ts) and the URL it listens on. */
+async function startBaseline(args: string[]): Promise<{ url: string; stop(): Promise<void> }> {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', path.join(import.meta.dirname, 'lib/bare-server.ts'), ...args],
+    {
+      env: { ...process.env, NODE_OPTIONS: '' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString('utf8');
+      const match = /listening (http:\S+)/.exec(out);
+      if (match) resolve(match[1]);
     });
-    let gatewayBest = Infinity;
-    let rawBest = Infinity;
-    try {
-      for (let i = 0; i < repeat; i++) {
-        // Alternate so page cache and disk state favour neither side.
-        gatewayBest = Math.min(gatewayBest, await upload(gateway.url, `bench-${TAG}-${sizeMb}`, i, file, bytes));
-        rawBest = Math.min(rawBest, await rawWrite(path.join(work, `raw-${sizeMb}`), `raw/${i}`, file));
+    child.once('exit', (code) => reject(new Error(`${args[0]} exited (${code}) before listening`)));
+  });
+  const exited = once(child, 'exit');
+  return {
+    url,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+/** PUTs `file` to `target`; resolves with the seconds from the first byte sent to the answer. */
+function put(target: URL, file: string, bytes: number, expected: number): Promise<number> {
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = http.request(target, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/vnd.safetensors', 'content-length': bytes },
+    });
+    req.on('response', (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c));
+      res.on('end', () => {
+        if (res.statusCode !== expected) reject(new Error(`${target} answered ${res.statusCode}: ${body}`));
+        else resolve((performance.now() - started) / 1000);
+      });
+    });
+    req.on('error', reject);
+    createReadStream(file, { highWaterMark: MiB }).pipe(req);
+  });
+}
+
+/** GETs `target` (with `range`, a `bytes=a-b` header) and discards the body; resolves with the seconds and bytes. */
+function fetchBody(target: URL, range?: string): Promise<{ seconds: number; bytes: number }> {
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = http.get(target, { headers: range ? { range } : {} }, (res) => {
+      let bytes = 0;
+      res.on('data', (c: Buffer) => (bytes += c.length));
+      res.on('end', () => {
+        if (res.statusCode !== (range ? 206 : 200)) reject(new Error(`${target} answered ${res.statusCode}`));
+        else resolve({ seconds: (performance.now() - started) / 1000, bytes });
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+  });
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+/**
+ * Alternates `gateway` and `bare` (which goes first swaps every round), printing each round's throughputs
+ * and the ratio gateway/bare; `cleanup` runs after each round, outside the timing. Returns the ratios.
+ */
+async function alternate(
+  label: string,
+  mib: number,
+  gateway: () => Promise<number>,
+  bare: () => Promise<number>,
+  cleanup: () => Promise<void> = async () => {},
+): Promise<number[]> {
+  const ratios: number[] = [];
+  for (let r = 0; r < rounds; r++) {
+    let tg: number;
+    let tb: number;
+    if (r % 2 === 0) {
+      tg = await gateway();
+      tb = await bare();
+    } else {
+      tb = await bare();
+      tg = await gateway();
+    }
+    await cleanup();
+    const ratio = tb / tg;
+    ratios.push(ratio);
+    console.log(
+      `  ${label} round ${r + 1}: gateway ${(mib / tg).toFixed(0)} MiB/s, bare ${(mib / tb).toFixed(0)} MiB/s, ratio ${ratio.toFixed(2)}`,
+    );
+  }
+  console.log(`  ${label}: median ratio ${median(ratios).toFixed(2)}`);
+  return ratios;
+}
+
+/** Deletes the data objects of `run` except step `keep`'s, through the store the gateway writes to. */
+async function reclaim(store: BlobStore, run: string, keep: number): Promise<void> {
+  const doomed: string[] = [];
+  for await (const blob of store.list(checkpointPrefix(run))) {
+    const parsed = parseCheckpointKey(blob.key);
+    if (parsed && parsed.step !== keep && !isManifestKey(blob.key)) doomed.push(blob.key);
+  }
+  for (const key of doomed) await store.delete(key);
+}
+
+async function singleReplica(work: string): Promise<void> {
+  for (const store of stores) {
+    for (const sizeMb of sizes) {
+      const file = path.join(work, `ckpt-${sizeMb}.safetensors`);
+      const bytes = await generateCheckpoint(file, sizeMb);
+      const mib = bytes / MiB;
+      const dataDir = path.join(work, `data-${sizeMb}`);
+      const bareDir = path.join(work, `bare-${sizeMb}`);
+      await mkdir(bareDir, { recursive: true });
+      const s3Dir = path.join(work, `s3-${sizeMb}`);
+      const s3 = store === 's3' ? await startBaseline(['s3rver', s3Dir, 'bench']) : null;
+      const gateway = await startGateway({
+        TRAJGATE_DATA_DIR: dataDir,
+        ...(values['catalog-url'] ? { TRAJGATE_CATALOG_URL: values['catalog-url'] } : {}),
+        ...(s3
+          ? {
+              TRAJGATE_BLOB_URL: 's3://bench/ckpt',
+              TRAJGATE_S3_ENDPOINT: s3.url,
+              TRAJGATE_S3_FORCE_PATH_STYLE: 'true',
+              AWS_ACCESS_KEY_ID: 'S3RVER',
+              AWS_SECRET_ACCESS_KEY: 'S3RVER',
+            }
+          : {}),
+      });
+      const bare = await startBaseline(['bare', bareDir]);
+      const run = `bench-${TAG}-${store}-${sizeMb}`;
+      const blobs: BlobStore = s3
+        ? new S3BlobStore({
+            bucket: 'bench',
+            prefix: 'ckpt/',
+            endpoint: s3.url,
+            region: 'us-east-1',
+            forcePathStyle: true,
+            credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+            partSizeBytes: 8 * MiB,
+          })
+        : new LocalBlobStore(path.join(dataDir, 'blobs'));
+      let step = 0;
+      const gatewayUpload = () => put(new URL(`/v1/runs/${run}/checkpoints/${++step}`, gateway.url), file, bytes, 201);
+      let bareCount = 0;
+      const bareUpload = () => put(new URL(`/b${++bareCount}`, bare.url), file, bytes, 201);
+      const cleanup = async () => {
+        await reclaim(blobs, run, 1); // step 1 stays for the download rounds
+        for (; bareCount > 0; bareCount--) await rm(path.join(bareDir, `b${bareCount}`), { force: true });
+      };
+      const many = (one: () => Promise<number>) => () => together(Array.from({ length: concurrent }, () => one));
+      console.log(`${store} store, ${sizeMb} MiB (${bytes} bytes):`);
+      try {
+        // JIT warm-up on both sides, and the copies the download rounds read (gateway step 1, bare 'keep').
+        await gatewayUpload();
+        await put(new URL('/keep', bare.url), file, bytes, 201);
+        await alternate('single upload', mib, gatewayUpload, bareUpload, cleanup);
+        if (concurrent > 1) {
+          await alternate(
+            `${concurrent} uploads at once (aggregate)`,
+            concurrent * mib,
+            many(gatewayUpload),
+            many(bareUpload),
+            cleanup,
+          );
+        }
+        if (download) {
+          const content = new URL(`/v1/runs/${run}/checkpoints/1/content`, gateway.url);
+          const kept = new URL('/keep', bare.url);
+          const half = Math.floor(bytes / 2);
+          const range = `bytes=${half}-${bytes - 1}`;
+          await alternate(
+            'download',
+            mib,
+            async () => (await fetchBody(content)).seconds,
+            async () => (await fetchBody(kept)).seconds,
+          );
+          await alternate(
+            `download Range ${range}`,
+            (bytes - half) / MiB,
+            async () => (await fetchBody(content, range)).seconds,
+            async () => (await fetchBody(kept, range)).seconds,
+          );
+        }
+        const peak = await peakRssMb(gateway.child.pid!);
+        console.log(`  gateway peak RSS ${peak.toFixed(0)} MiB`);
+        if (gateway.errors.length > 0) console.log(`  gateway errors logged:\n${gateway.errors.join('\n')}`);
+      } finally {
+        await gateway.stop();
+        await bare.stop();
+        await blobs.close();
+        await s3?.stop();
+        for (const dir of [dataDir, bareDir, s3Dir]) await rm(dir, { recursive: true, force: true });
+        await rm(file, { force: true });
       }
-      const peak = await peakRssMb(gateway.child.pid!);
-      const gatewayMBs = bytes / MiB / gatewayBest;
-      const rawMBs = bytes / MiB / rawBest;
-      console.log(
-        `size ${sizeMb} MiB: gateway ${gatewayMBs.toFixed(0)} MiB/s, raw store write ${rawMBs.toFixed(0)} MiB/s, ` +
-          `ratio ${(gatewayMBs / rawMBs).toFixed(2)}, gateway peak RSS ${peak.toFixed(0)} MiB`,
-      );
-    } finally {
-      await gateway.stop();
-      await rm(dataDir, { recursive: true, force: true });
-      await rm(path.join(work, `raw-${sizeMb}`), { recursive: true, force: true });
-      await rm(file, { force: true });
     }
   }
 }
@@ -261,10 +473,13 @@ async function severalReplicas(work: string): Promise<void> {
 async function main(): Promise<void> {
   const work = await mkdtemp(path.join(os.tmpdir(), 'trajgate-bench-'));
   console.log(
-    `bench-ingest: sizes ${sizes.join(', ')} MiB, best of ${repeat}, env ${JSON.stringify(extraEnv)}, ${os.cpus().length} cores` +
-      (replicas > 1 ? `, ${replicas} replicas` : ''),
+    `bench-ingest: sizes ${sizes.join(', ')} MiB, ` +
+      (replicas > 1
+        ? `best of ${repeat}, ${replicas} replicas`
+        : `${rounds} rounds, ${concurrent} concurrent, stores ${stores.join(', ')}`) +
+      `, env ${JSON.stringify(extraEnv)}, work dir ${work}`,
   );
-  if (replicas > 1) console.log(machineLine());
+  console.log(machineLine());
   try {
     if (replicas > 1) await severalReplicas(work);
     else await singleReplica(work);

@@ -65,11 +65,15 @@ export function watchGatewayOutput(
   return { listening, errors, tail: () => `stdout:\n${lines.join('\n')}\nstderr:\n${stderr}` };
 }
 
-export async function startGatewayProcess(env: Record<string, string>): Promise<GatewayProcess> {
+/** `nodeArgs` go to node before the script (e.g. `--cpu-prof`, which NODE_OPTIONS does not take). */
+export async function startGatewayProcess(
+  env: Record<string, string>,
+  nodeArgs: string[] = [],
+): Promise<GatewayProcess> {
   const inherited = Object.fromEntries(
     Object.entries(process.env).filter(([k]) => !k.startsWith('TRAJGATE_') && !k.startsWith('NODE_TEST')),
   );
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/main.ts')], {
+  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', path.join(ROOT, 'src/main.ts')], {
     cwd: ROOT,
     env: {
       ...inherited,
