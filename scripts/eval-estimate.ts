@@ -9,7 +9,7 @@
  * embedded gateway runs with access control on (a writer token scoped to this evaluation's run ids).
  *
  *   npx tsx scripts/eval-estimate.ts --quick   A: 12 runs (4 lr × 3 noise), 1000 steps; B: 8 runs, 800 steps
- *   npx tsx scripts/eval-estimate.ts           A: 32 runs (4 lr × 4 noise × 2 seeds), 1250 steps; B: 16 runs, 1000 steps
+ *   npx tsx scripts/eval-estimate.ts           A: 32 runs (4 lr × 4 noise × 2 seeds), 1200 steps; B: 16 runs, 1000 steps
  *   --cache DIR   keep trained runs (points and truth) in DIR and reuse them on the next evaluation
  *   --url http://localhost:8080 [--token tg_...]
  *

@@ -40,7 +40,7 @@ export const EVALS_PER_RUN = 20;
 export function familyA(quick: boolean): RunSpec[] {
   const c = quick
     ? { lrs: [0.01, 0.03, 0.1, 0.3], noises: [0, 0.2, 0.4], seeds: [1], steps: 1000 }
-    : { lrs: [0.01, 0.03, 0.1, 0.3], noises: [0, 0.2, 0.4, 0.6], seeds: [1, 2], steps: 1250 };
+    : { lrs: [0.01, 0.03, 0.1, 0.3], noises: [0, 0.2, 0.4, 0.6], seeds: [1, 2], steps: 1200 };
   const out: RunSpec[] = [];
   for (const seed of c.seeds)
     for (const noise of c.noises)
@@ -131,7 +131,7 @@ export async function trainOrLoad(spec: RunSpec, cacheDir: string | undefined): 
     labelNoise: spec.noise,
     seed: spec.seed,
     checkpointEvery: spec.steps,
-    evalEvery: spec.steps / EVALS_PER_RUN,
+    evalEvery: Math.round(spec.steps / EVALS_PER_RUN),
     gapEvery: 5,
     optimizer: spec.optimizer,
   };
