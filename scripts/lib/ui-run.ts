@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import type { MetricPoint, TrajgateClient } from '@trajgate/sdk';
 import { type Browser, chromium } from 'playwright-core';
 import { mulberry32 } from './mnist-data.js';
@@ -14,6 +15,11 @@ export const CHROMIUM = process.env.TRAJGATE_CHROMIUM ?? '/usr/bin/chromium';
  * a fresh profile directory (its own --user-data-dir) and removes it on close.
  */
 export function launchChromium(): Promise<Browser> {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(
+      `no browser at ${CHROMIUM}: install Debian's chromium (apt-get install -y chromium) or set TRAJGATE_CHROMIUM`,
+    );
+  }
   return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,

@@ -27,7 +27,13 @@ export async function api(path, options = {}) {
     init.headers['content-type'] = 'application/json';
     init.body = JSON.stringify(options.json);
   }
-  const res = await fetch(path, init);
+  let res = await fetch(path, init);
+  // Over the token's request rate: wait as told (the list page asks for details of many runs), 3 times.
+  for (let retry = 0; res.status === 429 && retry < 3; retry++) {
+    const seconds = Math.min(10, Number(res.headers.get('retry-after')) || 1);
+    await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+    res = await fetch(path, init);
+  }
   if (!res.ok) {
     const body = await res.json().catch(() => null);
     throw new ApiError(res.status, body?.error?.code ?? `http_${res.status}`, body?.error?.message ?? res.statusText);

@@ -380,8 +380,10 @@ async function main() {
     keys.forEach((k, i) => {
       state[k] = values[i];
     });
+    performance.mark('trajgate:data');
     $('content').hidden = false;
     renderAll();
+    performance.mark('trajgate:charts');
     status.textContent = `Loaded ${state.checkpoints.length} checkpoints and ${state.metrics.length} metric points; checking every ${pollSeconds} s.`;
     window.trajgateUi.ready = true;
     setInterval(poll, pollSeconds * 1000);

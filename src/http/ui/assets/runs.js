@@ -2,7 +2,7 @@
 import { ApiError, allPages, api, el, formatBytes, formatGap, showError, withToken } from './api.js';
 
 /** Runs shown with their details (each costs two requests); the rest are counted. */
-const SHOWN = 200;
+const SHOWN = 100;
 const CONCURRENCY = 6;
 
 async function details(run) {
