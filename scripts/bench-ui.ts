@@ -3,8 +3,8 @@
  * control on, a synthetic run of N checkpoints and M metric points sent through the SDK, then the page
  * loaded in Debian's headless chromium several times, each in a fresh tab with the token in its session
  * storage. Prints the bytes of HTML+JS+CSS the page loads (as served, and what gzip would make of them: the
- * gateway does not compress), the bytes of API answers it reads, and per load the page-time marks: data
- * loaded, first chart drawn, all charts drawn.
+ * gateway does not compress), the bytes of API answers it reads and its slowest requests, and per load the
+ * page-time marks: the first chart drawn (each chart is drawn as soon as its data is in), all charts drawn.
  *
  *   npx tsx scripts/bench-ui.ts [--checkpoints 1000] [--points 100000] [--loads 5]
  */
@@ -32,6 +32,8 @@ interface Load {
   assets: Map<string, Buffer>;
   apiBytes: number;
   apiRequests: number;
+  /** Milliseconds from sending each API request to the end of its answer, by path. */
+  apiMs: Map<string, number>;
   marks: Record<string, number>;
 }
 
@@ -62,7 +64,7 @@ async function main(): Promise<void> {
         content: `sessionStorage.setItem('trajgate.token', ${JSON.stringify(gateway.writer.token)})`,
       });
       const page = await context.newPage();
-      const load: Load = { assets: new Map(), apiBytes: 0, apiRequests: 0, marks: {} };
+      const load: Load = { assets: new Map(), apiBytes: 0, apiRequests: 0, apiMs: new Map(), marks: {} };
       const bodies: Promise<void>[] = [];
       page.on('response', (res) => {
         const type = res.request().resourceType();
@@ -72,6 +74,8 @@ async function main(): Promise<void> {
               if (type === 'fetch') {
                 load.apiBytes += body.byteLength;
                 load.apiRequests++;
+                const timing = res.request().timing();
+                load.apiMs.set(new URL(res.url()).pathname, timing.responseEnd - timing.requestStart);
               } else if (['document', 'script', 'stylesheet'].includes(type)) {
                 load.assets.set(new URL(res.url()).pathname, body);
               }
@@ -87,7 +91,7 @@ async function main(): Promise<void> {
       });
       load.marks = await page.evaluate(() =>
         Object.fromEntries(
-          ['trajgate:data', 'trajgate:first-chart', 'trajgate:charts'].map((m) => [
+          ['trajgate:first-chart', 'trajgate:charts'].map((m) => [
             m.slice('trajgate:'.length),
             performance.getEntriesByName(m)[0].startTime,
           ]),
@@ -96,10 +100,14 @@ async function main(): Promise<void> {
       await Promise.all(bodies);
       results.push(load);
       await context.close();
+      const slowest = [...load.apiMs]
+        .sort((a, b) => b[1] - a[1])
+        .slice(0, 3)
+        .map(([p, ms]) => `${p.replace(`/v1/runs/${RUN}`, '…')} ${ms.toFixed(0)} ms`);
       console.log(
-        `load ${i + 1}: data loaded ${load.marks.data.toFixed(0)} ms, first chart ${load.marks['first-chart'].toFixed(0)} ms, ` +
+        `load ${i + 1}: first chart ${load.marks['first-chart'].toFixed(0)} ms, ` +
           `all charts ${load.marks.charts.toFixed(0)} ms (page time from navigation); ` +
-          `API: ${load.apiRequests} requests, ${(load.apiBytes / 1e6).toFixed(2)} MB`,
+          `API: ${load.apiRequests} requests, ${(load.apiBytes / 1e6).toFixed(2)} MB, slowest ${slowest.join(', ')}`,
       );
     }
 
@@ -116,8 +124,7 @@ async function main(): Promise<void> {
         0.5,
       );
     console.log(
-      `median over ${loads} loads: data loaded ${median('data').toFixed(0)} ms, ` +
-        `first chart ${median('first-chart').toFixed(0)} ms, all charts ${median('charts').toFixed(0)} ms`,
+      `median over ${loads} loads: first chart ${median('first-chart').toFixed(0)} ms, all charts ${median('charts').toFixed(0)} ms`,
     );
   } finally {
     await browser.close();

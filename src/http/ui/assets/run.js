@@ -196,14 +196,18 @@ function renderAllTable() {
   );
 }
 
-function drawCharts() {
-  const { metrics, trajectory, checkpoints, history, policy } = state;
-  for (const chart of Object.values(charts)) chart.u.destroy();
-  charts.loss = lossChart($('chart-loss'), { metrics, trajectory, checkpoints }, overlay, tooltip);
+/** Each chart (re)drawn from the state; the first one drawn marks `trajgate:first-chart`. */
+const chartDrawers = {
+  loss: () => lossChart($('chart-loss'), state, overlay, tooltip),
+  change: () =>
+    changeChart($('chart-change'), { ...state, threshold: state.policy.resolved.change.zThreshold }, overlay, tooltip),
+  estimate: () => estimateChart($('chart-estimate'), state),
+};
+
+function drawChart(name) {
+  charts[name]?.u.destroy();
+  charts[name] = chartDrawers[name]();
   if (!performance.getEntriesByName('trajgate:first-chart').length) performance.mark('trajgate:first-chart');
-  const threshold = policy.resolved.change.zThreshold;
-  charts.change = changeChart($('chart-change'), { metrics, trajectory, checkpoints, threshold }, overlay, tooltip);
-  charts.estimate = estimateChart($('chart-estimate'), { history, trajectory });
 }
 
 function renderAll() {
@@ -211,8 +215,18 @@ function renderAll() {
   renderEstimate();
   renderPolicy();
   renderTables();
-  drawCharts();
+  for (const name of Object.keys(chartDrawers)) drawChart(name);
 }
+
+/** What each part of the page needs: on the first load, each part is drawn as soon as its data is in. */
+const PARTS = [
+  [['estimate'], renderEstimate],
+  [['policy'], renderPolicy],
+  [['checkpoints', 'trajectory'], renderTables],
+  [['history', 'trajectory'], () => drawChart('estimate')],
+  [['metrics', 'trajectory', 'checkpoints'], () => drawChart('loss')],
+  [['metrics', 'trajectory', 'checkpoints', 'policy'], () => drawChart('change')],
+];
 
 function redrawMarkers() {
   charts.loss?.u.redraw(false);
@@ -375,14 +389,22 @@ async function main() {
   };
   try {
     state.summary = await withToken(() => api(base));
-    const keys = Object.keys(loaders);
-    const values = await Promise.all(keys.map((k) => loaders[k]()));
-    keys.forEach((k, i) => {
-      state[k] = values[i];
-    });
-    performance.mark('trajgate:data');
     $('content').hidden = false;
-    renderAll();
+    renderSummary();
+    const pending = new Set(PARTS);
+    const progress = () => {
+      for (const part of pending) {
+        if (!part[0].every((key) => state[key] !== null)) continue;
+        pending.delete(part);
+        part[1]();
+      }
+    };
+    await Promise.all(
+      Object.entries(loaders).map(async ([key, load]) => {
+        state[key] = await load();
+        progress();
+      }),
+    );
     performance.mark('trajgate:charts');
     status.textContent = `Loaded ${state.checkpoints.length} checkpoints and ${state.metrics.length} metric points; checking every ${pollSeconds} s.`;
     window.trajgateUi.ready = true;
