@@ -204,9 +204,17 @@ const chartDrawers = {
   estimate: () => estimateChart($('chart-estimate'), state),
 };
 
+/** Whether a chart has anything to draw. */
+const chartHasData = {
+  loss: () => state.metrics.length > 0,
+  change: () => state.trajectory.items.length > 0,
+  estimate: () => state.history.length > 0,
+};
+
 function drawChart(name) {
   charts[name]?.u.destroy();
   charts[name] = chartDrawers[name]();
+  $(`empty-${name}`).hidden = chartHasData[name]();
   if (!performance.getEntriesByName('trajgate:first-chart').length) performance.mark('trajgate:first-chart');
 }
 
@@ -406,7 +414,8 @@ async function main() {
       }),
     );
     performance.mark('trajgate:charts');
-    status.textContent = `Loaded ${state.checkpoints.length} checkpoints and ${state.metrics.length} metric points; checking every ${pollSeconds} s.`;
+    const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;
+    status.textContent = `Loaded ${plural(state.checkpoints.length, 'checkpoint')} and ${plural(state.metrics.length, 'metric point')}; checking every ${pollSeconds} s.`;
     window.trajgateUi.ready = true;
     setInterval(poll, pollSeconds * 1000);
   } catch (err) {
