@@ -225,6 +225,26 @@ describe('estimate accumulator', () => {
     assert.ok(w && /batch size 2/.test(w.message) && /800/.test(w.message));
   });
 
+  it('effectiveIncrement takes tr(PΣ) from extra.preconditionedVariance where logged, carried to the steps after', () => {
+    const base: MetricPoint[] = Array.from({ length: 100 }, (_, i) => ({
+      step: i + 1,
+      lr: 0.01,
+      gradNorm: 2,
+      gradVariance: 50,
+      updateNorm: 0.04,
+    }));
+    const served = (points: MetricPoint[]) =>
+      currentEstimate(EstimateAccumulator.create().add(points), { trainSize: N }).served.value as number;
+    // Without it: Σ (||Δw||/||ḡ||)·tr Σ / n = 100 · 0.02 · 50 / 1000.
+    assert.ok(Math.abs(served(base) - 0.1) < 1e-12, `${served(base)}`);
+    // Logged on every 10th step (an Adam-like P worth 3× the scalar form): the 9 steps after each carry it.
+    const logged = base.map((p) => (p.step % 10 === 1 ? { ...p, extra: { preconditionedVariance: 3 } } : p));
+    assert.ok(Math.abs(served(logged) - 0.3) < 1e-12, `${served(logged)}`);
+    // A negative value is invalid and ignored (counted), like any invalid input.
+    const invalid = base.map((p) => ({ ...p, extra: { preconditionedVariance: -1 } }));
+    assert.ok(Math.abs(served(invalid) - 0.1) < 1e-12);
+  });
+
   it('recovers a known calibration scale from synthetic evaluation points', () => {
     const e = currentEstimate(EstimateAccumulator.create().add(points), { trainSize: N });
     assert.ok(e.calibrated && e.gap && e.calibration);

@@ -10,6 +10,7 @@ import {
   gradVarianceEstimate,
   initTfBackend,
   mlpParams,
+  preconditionedVariance,
   trainMnist,
   type MnistMetricPoint,
   type TrainMnistOptions,
@@ -157,6 +158,26 @@ describe('mnist harness', () => {
     const fastTrace = gradVarianceEstimate(fastPerSample, sqNorm(fastFlat));
     assert.ok(Math.abs(fastTrace - traceDirect) <= 1e-4 * meanSqNorm, `${fastTrace} vs ${traceDirect}`);
     assert.ok(traceDirect > 0.5 * meanSqNorm, 'the check is not dominated by cancellation');
+
+    // tr(P Σ̂) for a diagonal P spread over three orders of magnitude, against Σ_j P_j·Var_j directly.
+    const precond = mlpParams(mlp).map((p, i) =>
+      tf.tidy(() => tf.exp(tf.mul(tf.randomUniform(p.shape, -3, 3, 'float32', 17 + i), 1))),
+    );
+    const weights = Float64Array.from(precond.flatMap((t) => Array.from(t.dataSync())));
+    let weightedDirect = 0;
+    let weightedScale = 0;
+    for (let j = 0; j < dim; j++) {
+      let s = 0;
+      for (const g of perSample) s += (g[j] - mean[j]) ** 2;
+      weightedDirect += (weights[j] * s) / (m - 1);
+      for (const g of perSample) weightedScale += (weights[j] * g[j] ** 2) / m;
+    }
+    const weighted = preconditionedVariance(mlp, xs, ys, precond);
+    assert.ok(Math.abs(weighted - weightedDirect) <= 1e-4 * weightedScale, `${weighted} vs ${weightedDirect}`);
+    const scalar = mlpParams(mlp).map((p) => tf.fill(p.shape, 0.05));
+    const sgd = preconditionedVariance(mlp, xs, ys, scalar);
+    assert.ok(Math.abs(sgd - 0.05 * fastTrace) <= 1e-4 * 0.05 * meanSqNorm, 'P = η·I gives η·tr Σ');
+    tf.dispose([...precond, ...scalar]);
 
     tf.dispose([xs, ys, fast.loss, fast.perSampleSqNorms, ...fast.grads]);
     assert.equal(tf.memory().numTensors, before);

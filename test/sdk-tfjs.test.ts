@@ -166,6 +166,44 @@ describe('TrainingStats', () => {
     assert.ok(Math.abs(stats.updateNorm([v]) - 5) < 1e-6);
     tf.dispose([b.xs, b.ys, v, ...variables]);
   });
+
+  it("logs tr(PΣ) with Adam's preconditioner: the P tfjs's Adam applies, weighted over the micro-batches", () => {
+    const { variables, loss, batch } = setup(13, 32);
+    const [lr, beta2, epsilon, k] = [0.01, 0.99, 1e-7, 4];
+    const b = batch(Array.from({ length: 32 }, (_, i) => i));
+    const tensorsBefore = tf.memory().numTensors;
+    // β1 = 0: Adam's step is exactly −P·ḡ, so the measured update checks the P TrainingStats keeps.
+    const optimizer = tf.train.adam(lr, 0, beta2, epsilon);
+    const stats = new TrainingStats(tf, { microBatches: k, preconditioner: { kind: 'adam', beta2, epsilon } });
+    const rows = 32 / k;
+    let v: Float64Array | null = null;
+    for (let step = 1; step <= 3; step++) {
+      const g = flatGrad(loss, b, variables);
+      const micro = Array.from({ length: k }, (_, i) => {
+        const part = batch(Array.from({ length: rows }, (_, r) => i * rows + r));
+        const gk = flatGrad(loss, part, variables);
+        tf.dispose([part.xs, part.ys]);
+        return gk;
+      });
+      v = Float64Array.from(g, (x, i) => (v ? beta2 * v[i] : 0) + (1 - beta2) * x * x);
+      const p = Float64Array.from(v, (x) => lr / (Math.sqrt(x / (1 - beta2 ** step)) + epsilon));
+      let expected = 0;
+      for (const gk of micro) for (let i = 0; i < p.length; i++) expected += p[i] * (gk[i] - g[i]) ** 2;
+      expected *= rows / (k - 1);
+      const before = flatWeights(variables);
+      const point = stats.step({ step, loss, xs: b.xs, ys: b.ys, variables, optimizer, lr });
+      const afterStep = flatWeights(variables);
+      const mismatch = Math.sqrt(before.reduce((s, w, i) => s + (afterStep[i] - w + p[i] * g[i]) ** 2, 0));
+      assert.ok(mismatch < 1e-3 * point.updateNorm!, `step ${step}: Δw differs from −P·ḡ by ${mismatch}`);
+      const logged = point.extra!.preconditionedVariance;
+      assert.ok(Math.abs(logged - expected) < 1e-3 * expected, `step ${step}: ${logged} vs ${expected}`);
+      assert.ok(Math.abs(logged - lr * point.gradVariance!) > 0.1 * logged, 'not the SGD value');
+    }
+    stats.dispose();
+    optimizer.dispose(); // its own moments
+    assert.equal(tf.memory().numTensors, tensorsBefore, 'no tensors kept after dispose()');
+    tf.dispose([b.xs, b.ys, ...variables]);
+  });
 });
 
 describe('tfjs tensors through a real gateway', () => {

@@ -183,11 +183,18 @@ function gaussian(count: number, std: number, rand: () => number): Float32Array 
  * [m, units_l]) are added to layer l's pre-activation so the gradient w.r.t. them is the per-sample delta;
  * `inputSqNorms` receives ||a_{l−1,i}||² per layer (kept tensors, the caller disposes them).
  */
-function forward(params: tf.Tensor[], x: tf.Tensor, probes?: tf.Tensor[], inputSqNorms?: tf.Tensor[]): tf.Tensor {
+function forward(
+  params: tf.Tensor[],
+  x: tf.Tensor,
+  probes?: tf.Tensor[],
+  inputSqNorms?: tf.Tensor[],
+  inputSquares?: tf.Tensor[],
+): tf.Tensor {
   let a = x;
   const depth = params.length / 2;
   for (let l = 0; l < depth; l++) {
     if (inputSqNorms) inputSqNorms.push(tf.keep(tf.sum(tf.square(a), 1)));
+    if (inputSquares) inputSquares.push(tf.keep(tf.square(a)));
     let z = tf.add(tf.matMul(a, params[2 * l]), params[2 * l + 1]);
     if (probes) z = tf.add(z, probes[l]);
     a = l + 1 < depth ? tf.relu(z) : z;
@@ -231,6 +238,42 @@ export function batchGradients(mlp: Mlp, xs: tf.Tensor, oneHot: tf.Tensor): Batc
     });
   } finally {
     for (const t of inputSqNorms) t.dispose();
+  }
+}
+
+/**
+ * tr(P Σ̂) for a diagonal preconditioner P (one tensor per parameter, mlpParams order): the per-sample
+ * gradient covariance measured in the metric of the update Δw = −P ḡ, i.e. the variance of the update each
+ * sample alone would cause. With z = aW + b per layer, sample i's gradient is a_i δ_iᵀ and δ_i, so
+ * g_iᵀ P g_i = Σ_jk P_W[j,k] a_ij² δ_ik² + Σ_k P_b[k] δ_ik² = rowsum((a_i² P_W) ⊙ δ_i²) + δ_i² · P_b;
+ * tr(P Σ̂) = m/(m−1)·(mean_i g_iᵀ P g_i − ḡᵀ P ḡ). For SGD (P = η·I) it is η·tr Σ̂.
+ */
+export function preconditionedVariance(mlp: Mlp, xs: tf.Tensor, oneHot: tf.Tensor, precond: tf.Tensor[]): number {
+  const m = xs.shape[0];
+  const params = mlpParams(mlp);
+  const inputSquares: tf.Tensor[] = [];
+  try {
+    const result = tf.tidy(() => {
+      const probes = mlp.layers.map((l) => tf.zeros([m, l.units]));
+      const f = (...args: tf.Tensor[]): tf.Scalar =>
+        crossEntropy(forward(args.slice(0, params.length), xs, args.slice(params.length)), oneHot);
+      const { grads } = tf.valueAndGrads(f)([...params, ...probes]);
+      forward(params, xs, undefined, undefined, inputSquares);
+      const perSample = mlp.layers.map((_, l) => {
+        const deltaSq = tf.square(tf.mul(grads[params.length + l], m));
+        const kernel = tf.sum(tf.mul(tf.matMul(inputSquares[l], precond[2 * l]), deltaSq), 1);
+        const bias = tf.sum(tf.mul(deltaSq, precond[2 * l + 1]), 1);
+        return tf.add(kernel, bias);
+      });
+      const meanSample = tf.mean(tf.addN(perSample));
+      const mean = tf.addN(grads.slice(0, params.length).map((g, i) => tf.sum(tf.mul(tf.square(g), precond[i]))));
+      return tf.keep(tf.stack([meanSample, mean]));
+    });
+    const [meanSample, mean] = result.dataSync();
+    result.dispose();
+    return m < 2 ? 0 : Math.max(0, (m / (m - 1)) * (meanSample - mean));
+  } finally {
+    for (const t of inputSquares) t.dispose();
   }
 }
 
@@ -469,7 +512,12 @@ async function runLoop(options: TrainMnistOptions, hooks: TrainHooks, state: Loo
       updateNorm: lr * Math.sqrt(gradSq),
     };
     const adamUpdate = adam ? adamStep(adam, bg.grads, lr) : null;
-    if (adamUpdate) point.updateNorm = Math.sqrt(sumOfSquares(adamUpdate));
+    if (adamUpdate) {
+      point.updateNorm = Math.sqrt(sumOfSquares(adamUpdate));
+      const precond = adamPreconditioner(adam!, lr);
+      point.extra = { ...point.extra, preconditionedVariance: preconditionedVariance(mlp, xs, ys, precond) };
+      tf.dispose(precond);
+    }
     if (adamUpdate && options.gapEvery > 0 && step % options.gapEvery === 0) {
       const valGrads = rowsGradients(mlp, heldOut, nextHeldOutBatch());
       const freshGrads = rowsGradients(mlp, train, nextFreshBatch());
@@ -598,6 +646,12 @@ function adamStep(state: AdamState, grads: tf.Tensor[], lr: number): tf.Tensor[]
       return tf.mul(tf.div(mHat, tf.add(tf.sqrt(vHat), eps)), -lr);
     }),
   );
+}
+
+/** Adam's diagonal preconditioner at the current moments: lr/(sqrt(v̂)+ε), so Δw ≈ −P·m̂ (caller disposes). */
+function adamPreconditioner(state: AdamState, lr: number): tf.Tensor[] {
+  const c2 = 1 - 0.999 ** state.t;
+  return state.v.map((v) => tf.tidy(() => tf.div(lr, tf.add(tf.sqrt(tf.div(v, c2)), 1e-8))));
 }
 
 function applyUpdate(mlp: Mlp, update: tf.Tensor[]): void {

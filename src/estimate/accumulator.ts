@@ -282,6 +282,7 @@ export class EstimateAccumulator {
     if (p.extra) {
       this.take(rec, 'gapIncrementFresh', p.extra.gapIncrementFresh, ANY);
       this.take(rec, 'trainEvalLoss', p.extra.trainEvalLoss, ANY);
+      this.take(rec, 'preconditionedVariance', p.extra.preconditionedVariance, NON_NEGATIVE);
     }
     return rec;
   }

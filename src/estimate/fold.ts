@@ -105,12 +105,20 @@ export function foldRecord(f: FoldState, rec: StepRecord, checkpointPerStep: num
     t.soSum += span * norm * norm;
   }
   // ||ḡ||² = ||∇F_S||² + Var(ḡ), Var(ḡ) ≈ tr Σ/m: the share of the step that is minibatch noise is
-  // tr Σ/(m·||ḡ||²); the effective learning rate ||Δw||/||ḡ|| is η for SGD and the preconditioned step for
-  // adaptive optimizers.
+  // tr Σ/(m·||ḡ||²). The expected first-order gap increment of Δw = −P ḡ is tr(P Σ)/n: the client's
+  // preconditionedVariance where logged (any diagonal preconditioner, e.g. Adam's η/(√v̂+ε)), else P taken as
+  // the scalar ||Δw||/||ḡ|| (exact for SGD, where it is η).
   const g = rec.gradNorm ?? carry.gradNorm;
-  if (norm !== null && v !== null && g !== null && g > 0) {
+  const pv = rec.preconditionedVariance ?? carry.preconditionedVariance;
+  if (pv !== null) {
     t.fSteps += span;
-    t.fSum += span * (norm / g) * v;
+    t.fSum += span * pv;
+  }
+  if (norm !== null && v !== null && g !== null && g > 0) {
+    if (pv === null) {
+      t.fSteps += span;
+      t.fSum += span * (norm / g) * v;
+    }
     if (m !== null) {
       t.cSteps += span;
       t.cSum += span * norm * Math.sqrt(Math.max(0, 1 - v / (m * g * g))) * Math.sqrt(v);
@@ -145,6 +153,7 @@ export function foldRecord(f: FoldState, rec: StepRecord, checkpointPerStep: num
   if (rec.updateNorm !== undefined) carry.updateNorm = rec.updateNorm;
   if (rec.gradNorm !== undefined) carry.gradNorm = rec.gradNorm;
   if (rec.trainLoss !== undefined) carry.trainLoss = rec.trainLoss;
+  if (pv !== null) carry.preconditionedVariance = pv;
 }
 
 /**

@@ -11,7 +11,9 @@ export interface StateMigration {
  * `{ from: k − 1, migrate }` here. None leads from version 1 to 2: version 2 adds running sums
  * (effectiveIncrement, noiseCorrectedIndicator) that version 1's totals cannot give, and keeps evaluation
  * points apart from the snapshots, so a version-1 state is rebuilt from the catalog (rebuild.ts), which is
- * exact, instead of being migrated with those sums missing for its past steps.
+ * exact, instead of being migrated with those sums missing for its past steps. None leads from 2 to 3
+ * either: version 3 reads extra.preconditionedVariance into effectiveIncrement, which a version-2 state
+ * ignored for its past steps; the rebuild reads them.
  */
 export const STATE_MIGRATIONS: readonly StateMigration[] = [];
 

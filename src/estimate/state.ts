@@ -6,7 +6,7 @@ import { METRIC_FIELDS } from '../model/records.js';
  * schema, its version and its empty value. Bump STATE_VERSION on any change to the schema or to what a
  * stored field means, and register a migration from the previous version (migration.ts).
  */
-export const STATE_VERSION = 2;
+export const STATE_VERSION = 3;
 
 const num = z.number();
 const opt = num.optional();
@@ -24,6 +24,7 @@ const StepRecord = z.object({
   gapIncrement: opt,
   gapIncrementFresh: opt,
   trainEvalLoss: opt,
+  preconditionedVariance: opt,
 });
 export type StepRecord = z.infer<typeof StepRecord>;
 export type RecordField = Exclude<keyof StepRecord, 'step'>;
@@ -48,7 +49,10 @@ export const TOTAL_KEYS = [
   'gSelfFitOne',
   /** Σ of the client's gapIncrement as logged, weighted the same way. */
   'gUncorrected',
-  /** Σ (||Δw_t|| / ||ḡ_t||)·tr Σ_t: the expected increment at the step's effective learning rate, ·n. */
+  /**
+   * Σ tr(P_t Σ_t), the expected first-order gap increment of the update Δw_t = −P_t ḡ_t, ·n: the logged
+   * extra.preconditionedVariance where a step has one, else (||Δw_t|| / ||ḡ_t||)·tr Σ_t (P_t a multiple of I).
+   */
   'fSteps',
   'fSum',
   /** Σ ||Δw_t||·sqrt(max(0, 1 − tr Σ_t/(m·||ḡ_t||²)))·sqrt(tr Σ_t): B_T with minibatch noise removed, ·√n. */
@@ -69,6 +73,7 @@ const Carry = z.object({
   gradNorm: num.nullable(),
   trainLoss: num.nullable(),
   lastGapStep: num.nullable(),
+  preconditionedVariance: num.nullable(),
 });
 export type Carry = z.infer<typeof Carry>;
 
@@ -112,8 +117,8 @@ export type Snapshot = z.infer<typeof Snapshot>;
 const CheckpointNorm = z.object({ step: num, perStep: num.nullable() });
 export type CheckpointNorm = z.infer<typeof CheckpointNorm>;
 
-/** The metric fields, plus the two the estimate reads from `extra`. */
-export const INPUT_FIELDS = [...METRIC_FIELDS, 'gapIncrementFresh', 'trainEvalLoss'] as const;
+/** The metric fields, plus the three the estimate reads from `extra`. */
+export const INPUT_FIELDS = [...METRIC_FIELDS, 'gapIncrementFresh', 'trainEvalLoss', 'preconditionedVariance'] as const;
 const fieldCounts = z.object(Object.fromEntries(INPUT_FIELDS.map((k) => [k, num])) as Record<RecordField, typeof num>);
 export type FieldCounts = z.infer<typeof fieldCounts>;
 
@@ -190,6 +195,7 @@ export function initialState(options: AccumulatorOptions): AccumulatorState {
       gradNorm: null,
       trainLoss: null,
       lastGapStep: null,
+      preconditionedVariance: null,
     },
     totals: zeroTotals(),
     counters: {

@@ -79,6 +79,12 @@ export interface GradientStats {
    * noisier), and averages out over the steps the estimate sums.
    */
   gradVariance: number;
+  /**
+   * tr(P Σ̂) for the optimizer's diagonal preconditioner P (Δw = −P·ḡ; Adam: η/(√v̂+ε)), from the same
+   * micro-batches: b/(K−1) · Σ_k (g_k − ḡ)ᵀ P (g_k − ḡ). Logged as extra.preconditionedVariance; the
+   * estimate's served indicator sums it (docs/architecture.md §7). Only with a `preconditioner` option.
+   */
+  preconditionedVariance?: number;
 }
 
 export interface TrainingStatsOptions {
@@ -92,6 +98,13 @@ export interface TrainingStatsOptions {
    * Default `measured`.
    */
   updateNorm?: 'measured' | 'sgd';
+  /**
+   * The optimizer's diagonal preconditioner, for extra.preconditionedVariance. `adam`: TrainingStats keeps
+   * Adam's second moment v itself from the gradients it applies (β2, ε as given to tf.train.adam; defaults
+   * 0.999 and 1e-8) and takes P = lr/(√(v/(1−β2^t)) + ε), as tfjs's Adam does. Omit for SGD (P = lr·I,
+   * which the server derives from lr·||ḡ|| and tr Σ) and for optimizers whose P is not of this form.
+   */
+  preconditioner?: { kind: 'adam'; beta2?: number; epsilon?: number };
 }
 
 export interface StepInput {
@@ -126,6 +139,9 @@ export class TrainingStats {
   private readonly k: number;
   private readonly gapEvery: number;
   private previous: Map<string, TF.Tensor> | null = null;
+  /** Adam's second moment by variable name, and its step count (the `adam` preconditioner). */
+  private secondMoment: Map<string, TF.Tensor> | null = null;
+  private adamSteps = 0;
 
   constructor(
     private readonly tf: Tf,
@@ -141,7 +157,7 @@ export class TrainingStats {
   step(input: StepInput): MetricPoint {
     const tf = this.tf;
     const { variables, lr } = input;
-    const stats = this.gradients(input.loss, input.xs, input.ys, variables);
+    const stats = this.gradients(input.loss, input.xs, input.ys, variables, this.preconditionerFor(lr));
     const onGapStep = this.gapEvery > 0 && input.step % this.gapEvery === 0 && input.heldOut !== undefined;
     const measured = (this.options.updateNorm ?? 'measured') === 'measured';
     const owned: TF.Tensor[] = Object.values(stats.grads);
@@ -166,12 +182,18 @@ export class TrainingStats {
         gradNorm: stats.gradNorm,
         gradVariance: stats.gradVariance,
       };
+      if (stats.preconditionedVariance !== undefined)
+        point.extra = { preconditionedVariance: stats.preconditionedVariance };
       const update = measured ? this.takeUpdate(variables) : this.sgdUpdate(stats.grads, lr);
       owned.push(...Object.values(update));
       point.updateNorm = measured ? this.norm(update) : lr * stats.gradNorm;
       if (valGrads) {
         point.gapIncrement = this.dot(valGrads, update) - this.dot(stats.grads, update);
-        if (freshGrads) point.extra = { gapIncrementFresh: this.dot(valGrads, update) - this.dot(freshGrads, update) };
+        if (freshGrads)
+          point.extra = {
+            ...point.extra,
+            gapIncrementFresh: this.dot(valGrads, update) - this.dot(freshGrads, update),
+          };
       }
       return point;
     } finally {
@@ -184,7 +206,13 @@ export class TrainingStats {
    * ḡ of `loss` over `variables`, with its norm and the micro-batch estimate of tr Σ. Micro-batches are
    * contiguous slices of the batch (shuffle rows across batches, not within micro-batches).
    */
-  gradients(loss: LossFn, xs: TF.Tensor, ys: TF.Tensor, variables: readonly TF.Variable[]): GradientStats {
+  gradients(
+    loss: LossFn,
+    xs: TF.Tensor,
+    ys: TF.Tensor,
+    variables: readonly TF.Variable[],
+    preconditioner?: (grads: TF.NamedTensorMap) => TF.NamedTensorMap,
+  ): GradientStats {
     const tf = this.tf;
     const k = this.k;
     const m = xs.shape[0];
@@ -204,15 +232,62 @@ export class TrainingStats {
       const names = Object.keys(perBatch[0]);
       const grads: TF.NamedTensorMap = {};
       for (const name of names) grads[name] = tf.tidy(() => tf.div(tf.addN(perBatch.map((g) => g[name])), k));
-      const [meanSq, spread] = tf.tidy(() => {
+      const p = preconditioner?.(grads);
+      const [meanSq, spread, weighted] = tf.tidy(() => {
         const sq = tf.addN(names.map((n) => tf.sum(tf.square(grads[n]))));
         const dev = tf.addN(perBatch.flatMap((g) => names.map((n) => tf.sum(tf.square(tf.sub(g[n], grads[n]))))));
-        return tf.stack([sq, dev]).dataSync();
+        const pDev = p
+          ? tf.addN(perBatch.flatMap((g) => names.map((n) => tf.sum(tf.mul(p[n], tf.square(tf.sub(g[n], grads[n])))))))
+          : tf.scalar(0);
+        return tf.stack([sq, dev, pDev]).dataSync();
       });
-      return { grads, loss: lossSum / k, gradNorm: Math.sqrt(meanSq), gradVariance: (b / (k - 1)) * spread };
+      if (p) tf.dispose(Object.values(p));
+      return {
+        grads,
+        loss: lossSum / k,
+        gradNorm: Math.sqrt(meanSq),
+        gradVariance: (b / (k - 1)) * spread,
+        ...(p ? { preconditionedVariance: (b / (k - 1)) * weighted } : {}),
+      };
     } finally {
       for (const g of perBatch) tf.dispose(Object.values(g));
     }
+  }
+
+  /**
+   * For the `adam` preconditioner: a function that advances the kept second moment with the step's ḡ (as
+   * the optimizer will) and returns P = lr/(√v̂+ε) by variable name (the caller disposes it).
+   */
+  private preconditionerFor(lr: number): ((grads: TF.NamedTensorMap) => TF.NamedTensorMap) | undefined {
+    const spec = this.options.preconditioner;
+    if (!spec) return undefined;
+    const tf = this.tf;
+    const beta2 = spec.beta2 ?? 0.999;
+    const epsilon = spec.epsilon ?? 1e-8;
+    return (grads) => {
+      const moments = this.secondMoment ?? new Map<string, TF.Tensor>();
+      this.secondMoment = moments;
+      this.adamSteps++;
+      const correction = 1 - beta2 ** this.adamSteps;
+      const out: TF.NamedTensorMap = {};
+      for (const [name, g] of Object.entries(grads)) {
+        const previous = moments.get(name);
+        const next = tf.tidy(() =>
+          previous ? tf.add(tf.mul(previous, beta2), tf.mul(tf.square(g), 1 - beta2)) : tf.mul(tf.square(g), 1 - beta2),
+        );
+        previous?.dispose();
+        moments.set(name, next);
+        out[name] = tf.tidy(() => tf.div(lr, tf.add(tf.sqrt(tf.div(next, correction)), epsilon)));
+      }
+      return out;
+    };
+  }
+
+  /** Frees the weight copy held between `snapshot()` and `updateNorm()`, and the `adam` second moment, if any. */
+  dispose(): void {
+    if (this.secondMoment) this.tf.dispose([...this.secondMoment.values()]);
+    this.secondMoment = null;
+    this.disposeSnapshot();
   }
 
   /** Keeps a copy of the weights; call before the optimizer step, then `updateNorm()` after it. */
@@ -259,12 +334,16 @@ export class TrainingStats {
     stats: GradientStats,
     extra: Omit<MetricPoint, 'step' | 'trainLoss' | 'gradNorm' | 'gradVariance'> = {},
   ): MetricPoint {
-    return { step, trainLoss: stats.loss, gradNorm: stats.gradNorm, gradVariance: stats.gradVariance, ...extra };
-  }
-
-  /** Frees the weight copy held between `snapshot()` and `updateNorm()`, if any. */
-  dispose(): void {
-    this.disposeSnapshot();
+    const point: MetricPoint = {
+      step,
+      trainLoss: stats.loss,
+      gradNorm: stats.gradNorm,
+      gradVariance: stats.gradVariance,
+      ...extra,
+    };
+    if (stats.preconditionedVariance !== undefined)
+      point.extra = { ...point.extra, preconditionedVariance: stats.preconditionedVariance };
+    return point;
   }
 
   private meanGradients(loss: LossFn, batch: Batch, variables: readonly TF.Variable[]): TF.NamedTensorMap {
