@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { MetricPoint } from '../src/model/records.js';
 import { EstimateAccumulator } from '../src/estimate/accumulator.js';
+import { AFFINE_MIN_POINTS, calibrate, sumsOf } from '../src/estimate/calibration.js';
 import { currentEstimate } from '../src/estimate/estimate.js';
 import { estimateHistory } from '../src/estimate/history.js';
 import type { Estimate } from '../src/estimate/types.js';
@@ -243,6 +244,34 @@ describe('estimate accumulator', () => {
     // A negative value is invalid and ignored (counted), like any invalid input.
     const invalid = base.map((p) => ({ ...p, extra: { preconditionedVariance: -1 } }));
     assert.ok(Math.abs(served(invalid) - 0.1) < 1e-12);
+  });
+
+  it('calibrates through the origin below 5 evaluation points and with an intercept from 5 (ordinary least squares)', () => {
+    const rand = rng(3);
+    const pairs = Array.from({ length: 12 }, (_, i) => {
+      const x = 1 + i * 0.7;
+      return { step: (i + 1) * 10, x, y: 0.3 + 0.05 * x + 0.01 * (rand() - 0.5) };
+    });
+    const few = calibrate(sumsOf(pairs.slice(0, AFFINE_MIN_POINTS - 1)), 10, 3);
+    assert.equal(few?.method, 'least-squares-through-origin');
+    assert.equal(few?.c, 0);
+    const fit = calibrate(sumsOf(pairs), 10, 3);
+    assert.ok(fit);
+    assert.equal(fit.method, 'least-squares-affine');
+    // The textbook OLS solution, computed directly.
+    const k = pairs.length;
+    const mx = pairs.reduce((a, p) => a + p.x, 0) / k;
+    const my = pairs.reduce((a, p) => a + p.y, 0) / k;
+    const slope =
+      pairs.reduce((a, p) => a + (p.x - mx) * (p.y - my), 0) / pairs.reduce((a, p) => a + (p.x - mx) ** 2, 0);
+    const intercept = my - slope * mx;
+    assert.ok(Math.abs(fit.a - slope) < 1e-9 && Math.abs(fit.c - intercept) < 1e-9, `${fit.a} ${fit.c}`);
+    const residuals = pairs.map((p) => p.y - slope * p.x - intercept);
+    const s = Math.sqrt(residuals.reduce((a, r) => a + r * r, 0) / (k - 2));
+    assert.ok(Math.abs(fit.s - s) < 1e-9);
+    assert.ok(Math.abs(fit.interval.estimate - (slope * 10 + intercept)) < 1e-9);
+    assert.ok(fit.interval.low < fit.interval.estimate && fit.interval.estimate < fit.interval.high);
+    assert.ok(Math.abs(fit.c - 0.3) < 0.02 && Math.abs(fit.a - 0.05) < 0.005);
   });
 
   it('recovers a known calibration scale from synthetic evaluation points', () => {

@@ -40,10 +40,11 @@ export function currentEstimate(acc: EstimateAccumulator, options: EstimateOptio
   let calibration: Calibration | null = null;
   if (fit) {
     calibration = {
-      method: 'least-squares-through-origin',
+      method: fit.method,
       source: 'own',
       indicator: SERVED,
       scale: n ? scaleOf(fit.a, n) : null,
+      offset: fit.c,
       points: fit.k,
       residualStd: fit.s,
       untilStep: until,
@@ -56,6 +57,7 @@ export function currentEstimate(acc: EstimateAccumulator, options: EstimateOptio
       source: 'siblings',
       indicator: SERVED,
       scale: Math.exp(options.siblings.logScaleMean),
+      offset: 0,
       points: ownPoints,
       residualStd: options.siblings.logScaleStd,
       untilStep: until,

@@ -16,10 +16,11 @@ export type IndicatorName = 'indicator' | 'expectedIncrement' | 'effectiveIncrem
 
 export interface Calibration {
   /**
-   * 'least-squares-through-origin': fitted on the run's own evaluation points. 'sibling-pool': the run has
-   * fewer than 3 paired evaluation points and takes the pooled scale of its calibration group's runs.
+   * Fitted on the run's own evaluation points: 'least-squares-through-origin' (3–4 points) or
+   * 'least-squares-affine' (5 or more: gap = scale·indicator + offset). 'sibling-pool': the run has fewer
+   * than 3 paired evaluation points and takes the pooled scale of its calibration group's runs.
    */
-  method: 'least-squares-through-origin' | 'sibling-pool';
+  method: 'least-squares-through-origin' | 'least-squares-affine' | 'sibling-pool';
   source: 'own' | 'siblings';
   /** The indicator the scale applies to (the served one). */
   indicator: IndicatorName;
@@ -28,6 +29,8 @@ export interface Calibration {
    * need; siblings: exp of the mean log scale).
    */
   scale: number | null;
+  /** The fitted gap at indicator 0 (affine fits; 0 otherwise), in loss units. */
+  offset: number;
   /** The run's own evaluation points paired with the indicator (used by an own fit). */
   points: number;
   /** Own: residual standard deviation of the fit, in loss units. Siblings: std of log(scale) across them. */
