@@ -77,6 +77,22 @@ class TrainingStatsDefinitions(unittest.TestCase):
         self.assertAlmostEqual(g.grad_variance, expected, places=10)
         np.testing.assert_allclose(g.grads["b"], mean[6:])
 
+    def test_preconditioned_variance_follows_the_definition(self) -> None:
+        rng = np.random.default_rng(7)
+        micro = [{"a": rng.standard_normal((3, 2)), "b": rng.standard_normal(4)} for _ in range(4)]
+        stats = trajgate.TrainingStats(micro_batches=4)
+        g = stats.gradient_stats(micro, rows_per_micro_batch=8)
+        precond = {"a": np.exp(rng.uniform(-3, 3, (3, 2))), "b": np.exp(rng.uniform(-3, 3, 4))}
+        flat = [np.concatenate([m["a"].ravel(), m["b"]]) for m in micro]
+        mean = np.mean(flat, axis=0)
+        weights = np.concatenate([precond["a"].ravel(), precond["b"]])
+        expected = 8 / 3 * sum(float(np.sum(weights * (f - mean) ** 2)) for f in flat)
+        got = stats.preconditioned_variance(micro, g.grads, 8, precond)
+        self.assertAlmostEqual(got, expected, places=10)
+        # P = lr·1 (SGD) gives lr·gradVariance.
+        sgd = {"a": np.full((3, 2), 0.1), "b": np.full(4, 0.1)}
+        self.assertAlmostEqual(stats.preconditioned_variance(micro, g.grads, 8, sgd), 0.1 * g.grad_variance, places=10)
+
     def test_grad_variance_is_unbiased_for_the_per_sample_covariance(self) -> None:
         # Per-sample gradients with covariance diag(s²): tr Σ = Σ s². Averaged over many draws, tr Σ̂ ≈ tr Σ.
         rng = np.random.default_rng(6)

@@ -58,8 +58,12 @@ class TrainingStats:
     - gapIncrement = <∇F_val − ∇F_train, Δw_t>, both gradients at the weights before the update, ∇F_train
       the step's own batch gradient ḡ (the server subtracts the self-fit term that carries).
 
-    `gradient_stats`, `update_norm` and `gap_increment` take mappings of numpy arrays or torch tensors;
-    `torch_step` does a whole PyTorch training step with them."""
+    - extra.preconditionedVariance = tr(P Σ̂) = b/(K−1) · Σ_k (g_k − ḡ)ᵀ P (g_k − ḡ) for an optimizer whose
+      step is Δw = −P ḡ with a diagonal P (Adam: P = lr/(sqrt(v/(1−β2^t)) + ε)); the estimate's served
+      indicator sums it, and without it understates Adam runs (docs/architecture.md §7).
+
+    `gradient_stats`, `preconditioned_variance`, `update_norm` and `gap_increment` take mappings of numpy
+    arrays or torch tensors; `torch_step` does a whole PyTorch training step with them."""
 
     def __init__(self, micro_batches: int = 4, gap_every: int = 10) -> None:
         if not isinstance(micro_batches, int) or micro_batches < 2:
@@ -81,6 +85,39 @@ class TrainingStats:
             mean[n] = total / k
         spread = sum(sq_norm({n: _f64(g[n]) - mean[n] for n in names}) for g in micro_grads)
         return GradientStats(mean, sq_norm(mean) ** 0.5, rows_per_micro_batch / (k - 1) * spread)
+
+    @staticmethod
+    def preconditioned_variance(
+        micro_grads: Sequence[Grads], mean: Grads, rows_per_micro_batch: int, preconditioner: Grads
+    ) -> float:
+        """tr(P Σ̂) = b/(K−1) · Σ_k Σ_i P_i (g_k,i − ḡ_i)² for a diagonal preconditioner P given by name
+        (P = lr·1 gives lr·gradVariance)."""
+        k = len(micro_grads)
+        if k < 2:
+            raise ValueError("tr(P Σ) needs at least two micro-batch gradients")
+        total = 0.0
+        for g in micro_grads:
+            for n, p in preconditioner.items():
+                d = _f64(g[n]) - _f64(mean[n])
+                total += float((_f64(p) * d * d).sum())
+        return rows_per_micro_batch / (k - 1) * total
+
+    @staticmethod
+    def torch_adam_preconditioner(optimizer: Any, params: Sequence[Tuple[str, Any]]) -> Optional[Dict[str, Any]]:
+        """P = lr/(sqrt(exp_avg_sq/(1−β2^t)) + eps) by name from a torch Adam/AdamW optimizer's state after
+        its step; None when the optimizer keeps no exp_avg_sq (not of this form)."""
+        group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+        out: Dict[str, Any] = {}
+        for name, p in params:
+            state = optimizer.state.get(p, {})
+            group = group_of.get(id(p))
+            if group is None or "exp_avg_sq" not in state or "betas" not in group:
+                return None
+            t = float(state["step"])
+            beta2 = group["betas"][1]
+            v_hat = _f64(state["exp_avg_sq"]) / (1 - beta2**t)
+            out[name] = float(group["lr"]) / (v_hat.sqrt() + group["eps"])
+        return out
 
     @staticmethod
     def update_norm(before: Grads, after: Grads) -> float:
@@ -141,4 +178,8 @@ class TrainingStats:
         }
         if val_grads is not None:
             point["gapIncrement"] = self.gap_increment(val_grads, stats.grads, delta)
+        precond = self.torch_adam_preconditioner(optimizer, params)
+        if precond is not None:
+            pv = self.preconditioned_variance([g for g, _ in micro], stats.grads, rows // self.k, precond)
+            point["extra"] = {"preconditionedVariance": pv}
         return point
