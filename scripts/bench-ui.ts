@@ -6,7 +6,10 @@
  * gateway does not compress), the bytes of API answers it reads and its slowest requests, and per load the
  * page-time marks: the first chart drawn (each chart is drawn as soon as its data is in), all charts drawn.
  *
- *   npx tsx scripts/bench-ui.ts [--checkpoints 1000] [--points 100000] [--loads 5]
+ * Loads alternate between the metric page sizes of --page-sizes (the page's `?metricsPage=`), so their
+ * ratio is measured under the same load of the machine.
+ *
+ *   npx tsx scripts/bench-ui.ts [--checkpoints 1000] [--points 100000] [--loads 5] [--page-sizes 20000,100000]
  */
 import { gzipSync } from 'node:zlib';
 import { parseArgs } from 'node:util';
@@ -19,11 +22,13 @@ const { values } = parseArgs({
     checkpoints: { type: 'string', default: '1000' },
     points: { type: 'string', default: '100000' },
     loads: { type: 'string', default: '5' },
+    'page-sizes': { type: 'string', default: '20000,100000' },
   },
 });
 const checkpoints = Number(values.checkpoints);
 const points = Number(values.points);
 const loads = Number(values.loads);
+const pageSizes = values['page-sizes'].split(',').map(Number);
 if (!Number.isInteger(points / checkpoints)) throw new Error('--points must be a multiple of --checkpoints');
 
 const RUN = 'bench-ui';
@@ -35,6 +40,7 @@ interface Load {
   /** Milliseconds from sending each API request to the end of its answer, by path. */
   apiMs: Map<string, number>;
   marks: Record<string, number>;
+  pageSize: number;
 }
 
 async function main(): Promise<void> {
@@ -58,13 +64,14 @@ async function main(): Promise<void> {
     );
 
     const results: Load[] = [];
-    for (let i = 0; i < loads; i++) {
+    for (let i = 0; i < loads * pageSizes.length; i++) {
+      const pageSize = pageSizes[i % pageSizes.length];
       const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
       await context.addInitScript({
         content: `sessionStorage.setItem('trajgate.token', ${JSON.stringify(gateway.writer.token)})`,
       });
       const page = await context.newPage();
-      const load: Load = { assets: new Map(), apiBytes: 0, apiRequests: 0, apiMs: new Map(), marks: {} };
+      const load: Load = { assets: new Map(), apiBytes: 0, apiRequests: 0, apiMs: new Map(), marks: {}, pageSize };
       const bodies: Promise<void>[] = [];
       page.on('response', (res) => {
         const type = res.request().resourceType();
@@ -84,7 +91,7 @@ async function main(): Promise<void> {
           ),
         );
       });
-      await page.goto(`${gateway.url}/ui/runs/${RUN}`);
+      await page.goto(`${gateway.url}/ui/runs/${RUN}?metricsPage=${pageSize}`);
       // Functions given to waitForFunction run in the page (the page's CSP refuses string predicates).
       await page.waitForFunction(() => performance.getEntriesByName('trajgate:charts').length > 0, null, {
         timeout: 300_000,
@@ -105,7 +112,7 @@ async function main(): Promise<void> {
         .slice(0, 3)
         .map(([p, ms]) => `${p.replace(`/v1/runs/${RUN}`, '…')} ${ms.toFixed(0)} ms`);
       console.log(
-        `load ${i + 1}: first chart ${load.marks['first-chart'].toFixed(0)} ms, ` +
+        `load ${i + 1} (${pageSize} points a page): first chart ${load.marks['first-chart'].toFixed(0)} ms, ` +
           `all charts ${load.marks.charts.toFixed(0)} ms (page time from navigation); ` +
           `API: ${load.apiRequests} requests, ${(load.apiBytes / 1e6).toFixed(2)} MB, slowest ${slowest.join(', ')}`,
       );
@@ -118,14 +125,25 @@ async function main(): Promise<void> {
       `page weight (HTML+JS+CSS): ${raw} bytes in ${assets.size} files as served, ${gz} bytes gzipped ` +
         `(${[...assets].map(([p, b]) => `${p.replace('/ui/assets/', '')} ${b.byteLength}`).join(', ')})`,
     );
-    const median = (key: string) =>
+    const median = (size: number, key: string) =>
       quantile(
-        results.map((r) => r.marks[key]).sort((a, b) => a - b),
+        results
+          .filter((r) => r.pageSize === size)
+          .map((r) => r.marks[key])
+          .sort((a, b) => a - b),
         0.5,
       );
-    console.log(
-      `median over ${loads} loads: first chart ${median('first-chart').toFixed(0)} ms, all charts ${median('charts').toFixed(0)} ms`,
-    );
+    for (const size of pageSizes) {
+      console.log(
+        `median over ${loads} loads at ${size} points a page: first chart ${median(size, 'first-chart').toFixed(0)} ms, ` +
+          `all charts ${median(size, 'charts').toFixed(0)} ms`,
+      );
+    }
+    if (pageSizes.length === 2) {
+      const [a, b] = pageSizes;
+      const ratio = (key: string) => (median(a, key) / median(b, key)).toFixed(2);
+      console.log(`${a} vs ${b} points a page: first chart ×${ratio('first-chart')}, all charts ×${ratio('charts')}`);
+    }
   } finally {
     await browser.close();
     await gateway.close();

@@ -15,7 +15,13 @@ import { changeChart, estimateChart, lossChart, plottedCounts, resizeAll } from 
 
 const runId = decodeURIComponent(location.pathname.slice('/ui/runs/'.length));
 const base = `/v1/runs/${encodeURIComponent(runId)}`;
-const pollSeconds = Math.max(1, Number(new URLSearchParams(location.search).get('poll')) || 5);
+const query = new URLSearchParams(location.search);
+const pollSeconds = Math.max(1, Number(query.get('poll')) || 5);
+/**
+ * Metric points per request. Smaller pages let the gateway answer the page's other requests in between (it
+ * serialises a page in one go), so the estimate chart and the tables come before the whole series.
+ */
+const metricsPage = String(Math.min(100_000, Math.max(1000, Number(query.get('metricsPage')) || 20_000)));
 const $ = (id) => document.getElementById(id);
 const status = $('status');
 const tooltip = $('tooltip');
@@ -57,7 +63,7 @@ async function loadPolicy(ref) {
 const loaders = {
   trajectory: () => api(`${base}/trajectory`),
   checkpoints: () => allPages(`${base}/checkpoints`, { limit: '1000' }),
-  metrics: () => allPages(`${base}/metrics`, { limit: '100000' }),
+  metrics: () => allPages(`${base}/metrics`, { limit: metricsPage }),
   estimate: () => api(`${base}/estimate`),
   history: () => api(`${base}/estimate/history`).then((h) => h.items),
   policy: () => loadPolicy(state.summary.policy),
@@ -338,7 +344,7 @@ function showSimulation(decision, budget) {
 async function pollMetrics() {
   const metrics = state.metrics;
   const lastStep = metrics.length ? metrics[metrics.length - 1].step : null;
-  const params = { limit: '100000' };
+  const params = { limit: metricsPage };
   if (lastStep !== null) params.fromStep = String(lastStep);
   const tail = await allPages(`${base}/metrics`, params);
   let held = 0;
