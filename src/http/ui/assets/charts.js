@@ -305,7 +305,12 @@ export function changeChart(target, { metrics, trajectory, checkpoints, threshol
     ],
     axes: [
       { label: 'step' },
-      { scale: 'norm', label: 'update norm per step' },
+      // Decades only (uPlot passes null for the rest), written so that 1e-4 does not read as 0.
+      {
+        scale: 'norm',
+        label: 'update norm per step',
+        values: (_u, splits) => splits.map((v) => (v === null ? '' : formatNumber(v, 2))),
+      },
       { scale: 'score', label: 'change score', side: 1, grid: { show: false } },
     ],
     plugins: [phasePlugin(trajectory.phases.boundaries), markerLayer],

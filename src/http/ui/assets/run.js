@@ -196,7 +196,7 @@ function renderAllTable() {
         ),
         el('td', {}, t?.phase ?? '—'),
         el('td', { class: 'num' }, t ? formatNumber(t.changeScore, 2) : '—'),
-        el('td', {}, cp.reasons.join(' ')),
+        el('td', {}, cp.reasons.join(' / ')),
       );
     }),
   );
@@ -332,7 +332,7 @@ function showSimulation(decision, budget) {
             {},
             el('td', { class: 'num' }, d.step),
             el('td', {}, d.classes.join(', ')),
-            el('td', {}, d.reasons.join(' ')),
+            el('td', {}, d.reasons.join(' / ')),
           ),
         ),
       ),
