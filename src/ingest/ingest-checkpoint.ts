@@ -7,10 +7,9 @@ import type { BlobStore, BlobWriter } from '../storage/blob-store.js';
 import { checkpointDataKey, manifestKeyFor } from '../storage/keys.js';
 import { MEDIA_TYPES, OCTET_STREAM, SHA256_HEADER, type CheckpointFormat } from '@trajgate/sdk/wire/formats';
 import { peek, readBody } from './body.js';
-import { CheckpointAnalysis, type AnalysedCheckpoint } from './checkpoint-analysis.js';
 import type { DecoderLimits } from './decoder.js';
-import { SNIFF_BYTES, createDecoder, formatFromContentType, sniffFormat } from './sniff.js';
-import { WriteBehind } from './write-behind.js';
+import { DEFAULT_PIPELINE, type PipelineOptions, type PipelineOutcome, runIngestPipeline } from './ingest-pipeline.js';
+import { SNIFF_BYTES, formatFromContentType, sniffFormat } from './sniff.js';
 
 export interface IngestLimits extends DecoderLimits {
   maxCheckpointBytes: number;
@@ -38,7 +37,8 @@ export interface IngestOutcome {
 
 /**
  * Streams one checkpoint upload (docs/architecture.md §3): one pass over the body feeds SHA-256, the format decoder
- * (which validates and reports tensor data) and a staged blob write behind a bounded buffer (`WriteBehind`). Only a body that is whole, valid and
+ * (which validates and reports tensor data) and a staged blob write, through the bounded pipeline of
+ * `ingest-pipeline.ts` (analysis on a worker thread for large bodies, overlapping the writes). Only a body that is whole, valid and
  * matches its declared checksum is committed: blob first, then its manifest, then the catalog row. Any
  * failure before the catalog row aborts the staged write or deletes what was committed, so a rejected
  * upload leaves nothing behind.
@@ -49,6 +49,7 @@ export class CheckpointIngest {
     private readonly catalog: Catalog,
     private readonly limits: IngestLimits,
     private readonly logger: Logger,
+    private readonly pipeline: PipelineOptions = DEFAULT_PIPELINE,
   ) {}
 
   async ingest(req: IngestRequest): Promise<IngestOutcome> {
@@ -104,34 +105,21 @@ export class CheckpointIngest {
     const uploadId = newUploadId();
     const blobKey = checkpointDataKey(req.run, req.step, uploadId, format);
     const reference = await this.referenceTensors(req.run);
-    const analysis = new CheckpointAnalysis(reference);
-    const decoder = createDecoder(format, analysis, this.limits);
-    const hash = createHash('sha256');
     const writer = this.blobs.createWriter(blobKey);
-    const writes = new WriteBehind(writer);
-    let received = 0;
-    let analysed: AnalysedCheckpoint;
-    let sha256: string;
+    let outcome: PipelineOutcome;
     try {
-      // Receive, hash and decode on this thread while earlier bytes are written: the only wait per chunk
-      // is back-pressure, when the write-behind buffer is full.
-      for await (const chunk of body) {
-        received += chunk.byteLength;
-        hash.update(chunk);
-        decoder.write(chunk);
-        checkDeclaredLength(decoder.expectedLength, req.contentLength);
-        if (!writes.push(chunk)) await writes.drained();
-      }
-      decoder.end();
-      sha256 = hash.digest('hex');
-      checkDeclaredSha(req.sha256, sha256);
-      analysed = analysis.finish(req.step);
-      await writes.finish();
+      outcome = await runIngestPipeline(
+        body,
+        writer,
+        { format, step: req.step, reference, limits: this.limits, contentLength: req.contentLength },
+        this.pipeline,
+      );
+      checkDeclaredSha(req.sha256, outcome.sha256);
     } catch (err) {
-      await writes.stop();
       await abortQuietly(writer, this.logger);
       throw err;
     }
+    const { sha256, analysed, bytes: received } = outcome;
 
     const blob = await writer.commit();
     const manifestKey = manifestKeyFor(blobKey);
@@ -202,19 +190,6 @@ function checkDeclaredSha(declared: string | undefined, actual: string): void {
       declared,
       actual,
     });
-  }
-}
-
-function checkDeclaredLength(expected: number | null, contentLength: number | undefined): void {
-  if (expected !== null && contentLength !== undefined && expected !== contentLength) {
-    throw new AppError(
-      'length_mismatch',
-      `Content-Length is ${contentLength} but the checkpoint header declares ${expected} bytes`,
-      {
-        contentLength,
-        declared: expected,
-      },
-    );
   }
 }
 

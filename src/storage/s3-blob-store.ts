@@ -286,7 +286,8 @@ class S3BlobWriter implements BlobWriter {
     let more = true;
     for (const chunk of Array.isArray(data) ? data : [data]) {
       this.size += chunk.byteLength;
-      more = this.stream.write(chunk);
+      // A copy: lib-storage keeps what it reads until a part is full, after this write has resolved.
+      more = this.stream.write(Buffer.from(chunk));
     }
     if (!more) await this.drainOrFailure();
     this.throwIfFailed();

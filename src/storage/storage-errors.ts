@@ -56,7 +56,7 @@ export function errnoCode(err: unknown): string | undefined {
  * client, as a `storage_unavailable`, not as the raw backend error). Destroying the result destroys `body`.
  */
 export function mapReadErrors(body: Readable, toError: (err: unknown) => Error): Readable {
-  const out = new PassThrough();
+  const out = new PassThrough({ highWaterMark: body.readableHighWaterMark });
   body.once('error', (err) => out.destroy(toError(err)));
   out.once('close', () => {
     if (!body.destroyed) body.destroy();
