@@ -305,11 +305,13 @@ export function changeChart(target, { metrics, trajectory, checkpoints, threshol
     ],
     axes: [
       { label: 'step' },
-      // Decades only (uPlot passes null for the rest), written so that 1e-4 does not read as 0.
+      // Decades only (uPlot passes null for the rest), as 1e-4 rather than a 0 from rounding.
       {
         scale: 'norm',
         label: 'update norm per step',
-        values: (_u, splits) => splits.map((v) => (v === null ? '' : formatNumber(v, 2))),
+        size: 56,
+        values: (_u, splits) =>
+          splits.map((v) => (v === null ? '' : v >= 1e-3 && v < 1e4 ? String(v) : v.toExponential(0))),
       },
       { scale: 'score', label: 'change score', side: 1, grid: { show: false } },
     ],
