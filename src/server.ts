@@ -7,6 +7,7 @@ import type { Config } from './config.js';
 import { createApp } from './http/app.js';
 import type { AppContext } from './http/context.js';
 import { CheckpointIngest } from './ingest/ingest-checkpoint.js';
+import { ShardIngest } from './runs/shard-ingest.js';
 import { startCollector } from './retention/collector.js';
 import { staleAge } from './retention/reconcile.js';
 import { RetentionService } from './retention/service.js';
@@ -103,6 +104,7 @@ export async function openContext(config: Readonly<Config>, logger: Logger): Pro
     catalog,
     blobs,
     ingest: new CheckpointIngest(blobs, catalog, config.limits, logger),
+    shards: new ShardIngest(blobs, catalog, config.limits, logger),
     trajectory: new TrajectoryRecorder(catalog),
     retention: new RetentionService(catalog),
     estimates: new RunEstimates(catalog),

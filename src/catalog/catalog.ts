@@ -140,6 +140,25 @@ export interface Catalog {
     mode: 'mean' | 'last',
   ): Promise<{ step: number; value: number | null }[]>;
 
+  /**
+   * Stages one file of a sharded step. (run, step, file) is unique: when a row exists already nothing is
+   * written and the existing row comes back.
+   */
+  stageShard(shard: NewShard): Promise<{ inserted: true } | { inserted: false; existing: ShardRecord }>;
+  /** The step's shard rows, staged and committed, ordered by file; with their summaries when asked. */
+  listShards(run: string, step: number, options?: { summaries?: boolean }): Promise<ShardRecord[]>;
+  /**
+   * Commits a sharded step: the checkpoint row (its blob key is the step's index), its summary and the
+   * staged shards' link to it, in one transaction; like `insertCheckpoint` when the step exists already.
+   */
+  commitShards(row: NewCheckpoint): Promise<{ inserted: true } | { inserted: false; existing: CheckpointRecord }>;
+  /** Deletes the step's staged (uncommitted) shard rows; returns the blob keys they held. */
+  dropStagedShards(run: string, step: number): Promise<string[]>;
+  /** Steps with staged shards whose latest shard arrived before `before` (ISO-8601), at most `limit`. */
+  abandonedShardSteps(before: string, limit: number): Promise<{ run: string; step: number }[]>;
+  /** `${step}/${uploadId}` of every shard upload of the run whose bytes must stay (what reconciliation keeps). */
+  liveShardUploads(run: string): Promise<Set<string>>;
+
   /** Throws `catalog_unavailable` when the database cannot be reached. Used by /readyz. */
   ping(): Promise<void>;
   close(): Promise<void>;
@@ -156,6 +175,31 @@ export interface NewCheckpoint {
   tensors: TensorEntry[];
   metadata: Record<string, string> | null;
   summary: CheckpointSummary;
+}
+
+/** One file of a sharded step, as `stageShard` takes it. */
+export interface NewShard {
+  run: string;
+  step: number;
+  file: string;
+  /** The number of files the step has, as this shard declared it. */
+  shardCount: number;
+  uploadId: string;
+  sha256: string;
+  bytes: number;
+  format: CheckpointFormat;
+  blobKey: string;
+  tensors: TensorEntry[];
+  metadata: Record<string, string> | null;
+  summary: CheckpointSummary;
+}
+
+export interface ShardRecord extends Omit<NewShard, 'summary'> {
+  createdAt: string;
+  /** Null while staged; the upload id of the step's checkpoint once committed. */
+  checkpointUploadId: string | null;
+  /** Only from `listShards(..., { summaries: true })`. */
+  summary: CheckpointSummary | null;
 }
 
 export interface PolicyRecord {

@@ -16,9 +16,11 @@ import type {
   MetricPage,
   MetricQuery,
   NewCheckpoint,
+  NewShard,
   NewToken,
   PolicyRecord,
   RetentionOutcome,
+  ShardRecord,
 } from './catalog.js';
 import type { CheckpointSummary } from '../model/summary.js';
 import type {
@@ -51,6 +53,14 @@ import {
   toSummaryRow,
 } from './rows.js';
 import type { Database } from './schema.js';
+import {
+  abandonedShardSteps,
+  commitShards,
+  dropStagedShards,
+  listShards,
+  liveShardUploads,
+  stageShard,
+} from './shards.js';
 import { SummaryCache } from './summary-cache.js';
 
 /** Memory for cached trajectory summaries: about 1,500 checkpoints' worth at the default sketch size. */
@@ -430,6 +440,30 @@ export class KyselyCatalog implements Catalog {
 
   siblingScales(group: string, except: string, limit: number): Promise<number[]> {
     return guard('siblingScales', () => siblingScales(this.db, group, except, limit));
+  }
+
+  stageShard(shard: NewShard): Promise<{ inserted: true } | { inserted: false; existing: ShardRecord }> {
+    return guard('stageShard', () => stageShard(this.db, shard));
+  }
+
+  listShards(run: string, step: number, options: { summaries?: boolean } = {}): Promise<ShardRecord[]> {
+    return guard('listShards', () => listShards(this.db, run, step, options.summaries === true));
+  }
+
+  commitShards(row: NewCheckpoint): Promise<{ inserted: true } | { inserted: false; existing: CheckpointRecord }> {
+    return guard('commitShards', () => commitShards(this.db, row));
+  }
+
+  dropStagedShards(run: string, step: number): Promise<string[]> {
+    return guard('dropStagedShards', () => dropStagedShards(this.db, run, step));
+  }
+
+  abandonedShardSteps(before: string, limit: number): Promise<{ run: string; step: number }[]> {
+    return guard('abandonedShardSteps', () => abandonedShardSteps(this.db, before, limit));
+  }
+
+  liveShardUploads(run: string): Promise<Set<string>> {
+    return guard('liveShardUploads', () => liveShardUploads(this.db, run));
   }
 
   ping(): Promise<void> {

@@ -236,6 +236,37 @@ function migrations(dialect: SqlDialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0010_checkpoint_shards': {
+      async up(db: Kysely<unknown>) {
+        // The files of sharded steps: staged until every declared shard is stored, then the step's.
+        await db.schema
+          .createTable('checkpoint_shards')
+          .addColumn('run_id', 'text', (c) => c.notNull())
+          .addColumn('step', 'bigint', (c) => c.notNull())
+          .addColumn('file', 'text', (c) => c.notNull())
+          .addColumn('shard_count', 'bigint', (c) => c.notNull())
+          .addColumn('upload_id', 'text', (c) => c.notNull())
+          .addColumn('sha256', 'text', (c) => c.notNull())
+          .addColumn('bytes', 'bigint', (c) => c.notNull())
+          .addColumn('format', 'text', (c) => c.notNull())
+          .addColumn('blob_key', 'text', (c) => c.notNull())
+          .addColumn('tensors', 'text', (c) => c.notNull())
+          .addColumn('metadata', 'text')
+          .addColumn('spec', 'text', (c) => c.notNull())
+          .addColumn('weight_norm', 'double precision', (c) => c.notNull())
+          .addColumn('sketch', types.binary, (c) => c.notNull())
+          .addColumn('tensor_sketches', types.binary, (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('checkpoint_upload_id', 'text')
+          .addPrimaryKeyConstraint('checkpoint_shards_pk', ['run_id', 'step', 'file'])
+          .execute();
+        if (dialect === 'postgres') {
+          const names = ['run_id', 'file', 'upload_id', 'created_at', 'checkpoint_upload_id'];
+          const changes = names.map((c) => sql`alter column ${sql.ref(c)} type text collate "C"`);
+          await sql`alter table checkpoint_shards ${sql.join(changes)}`.execute(db);
+        }
+      },
+    },
   };
 }
 

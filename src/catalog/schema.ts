@@ -19,6 +19,34 @@ export interface Database {
   audit: AuditTable;
   metric_batches: MetricBatchesTable;
   calibration_scales: CalibrationScalesTable;
+  checkpoint_shards: CheckpointShardsTable;
+}
+
+/**
+ * One file of a sharded step (docs/architecture.md §4): staged while `checkpoint_upload_id` is null, part of
+ * the step's committed checkpoint once it names that checkpoint's upload id. Carries the shard's own
+ * statistics and summary, summed into the step's at commit.
+ */
+export interface CheckpointShardsTable {
+  run_id: string;
+  step: Int;
+  file: string;
+  shard_count: Int;
+  upload_id: string;
+  sha256: string;
+  bytes: Int;
+  format: string;
+  blob_key: string;
+  /** JSON TensorEntry[]. */
+  tensors: string;
+  metadata: string | null;
+  /** JSON SketchSpec. */
+  spec: string;
+  weight_norm: number;
+  sketch: Uint8Array;
+  tensor_sketches: Uint8Array;
+  created_at: string;
+  checkpoint_upload_id: string | null;
 }
 
 /** Each calibrated run's own gap-per-indicator scale, by calibration group (sibling calibration). */

@@ -7,6 +7,7 @@ import { requestLog } from './request-log.js';
 import { authenticate } from './access.js';
 import { auditRoutes } from './routes/audit.js';
 import { checkpointRoutes } from './routes/checkpoints.js';
+import { shardRoutes } from './routes/shards.js';
 import { telemetryRoutes } from './routes/telemetry.js';
 import { tokenRoutes } from './routes/tokens.js';
 import { estimateRoutes } from './routes/estimate.js';
@@ -37,6 +38,7 @@ export function createApp(ctx: AppContext): Express {
   app.use(auditRoutes(ctx));
   app.use(runRoutes(ctx));
   app.use(checkpointRoutes(ctx));
+  app.use(shardRoutes(ctx));
   app.use(metricRoutes(ctx));
   app.use(trajectoryRoutes(ctx));
   app.use(policyRoutes(ctx));

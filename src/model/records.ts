@@ -64,6 +64,15 @@ export const TensorEntry = z.object({
 });
 export type TensorEntry = z.infer<typeof TensorEntry>;
 
+/** One file of a sharded step. */
+export const ShardInfo = z.object({
+  file: z.string(),
+  bytes: nonNegInt,
+  sha256: z.string(),
+  tensors: nonNegInt,
+});
+export type ShardInfo = z.infer<typeof ShardInfo>;
+
 export const CheckpointStatus = z.enum(['kept', 'discarded']);
 export type CheckpointStatus = z.infer<typeof CheckpointStatus>;
 
@@ -110,6 +119,8 @@ export const CheckpointRecord = z.object({
   /** False once the bytes are gone from the blob store. */
   contentAvailable: z.boolean(),
   createdAt: z.string(),
+  /** The files of a sharded step, by file name; absent for a single-file checkpoint. */
+  shards: z.array(ShardInfo).optional(),
 });
 export type CheckpointRecord = z.infer<typeof CheckpointRecord>;
 

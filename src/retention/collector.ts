@@ -3,7 +3,9 @@ import type { Catalog } from '../catalog/catalog.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { manifestKeyFor } from '../storage/keys.js';
 import type { Telemetry } from '../observability/telemetry.js';
+import { isShardIndexKey } from '../storage/shard-keys.js';
 import { reconcile } from './reconcile.js';
+import { deleteShardFiles, expireStagedShards } from './shard-expiry.js';
 
 const BATCH = 500;
 
@@ -42,6 +44,8 @@ async function collectDiscardedBytes(
         if (!(await catalog.markBlobDeleted(run, step, audit))) continue;
         await blobs.delete(blobKey);
         await blobs.delete(manifestKeyFor(blobKey));
+        // A sharded step goes with all its files.
+        if (isShardIndexKey(blobKey)) await deleteShardFiles(catalog, blobs, logger, run, step);
         deleted++;
         bytes += size;
         progressed++;
@@ -81,6 +85,8 @@ export function startCollector(
     if (deleted > 0) logger.info({ deleted }, 'deleted discarded checkpoints after their grace period');
     if (Date.now() - lastReconcile >= options.staleMs) {
       lastReconcile = Date.now();
+      const expired = await expireStagedShards(catalog, blobs, logger);
+      if (expired > 0) logger.info({ expired }, 'dropped the staged files of abandoned sharded steps');
       const found = await reconcile(catalog, blobs, logger, options.staleMs);
       telemetry.reconciled(found.orphans, found.staged);
       if (found.orphans + found.staged > 0) logger.info(found, 'reconciled storage with the catalog');

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { Catalog } from '../catalog/catalog.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { RUNS_PREFIX, parseCheckpointKey } from '../storage/keys.js';
+import { parseShardKey } from '../storage/shard-keys.js';
 
 export interface ReconcileResult {
   /** Committed blobs (data or manifest) that no catalog row references, removed. */
@@ -36,15 +37,28 @@ export async function reconcile(
   const result: ReconcileResult = { orphans: 0, staged: 0, scanned: 0 };
   let run: string | null = null;
   let committed = new Map<number, string>();
+  let shardRun: string | null = null;
+  let liveShards = new Set<string>();
   for await (const blob of blobs.list(RUNS_PREFIX)) {
     result.scanned++;
-    const parsed = parseCheckpointKey(blob.key);
-    if (!parsed || blob.lastModified.getTime() >= cutoff) continue;
-    if (parsed.run !== run) {
-      run = parsed.run;
-      committed = await catalog.uploadIds(run);
+    if (blob.lastModified.getTime() >= cutoff) continue;
+    const shard = parseShardKey(blob.key);
+    const parsed = shard ?? parseCheckpointKey(blob.key);
+    if (!parsed) continue;
+    if (shard) {
+      // A file of a sharded step stays while staged or while its committed step keeps its bytes.
+      if (shard.run !== shardRun) {
+        shardRun = shard.run;
+        liveShards = await catalog.liveShardUploads(shardRun);
+      }
+      if (liveShards.has(`${shard.step}/${shard.uploadId}`)) continue;
+    } else {
+      if (parsed.run !== run) {
+        run = parsed.run;
+        committed = await catalog.uploadIds(run);
+      }
+      if (committed.get(parsed.step) === parsed.uploadId) continue;
     }
-    if (committed.get(parsed.step) === parsed.uploadId) continue;
     try {
       await blobs.delete(blob.key);
       result.orphans++;

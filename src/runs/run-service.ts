@@ -18,9 +18,29 @@ import { analyseRun, type RunTrajectory } from '../trajectory/run-analysis.js';
 import type { AuditAction } from '../model/access.js';
 import { DEFAULT_POLICY_NAME } from './policy-book.js';
 import { estimateSpans, loadRunSnapshot, type RunSnapshot } from './run-snapshot.js';
-import type { Caller, RunServiceDeps, RunSummary, TrajectoryView, UploadOutcome, UploadRequest } from './types.js';
+import { isShardIndexKey } from '../storage/shard-keys.js';
+import { INDEX_FILE, withShards } from './shard-ingest.js';
+import type {
+  Caller,
+  RunServiceDeps,
+  RunSummary,
+  ShardUploadOutcome,
+  ShardUploadRequest,
+  TrajectoryView,
+  UploadOutcome,
+  UploadRequest,
+} from './types.js';
 
-export type { Caller, RunServiceDeps, RunSummary, TrajectoryView, UploadOutcome, UploadRequest } from './types.js';
+export type {
+  Caller,
+  RunServiceDeps,
+  RunSummary,
+  ShardUploadOutcome,
+  ShardUploadRequest,
+  TrajectoryView,
+  UploadOutcome,
+  UploadRequest,
+} from './types.js';
 
 /**
  * The one way the HTTP layer reaches run state (docs/architecture.md §2). Everything that changes a run's
@@ -97,6 +117,78 @@ export class RunService {
     }
   }
 
+  /**
+   * One file of a sharded step (shard-ingest.ts): streamed and validated outside the lock, then staged
+   * under it; the file that completes the step commits it and, still under the lock, its indicators,
+   * estimate and retention decision follow exactly as after a single-file upload.
+   */
+  async uploadShard(req: ShardUploadRequest): Promise<ShardUploadOutcome> {
+    this.uploads++;
+    const ended = this.deps.telemetry.uploadStarted();
+    const started = performance.now();
+    try {
+      const outcome = await this.receiveShard(req);
+      const status = outcome.status === 'unchanged' ? 'unchanged' : 'created';
+      this.deps.telemetry.uploadFinished(
+        outcome.checkpoint?.format ?? 'safetensors',
+        status,
+        outcome.bytes,
+        (performance.now() - started) / 1000,
+      );
+      return outcome;
+    } catch (err) {
+      const code = err instanceof AppError ? err.code : 'internal';
+      this.deps.telemetry.uploadFinished('unknown', code, 0, 0);
+      throw err;
+    } finally {
+      ended();
+      if (--this.uploads === 0) for (const resolve of this.idle) resolve();
+    }
+  }
+
+  private async receiveShard(req: ShardUploadRequest): Promise<ShardUploadOutcome> {
+    if (!(await this.deps.catalog.getRun(req.run))) await this.admitNewRun(req.run, req.caller);
+    const answer = (
+      status: ShardUploadOutcome['status'],
+      shard: { sha256: string; bytes: number },
+      received: number,
+      checkpoint: CheckpointRecord | null,
+      decision: RetentionDecision | null,
+    ): ShardUploadOutcome => ({
+      status,
+      file: req.file,
+      sha256: shard.sha256,
+      bytes: shard.bytes,
+      shardCount: req.shardCount,
+      shardsReceived: received,
+      checkpoint,
+      decision,
+    });
+    const early = await this.deps.shards.precheck(req);
+    if (early)
+      return answer(
+        'unchanged',
+        early.shard,
+        early.received,
+        early.status === 'unchanged' ? early.checkpoint : null,
+        null,
+      );
+    const streamed = await this.deps.shards.stream(req);
+    return this.exclusive(req.run, async () => {
+      const staged = await this.deps.shards.stage(streamed);
+      if (staged.status !== 'committed') {
+        const checkpoint = staged.status === 'unchanged' ? staged.checkpoint : null;
+        return answer(staged.status, staged.shard, staged.received, checkpoint, null);
+      }
+      await this.deps.trajectory.record(req.run, req.step);
+      await this.deps.estimates.addCheckpoint(req.run, req.step);
+      this.deps.telemetry.folded('checkpoints', 1);
+      const decision = await this.decide(await this.requireRun(req.run), req.caller);
+      const checkpoint = await this.checkpoint(req.run, req.step);
+      return answer('committed', staged.shard, staged.received, checkpoint, decision);
+    });
+  }
+
   /** Resolves once no upload is in progress, or after `timeoutMs`. */
   drained(timeoutMs: number): Promise<void> {
     if (this.uploads === 0) return Promise.resolve();
@@ -142,12 +234,68 @@ export class RunService {
     return this.deps.catalog.listCheckpoints(run, query);
   }
 
+  /** The checkpoint's record; a sharded step's lists its files. */
   async checkpoint(run: string, step: number): Promise<CheckpointRecord> {
-    return this.requireCheckpoint(run, step);
+    const checkpoint = await this.requireCheckpoint(run, step);
+    return withShards(checkpoint, await this.deps.shards.filesOf(checkpoint));
   }
 
-  /** A kept checkpoint whose bytes can be served; a discarded one is 410 with its reasons. */
+  /**
+   * What `GET …/checkpoints/{step}/shards/{file}` serves of a downloadable sharded step: one of its files,
+   * or its index (`model.safetensors.index.json`, generated at commit).
+   */
+  async downloadableShard(
+    run: string,
+    step: number,
+    file: string,
+  ): Promise<{ blobKey: string; bytes: number; sha256: string; index: boolean; format: CheckpointRecord['format'] }> {
+    const checkpoint = await this.requireKept(run, step);
+    const files = await this.deps.shards.filesOf(checkpoint);
+    if (files.length === 0) {
+      throw new AppError('not_found', `step ${step} of run '${run}' is a single file; it has no shards`, { run, step });
+    }
+    if (file === INDEX_FILE) {
+      const head = await this.deps.blobs.head(checkpoint.blobKey);
+      if (!head) throw errors.storageUnavailable(`the index of step ${step} of run '${run}' is missing from storage`);
+      return { blobKey: checkpoint.blobKey, bytes: head.size, sha256: '', index: true, format: checkpoint.format };
+    }
+    const shard = files.find((s) => s.file === file);
+    if (!shard) {
+      throw new AppError('not_found', `step ${step} of run '${run}' has no file '${file}'`, {
+        run,
+        step,
+        file,
+        files: files.map((s) => s.file),
+      });
+    }
+    return { blobKey: shard.blobKey, bytes: shard.bytes, sha256: shard.sha256, index: false, format: shard.format };
+  }
+
+  /** The bytes of a blob from `downloadableShard`, whole or a range. */
+  async openShard(blobKey: string, size: number, range?: ByteRange): Promise<Readable> {
+    const blob = await this.deps.blobs.get(blobKey, range);
+    if (!blob) throw errors.storageUnavailable('a file of a sharded step is missing from storage');
+    this.deps.telemetry.download(range !== undefined, range ? range.end - range.start + 1 : size);
+    return blob.body;
+  }
+
+  /**
+   * A kept single-file checkpoint whose bytes can be served; a discarded one is 410 with its reasons, a
+   * sharded one 404 (its files are served one by one: `downloadableShard`).
+   */
   async downloadable(run: string, step: number): Promise<CheckpointRecord> {
+    const checkpoint = await this.requireKept(run, step);
+    if (isShardIndexKey(checkpoint.blobKey)) {
+      throw new AppError(
+        'not_found',
+        `step ${step} of run '${run}' is sharded: download its files from /v1/runs/${run}/checkpoints/${step}/shards/{file} (GET /v1/runs/${run}/checkpoints/${step} lists them; the index is ${INDEX_FILE})`,
+        { run, step },
+      );
+    }
+    return checkpoint;
+  }
+
+  private async requireKept(run: string, step: number): Promise<CheckpointRecord> {
     const checkpoint = await this.requireCheckpoint(run, step);
     if (checkpoint.status === 'discarded') {
       throw new AppError(

@@ -1,13 +1,14 @@
 import type { Catalog } from '../catalog/catalog.js';
 import type { RunEstimates } from '../estimate/run-estimates.js';
 import type { CheckpointIngest, IngestOutcome, IngestRequest } from '../ingest/ingest-checkpoint.js';
-import type { RunRecord } from '../model/records.js';
+import type { CheckpointRecord, RunRecord } from '../model/records.js';
 import type { Telemetry } from '../observability/telemetry.js';
 import type { RetentionDecision } from '../retention/engine.js';
 import type { RetentionService } from '../retention/service.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { PhaseMethod } from '../trajectory/phase-segmentation.js';
 import type { PolicyBook } from './policy-book.js';
+import type { ShardIngest, ShardRequest } from './shard-ingest.js';
 import type { TrajectoryRecorder } from './trajectory-recorder.js';
 
 /** The types the run service takes and gives. */
@@ -24,6 +25,7 @@ export interface RunServiceDeps {
   catalog: Catalog;
   blobs: BlobStore;
   ingest: CheckpointIngest;
+  shards: ShardIngest;
   trajectory: TrajectoryRecorder;
   retention: RetentionService;
   estimates: RunEstimates;
@@ -39,6 +41,24 @@ export interface UploadRequest extends IngestRequest {
 
 export interface UploadOutcome extends IngestOutcome {
   /** The retention decision the new checkpoint triggered; null when the same bytes were already stored. */
+  decision: RetentionDecision | null;
+}
+
+export interface ShardUploadRequest extends ShardRequest {
+  caller: Caller;
+}
+
+export interface ShardUploadOutcome {
+  status: 'staged' | 'committed' | 'unchanged';
+  file: string;
+  sha256: string;
+  bytes: number;
+  shardCount: number;
+  /** Files of the step stored so far, this one included. */
+  shardsReceived: number;
+  /** The step's checkpoint with its files once committed, else null. */
+  checkpoint: CheckpointRecord | null;
+  /** The retention decision this file's commit of the step triggered, else null. */
   decision: RetentionDecision | null;
 }
 

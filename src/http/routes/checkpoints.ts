@@ -118,7 +118,7 @@ export function checkpointRoutes(ctx: AppContext): Router {
 }
 
 /** What an upload's retention decision did, for the upload response. */
-function summariseDecision(decision: RetentionDecision): DecisionSummary {
+export function summariseDecision(decision: RetentionDecision): DecisionSummary {
   return {
     kept: decision.checkpoints.filter((c) => c.keep).map((c) => c.step),
     discarded: decision.checkpoints.filter((c) => !c.keep).map((c) => ({ step: c.step, reasons: c.reasons })),
@@ -127,7 +127,7 @@ function summariseDecision(decision: RetentionDecision): DecisionSummary {
 }
 
 /** The range to send; a 416 carries `Content-Range: bytes *\/size` as RFC 9110 asks. */
-function requestedRange(header: string | undefined, size: number, res: Response): ByteRange | null {
+export function requestedRange(header: string | undefined, size: number, res: Response): ByteRange | null {
   try {
     return resolveRange(header, size);
   } catch (err) {
@@ -146,13 +146,13 @@ function setContentHeaders(res: Response, checkpoint: CheckpointRecord, etag: st
   );
 }
 
-function contentLengthOf(header: string | undefined): number | undefined {
+export function contentLengthOf(header: string | undefined): number | undefined {
   if (header === undefined) return undefined;
   const n = Number(header);
   return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
 }
 
-function declaredSha(header: string | undefined): string | undefined {
+export function declaredSha(header: string | undefined): string | undefined {
   if (header === undefined) return undefined;
   const value = header.trim().toLowerCase();
   if (!SHA256_PATTERN.test(value)) {

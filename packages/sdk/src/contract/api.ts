@@ -123,6 +123,37 @@ export interface Checkpoint {
   deleteAfter: string | null;
   contentAvailable: boolean;
   createdAt: string;
+  /**
+   * The files of a sharded step (PUT …/checkpoints/{step}/shards/{file}), by file name; absent for a
+   * single-file checkpoint. GET …/checkpoints/{step} names them.
+   */
+  shards?: ShardInfo[];
+}
+
+/** One file of a sharded step. */
+export interface ShardInfo {
+  file: string;
+  bytes: number;
+  /** Lowercase hex SHA-256 of the file's bytes. */
+  sha256: string;
+  /** Tensors the file holds. */
+  tensors: number;
+}
+
+/** The answer to PUT …/checkpoints/{step}/shards/{file}. */
+export interface ShardUploadResult {
+  run: string;
+  step: number;
+  file: string;
+  sha256: string;
+  bytes: number;
+  shardCount: number;
+  /** Files of the step stored so far, this one included. */
+  shardsReceived: number;
+  /** staged: stored, the step waits for its other files; committed: this file completed the step; unchanged: the same bytes were stored already. */
+  status: 'staged' | 'committed' | 'unchanged';
+  /** The step's checkpoint once committed (with the decision its commit triggered when this file committed it), else null. */
+  checkpoint: UploadResult | null;
 }
 
 /**
