@@ -3,9 +3,10 @@ import type { Logger } from 'pino';
 import type { Catalog, NewCheckpoint, ShardRecord } from '../catalog/catalog.js';
 import { AppError } from '../errors.js';
 import { peek, readBody } from '../ingest/body.js';
-import { CheckpointAnalysis, type AnalysedCheckpoint } from '../ingest/checkpoint-analysis.js';
+import type { AnalysedCheckpoint } from '../ingest/checkpoint-analysis.js';
 import type { IngestLimits } from '../ingest/ingest-checkpoint.js';
-import { SNIFF_BYTES, createDecoder, formatFromContentType, sniffFormat } from '../ingest/sniff.js';
+import { type PipelineOutcome, runIngestPipeline } from '../ingest/ingest-pipeline.js';
+import { SNIFF_BYTES, formatFromContentType, sniffFormat } from '../ingest/sniff.js';
 import type { CheckpointRecord, ShardInfo, TensorEntry } from '../model/records.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { manifestKeyFor } from '../storage/keys.js';
@@ -146,37 +147,25 @@ export class ShardIngest {
     }
     const uploadId = newUploadId();
     const blobKey = shardDataKey(req.run, req.step, uploadId, req.file);
-    const analysis = new CheckpointAnalysis(null);
-    const decoder = createDecoder(format, analysis, this.limits);
-    const hash = createHash('sha256');
     const writer = this.blobs.createWriter(blobKey);
-    let bytes = 0;
-    let analysed: AnalysedCheckpoint;
-    let sha256: string;
+    let outcome: PipelineOutcome;
     try {
-      for await (const chunk of rest) {
-        bytes += chunk.byteLength;
-        hash.update(chunk);
-        decoder.write(chunk);
-        const expected = decoder.expectedLength;
-        if (expected !== null && req.contentLength !== undefined && expected !== req.contentLength) {
-          throw new AppError(
-            'length_mismatch',
-            `Content-Length is ${req.contentLength} but file '${req.file}' declares ${expected} bytes`,
-            { contentLength: req.contentLength, declared: expected },
-          );
-        }
-        await writer.write(chunk);
-      }
-      decoder.end();
-      sha256 = hash.digest('hex');
-      checkDeclaredSha(req.sha256, sha256);
-      analysed = analysis.finish(req.step);
+      // The single-file upload's pipeline (receive, analyse on a worker for large bodies, write). No
+      // reference table: a file holds part of the step's tensors; checkAgainstRun and commit compare.
+      outcome = await runIngestPipeline(rest, writer, {
+        format,
+        step: req.step,
+        reference: null,
+        limits: this.limits,
+        contentLength: req.contentLength,
+      });
+      checkDeclaredSha(req.sha256, outcome.sha256);
       await writer.commit();
     } catch (err) {
       await writer.abort().catch((e: unknown) => this.logger.warn({ err: e }, 'could not abort a staged shard write'));
       throw err;
     }
+    const { sha256, analysed, bytes } = outcome;
     return { req, uploadId, blobKey, format, sha256, bytes, analysed };
   }
 
