@@ -9,7 +9,13 @@ import type { Indicators } from '@trajgate/sdk/contract';
 import { collectDiscarded } from '../src/retention/collector.js';
 import { reconcile } from '../src/retention/reconcile.js';
 import { expireStagedShards } from '../src/retention/shard-expiry.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { type GatewayProcess, startGatewayProcess } from '../scripts/lib/gateway-process.js';
 import { createTestGateway, listAllBlobs, type TestGateway } from './helpers/gateway.js';
+import { createTestDatabase, type TestDatabase } from './helpers/postgres.js';
+import { type RunningS3rver, S3RVER_CREDENTIALS, startS3rver } from './helpers/s3rver.js';
 import { assertMatchesSpec } from './helpers/openapi.js';
 
 const SAFETENSORS = 'application/vnd.safetensors';
@@ -317,5 +323,96 @@ describe('sharded steps', () => {
       (await listAllBlobs(gw.context)).filter((k) => k.startsWith('runs/keep/checkpoints/0000000099-')).length,
       0,
     );
+  });
+});
+
+describe('sharded steps on 2 replicas (one Postgres catalog, one S3 bucket)', () => {
+  let s3: RunningS3rver;
+  let db: TestDatabase;
+  let gateways: GatewayProcess[] = [];
+  const dirs: string[] = [];
+  before(async () => {
+    s3 = await startS3rver('shards');
+    db = await createTestDatabase();
+    for (let i = 0; i < 2; i++) dirs.push(await mkdtemp(path.join(os.tmpdir(), 'trajgate-shards-')));
+    gateways = await Promise.all(
+      dirs.map((dir) =>
+        startGatewayProcess({
+          TRAJGATE_BLOB_URL: 's3://shards/blobs',
+          TRAJGATE_S3_ENDPOINT: s3.endpoint,
+          TRAJGATE_S3_FORCE_PATH_STYLE: 'true',
+          AWS_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId,
+          AWS_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey,
+          TRAJGATE_CATALOG_URL: db.url,
+          TRAJGATE_DATA_DIR: dir,
+        }),
+      ),
+    );
+  });
+  after(async () => {
+    await Promise.all(gateways.map((g) => g.kill()));
+    await db?.drop();
+    await s3?.close();
+    await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+  });
+
+  it('files of each step sent in parallel to both replicas commit it once, with the single-file indicators', async () => {
+    const single = await createTestGateway();
+    try {
+      let worst = 0;
+      for (const step of [100, 200, 300]) {
+        const tensors = weights(step);
+        const whole = await request(single.app)
+          .put(`/v1/runs/r/checkpoints/${step}`)
+          .set('content-type', SAFETENSORS)
+          .send(encodeSafetensors(tensors, { format: 'pt' }))
+          .expect(201);
+        const answers = await Promise.all(
+          shardsOf(tensors).map(async (s, i) => {
+            const res = await fetch(`${gateways[i % 2].url}/v1/runs/r/checkpoints/${step}/shards/${s.file}`, {
+              method: 'PUT',
+              headers: { 'content-type': SAFETENSORS, [COUNT]: '4' },
+              body: s.bytes,
+            });
+            return {
+              status: res.status,
+              body: (await res.json()) as { checkpoint: { indicators: Indicators } | null },
+            };
+          }),
+        );
+        assert.deepEqual(
+          answers.map((a) => a.status).sort(),
+          [201, 202, 202, 202],
+          JSON.stringify(answers.map((a) => a.body)),
+        );
+        const committed = answers.find((a) => a.status === 201)?.body.checkpoint;
+        assert.ok(committed);
+        worst = Math.max(worst, assertIndicatorsClose(committed.indicators, whole.body.indicators as Indicators, 1e-9));
+      }
+      console.log(
+        `2 replicas: sharded vs single-file indicators, largest relative difference ${worst.toExponential(3)}`,
+      );
+      for (const g of gateways) {
+        const list = (await (await fetch(`${g.url}/v1/runs/r/checkpoints`)).json()) as { items: { step: number }[] };
+        assert.deepEqual(
+          list.items.map((c) => c.step),
+          [100, 200, 300],
+        );
+      }
+      // Each file back from the other replica, byte for byte, and the index.
+      const shards = shardsOf(weights(300));
+      for (const [i, s] of shards.entries()) {
+        const res = await fetch(`${gateways[(i + 1) % 2].url}/v1/runs/r/checkpoints/300/shards/${s.file}`);
+        assert.equal(res.status, 200);
+        assert.ok(Buffer.compare(Buffer.from(await res.arrayBuffer()), s.bytes) === 0);
+      }
+      const index = (await (
+        await fetch(`${gateways[1].url}/v1/runs/r/checkpoints/300/shards/model.safetensors.index.json`)
+      ).json()) as { weight_map: Record<string, string> };
+      assert.equal(Object.keys(index.weight_map).length, weights(300).length);
+      for (const g of gateways) assert.deepEqual(g.errors, [], g.tail());
+    } finally {
+      await single.close();
+    }
   });
 });
