@@ -119,7 +119,7 @@ export class AnalysisWorkers {
       if (message.type === 'ack') hooks.onDone(message.slot);
       else if (message.type === 'error') fail(deserializeError(message.error));
       else {
-        result = { sha256: message.sha256, analysed: message.analysed };
+        result = { analysed: message.analysed };
         settle?.resolve(result);
         release(true);
       }

@@ -1,4 +1,3 @@
-import { createHash, type Hash } from 'node:crypto';
 import type { TensorEntry } from '../model/records.js';
 import { AppError, type ErrorCode, type ErrorDetails } from '../errors.js';
 import type { CheckpointFormat } from '@trajgate/sdk/wire/formats';
@@ -18,18 +17,16 @@ export interface BodyAnalysisStart {
 }
 
 export interface BodyAnalysisResult {
-  sha256: string;
   analysed: AnalysedCheckpoint;
 }
 
 /**
- * Everything an upload computes from its bytes, in one pass: SHA-256 and the format decoder feeding the
+ * What an upload computes from its bytes besides the SHA-256, in one pass: the format decoder feeding the
  * checkpoint analysis (statistics, sketches, validation). Runs on whichever thread it is created on: the
  * request's thread for small bodies, an analysis worker (analysis-thread.ts) for large ones. Throws the
  * AppErrors the decoder and the checks raise.
  */
 export class BodyAnalysis {
-  private readonly hash: Hash = createHash('sha256');
   private readonly analysis: CheckpointAnalysis;
   private readonly decoder: CheckpointDecoder;
 
@@ -39,7 +36,6 @@ export class BodyAnalysis {
   }
 
   update(bytes: Uint8Array): void {
-    this.hash.update(bytes);
     this.decoder.write(bytes);
     checkDeclaredLength(this.decoder.expectedLength, this.start.contentLength);
   }
@@ -47,8 +43,7 @@ export class BodyAnalysis {
   /** The body has ended: the decoder must have seen a whole checkpoint. */
   finish(): BodyAnalysisResult {
     this.decoder.end();
-    const sha256 = this.hash.digest('hex');
-    return { sha256, analysed: this.analysis.finish(this.start.step) };
+    return { analysed: this.analysis.finish(this.start.step) };
   }
 }
 

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { AppError } from '../errors.js';
 import type { BlobWriter } from '../storage/blob-store.js';
 import { type AnalysisSession, AnalysisWorkers, inlineSession } from './analysis-worker.js';
@@ -21,17 +22,18 @@ export const DEFAULT_PIPELINE: Readonly<PipelineOptions> = Object.freeze({
 export interface PipelineOutcome extends BodyAnalysisResult {
   /** Bytes received (and written). */
   bytes: number;
+  sha256: string;
 }
 
 /** One process-wide set of analysis workers. */
 const workers = new AnalysisWorkers();
 
 /**
- * The ingest hot path, one reusable unit: receive → analyse (SHA-256, decoder, statistics) → write, with
- * bounded buffering between them. Received chunks are copied into a ring of `slabs` slabs; a full slab
- * goes at once to the analysis (a worker thread for large bodies, so hashing and the trajectory kernels run
- * beside the request's thread) and to the blob writer (one slab per write, in order), and is reused once
- * both are done with it. The receive loop waits only when every slab is busy: that back-pressure reaches
+ * The ingest hot path, one reusable unit: receive → hash and analyse (decoder, statistics) → write, with
+ * bounded buffering between them. Received chunks are copied into a ring of `slabs` slabs; a full slab is
+ * hashed here, goes at once to the analysis (a worker thread for large bodies, so the decoder and the
+ * trajectory kernels run beside the request's thread) and to the blob writer (one slab per write, in
+ * order), and is reused once both are done with it. The receive loop waits only when every slab is busy: that back-pressure reaches
  * the socket. Memory per upload is `slabs × slabBytes` whatever the body size.
  *
  * Resolves once the body is whole, analysed and written (not committed: the caller commits or aborts the
@@ -56,6 +58,9 @@ export async function runIngestPipeline(
     : inlineSession(start, slabs, hooks);
   const writes = new SlabWriter(writer, slabs, ring);
 
+  // SHA-256 on this thread, slab by slab: it and the copy keep this thread about as busy as the analysis
+  // keeps the worker (measured), so neither waits long for the other.
+  const hash = createHash('sha256');
   let bytes = 0;
   try {
     let slot = await ring.acquire();
@@ -63,6 +68,7 @@ export async function runIngestPipeline(
     const seal = () => {
       ring.hold(slot, 2); // the analysis and the write each release it once
       session.submit(slot, used);
+      hash.update(slabs[slot].subarray(0, used));
       writes.enqueue(slot, used);
     };
     for await (const chunk of body) {
@@ -84,7 +90,7 @@ export async function runIngestPipeline(
     else ring.release(slot, 1);
     const result = await session.finish();
     await writes.finish();
-    return { ...result, bytes };
+    return { ...result, bytes, sha256: hash.digest('hex') };
   } catch (err) {
     session.abandon();
     await writes.stop();
