@@ -103,6 +103,10 @@ describe('run pages in chromium', () => {
     const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
     const page = await context.newPage();
     page.on('pageerror', (err) => pageErrors.push(`${urlPath}: ${err.message}`));
+    // The gateway's Content-Security-Policy must allow everything the pages load and run.
+    page.on('console', (message) => {
+      if (/Content Security Policy/i.test(message.text())) pageErrors.push(`${urlPath}: ${message.text()}`);
+    });
     await page.goto(`${server.url}${urlPath}`);
     const field = page.getByLabel('Access token');
     await field.waitFor({ state: 'visible' });
