@@ -9,11 +9,12 @@ import type { Indicators } from '@trajgate/sdk/contract';
 import { collectDiscarded } from '../src/retention/collector.js';
 import { reconcile } from '../src/retention/reconcile.js';
 import { expireStagedShards } from '../src/retention/shard-expiry.js';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { TrajgateClient } from '@trajgate/sdk';
 import os from 'node:os';
 import path from 'node:path';
 import { type GatewayProcess, startGatewayProcess } from '../scripts/lib/gateway-process.js';
-import { createTestGateway, listAllBlobs, type TestGateway } from './helpers/gateway.js';
+import { createTestGateway, listAllBlobs, startTestServer, type TestGateway } from './helpers/gateway.js';
 import { createTestDatabase, type TestDatabase } from './helpers/postgres.js';
 import { type RunningS3rver, S3RVER_CREDENTIALS, startS3rver } from './helpers/s3rver.js';
 import { assertMatchesSpec } from './helpers/openapi.js';
@@ -413,6 +414,60 @@ describe('sharded steps on 2 replicas (one Postgres catalog, one S3 bucket)', ()
       for (const g of gateways) assert.deepEqual(g.errors, [], g.tail());
     } finally {
       await single.close();
+    }
+  });
+});
+
+describe('the SDK: uploadCheckpointDir and a sharded downloadCheckpoint', () => {
+  it('uploads a Hugging Face directory in parallel and writes it back with its index', async () => {
+    const server = await startTestServer();
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'trajgate-shard-dir-'));
+    try {
+      const tensors = weights(11);
+      const shards = shardsOf(tensors);
+      const src = path.join(dir, 'src');
+      const out = path.join(dir, 'out');
+      await mkdir(src, { recursive: true });
+      for (const s of shards) await writeFile(path.join(src, s.file), s.bytes);
+      // The index as transformers writes it: json.dumps(index, indent=2, sort_keys=True) + "\n".
+      const map: [string, string][] = shards.flatMap((s) => s.names.map((n): [string, string] => [n, s.file]));
+      map.sort((a, b) => (a[0] < b[0] ? -1 : 1));
+      const hfIndex = `${JSON.stringify(
+        {
+          metadata: { total_size: tensors.reduce((n, t) => n + t.data.byteLength, 0) },
+          weight_map: Object.fromEntries(map),
+        },
+        null,
+        2,
+      )}\n`;
+      await writeFile(path.join(src, 'model.safetensors.index.json'), hfIndex);
+      await writeFile(path.join(src, 'README.md'), 'not a shard');
+      const client = new TrajgateClient({ url: server.url, retry: { baseDelayMs: 10 } });
+      const progress: number[] = [];
+      const committed = await client.uploadCheckpointDir('sdk', 7, src, {
+        concurrency: 3,
+        onProgress: (sent) => progress.push(sent),
+      });
+      assert.equal(committed.step, 7);
+      assert.equal(committed.shards?.length, 4);
+      assert.equal(
+        progress.at(-1),
+        shards.reduce((n, s) => n + s.bytes.byteLength, 0),
+      );
+      // Again: every file is stored already; the answer is the committed step.
+      const again = await client.uploadCheckpointDir('sdk', 7, src);
+      assert.equal(again.sha256, committed.sha256);
+      const record = await client.downloadCheckpoint('sdk', 7, out);
+      assert.equal(record.shards?.length, 4);
+      assert.deepEqual(
+        (await readdir(out)).sort(),
+        [...shards.map((s) => s.file), 'model.safetensors.index.json'].sort(),
+      );
+      for (const s of shards) assert.ok(Buffer.compare(await readFile(path.join(out, s.file)), s.bytes) === 0);
+      assert.equal(await readFile(path.join(out, 'model.safetensors.index.json'), 'utf8'), hfIndex);
+    } finally {
+      await server.close();
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });

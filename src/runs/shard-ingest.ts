@@ -13,10 +13,16 @@ import { manifestKeyFor } from '../storage/keys.js';
 import { isShardIndexKey, shardDataKey, shardIndexKey } from '../storage/shard-keys.js';
 import { mergeSummaries } from '../trajectory/merge-summaries.js';
 import { DTYPE_SIZES, elementCount } from '@trajgate/sdk/wire/dtypes';
-import { MEDIA_TYPES, OCTET_STREAM, SHA256_HEADER, type CheckpointFormat } from '@trajgate/sdk/wire/formats';
+import {
+  MEDIA_TYPES,
+  OCTET_STREAM,
+  SHA256_HEADER,
+  SHARD_INDEX_FILE,
+  type CheckpointFormat,
+} from '@trajgate/sdk/wire/formats';
 
 /** The name of the served index, as Hugging Face writes it beside its shards. */
-export const INDEX_FILE = 'model.safetensors.index.json';
+export const INDEX_FILE = SHARD_INDEX_FILE;
 /** Most files one step may have. */
 export const MAX_SHARDS = 10_000;
 

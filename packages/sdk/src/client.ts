@@ -1,7 +1,9 @@
 import { createHash, randomUUID } from 'node:crypto';
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { pack } from 'msgpackr';
-import { MSGPACK, SHA256_HEADER } from './wire/formats.js';
+import { MSGPACK, SHA256_HEADER, SHARD_COUNT_HEADER, SHARD_INDEX_FILE } from './wire/formats.js';
 import { downloadToFile, downloadToStream } from './download.js';
 import { TrajgateError } from './errors.js';
 import { isRetryable, type RetryOptions } from './retry.js';
@@ -26,6 +28,8 @@ import type {
   Run,
   RunInput,
   RunSummary,
+  ShardInfo,
+  ShardUploadResult,
   Token,
   TokenInput,
   Trajectory,
@@ -197,32 +201,108 @@ export class TrajgateClient {
     source: CheckpointSource,
     options: UploadOptions = {},
   ): Promise<UploadResult> {
+    const path = `/v1/runs/${enc(run)}/checkpoints/${step}${options.pin ? '?pin=true' : ''}`;
+    return this.sendCheckpoint<UploadResult>(path, source, options, {}, { run, step });
+  }
+
+  /**
+   * Uploads one file of a sharded step (`shardCount` files in all, each sent on its own, in any order and
+   * in parallel). The step commits when its last file is stored: that answer has status `committed` and
+   * the step's checkpoint; earlier ones `staged`. Retried as `uploadCheckpoint` is.
+   */
+  async uploadShard(
+    run: string,
+    step: number,
+    file: string,
+    shardCount: number,
+    source: CheckpointSource,
+    options: Omit<UploadOptions, 'pin'> = {},
+  ): Promise<ShardUploadResult> {
+    const path = `/v1/runs/${enc(run)}/checkpoints/${step}/shards/${enc(file)}`;
+    const headers = { [SHARD_COUNT_HEADER]: String(shardCount) };
+    return this.sendCheckpoint<ShardUploadResult>(path, source, options, headers, { run, step, file });
+  }
+
+  /**
+   * Uploads a directory of shards as one step: the files its `model.safetensors.index.json` names, or
+   * else every `*.safetensors` file in it, at most `concurrency` (default 4) at once. Returns the step's
+   * checkpoint once committed (also when every file had been stored before). `onProgress` gets the bytes
+   * sent across all files and their total.
+   */
+  async uploadCheckpointDir(
+    run: string,
+    step: number,
+    dir: string,
+    options: Omit<UploadOptions, 'pin' | 'onProgress'> & { concurrency?: number; onProgress?: Progress } = {},
+  ): Promise<UploadResult> {
+    const files = await shardFilesOf(dir);
+    const sizes = await Promise.all(files.map(async (f) => (await stat(join(dir, f))).size));
+    const total = sizes.reduce((a, b) => a + b, 0);
+    const sent = new Map<string, number>();
+    const report = (file: string, bytes: number) => {
+      sent.set(file, bytes);
+      let sum = 0;
+      for (const n of sent.values()) sum += n;
+      options.onProgress?.(sum, total);
+    };
+    let committed: UploadResult | null = null;
+    let next = 0;
+    const worker = async () => {
+      while (next < files.length) {
+        const file = files[next++];
+        const answer = await this.uploadShard(
+          run,
+          step,
+          file,
+          files.length,
+          { file: join(dir, file) },
+          {
+            hashFirstBytes: options.hashFirstBytes,
+            onProgress: (bytes) => report(file, bytes),
+          },
+        );
+        if (answer.checkpoint) committed = answer.checkpoint;
+      }
+    };
+    const concurrency = Math.max(1, Math.min(options.concurrency ?? 4, files.length));
+    await Promise.all(Array.from({ length: concurrency }, worker));
+    if (committed) return committed;
+    throw new TrajgateError(0, 'internal', `every file of ${dir} was stored but step ${step} did not commit`, {
+      run,
+      step,
+      files,
+    });
+  }
+
+  private async sendCheckpoint<T extends { sha256: string }>(
+    path: string,
+    source: CheckpointSource,
+    options: Omit<UploadOptions, 'pin'>,
+    extraHeaders: Record<string, string>,
+    context: Record<string, unknown>,
+  ): Promise<T> {
     const prepared = await prepareSource(source, options.hashFirstBytes ?? DEFAULT_HASH_FIRST_BYTES);
-    const headers: Record<string, string> = { 'content-type': prepared.contentType };
+    const headers: Record<string, string> = { 'content-type': prepared.contentType, ...extraHeaders };
     if (prepared.sha256) headers[SHA256_HEADER] = prepared.sha256;
     if (prepared.size !== null) headers['content-length'] = String(prepared.size);
     const attempts: Tap[] = [];
-    const result = await this.transport.json<UploadResult>(
-      'PUT',
-      `/v1/runs/${enc(run)}/checkpoints/${step}${options.pin ? '?pin=true' : ''}`,
-      {
-        headers,
-        body: () => {
-          const tap = hashing(prepared.open(), prepared.size, options.onProgress);
-          attempts.push(tap);
-          return tap.stream;
-        },
-        timed: false,
-        retry: prepared.replayable ? isRetryable : false,
+    const result = await this.transport.json<T>('PUT', path, {
+      headers,
+      body: () => {
+        const tap = hashing(prepared.open(), prepared.size, options.onProgress);
+        attempts.push(tap);
+        return tap.stream;
       },
-    );
+      timed: false,
+      retry: prepared.replayable ? isRetryable : false,
+    });
     const last = attempts.at(-1);
     if (!prepared.sha256 && last?.complete && last.digest() !== result.sha256) {
       throw new TrajgateError(
         0,
         'checksum_mismatch',
         `the server stored bytes hashing to ${result.sha256}; the SDK sent ${last.digest()}`,
-        { run, step },
+        context,
       );
     }
     return result;
@@ -294,6 +374,13 @@ export class TrajgateClient {
     options: { onProgress?: Progress } = {},
   ): Promise<Checkpoint> {
     const record = await this.getCheckpoint(run, step);
+    if (record.shards) {
+      if (typeof target !== 'string') {
+        throw new TypeError(`step ${step} of run '${run}' is sharded: download it to a directory path, not a stream`);
+      }
+      await this.downloadShards(run, step, record.shards, target, options.onProgress);
+      return record;
+    }
     const ref = {
       path: `/v1/runs/${enc(run)}/checkpoints/${step}/content`,
       bytes: record.bytes,
@@ -302,6 +389,42 @@ export class TrajgateClient {
     if (typeof target === 'string') await downloadToFile(this.transport, ref, target, options.onProgress);
     else await downloadToStream(this.transport, ref, target, options.onProgress);
     return record;
+  }
+
+  /**
+   * A sharded step into directory `dir` (created if needed): each file, resumed and verified as a single
+   * checkpoint is, then the step's `model.safetensors.index.json`.
+   */
+  private async downloadShards(
+    run: string,
+    step: number,
+    shards: readonly ShardInfo[],
+    dir: string,
+    onProgress?: Progress,
+  ): Promise<void> {
+    await mkdir(dir, { recursive: true });
+    const total = shards.reduce((n, s) => n + s.bytes, 0);
+    let done = 0;
+    for (const shard of shards) {
+      const ref = {
+        path: `/v1/runs/${enc(run)}/checkpoints/${step}/shards/${enc(shard.file)}`,
+        bytes: shard.bytes,
+        sha256: shard.sha256,
+      };
+      const before = done;
+      await downloadToFile(
+        this.transport,
+        ref,
+        join(dir, shard.file),
+        onProgress && ((n) => onProgress(before + n, total)),
+      );
+      done += shard.bytes;
+    }
+    const index = await this.transport.json<unknown>(
+      'GET',
+      `/v1/runs/${enc(run)}/checkpoints/${step}/shards/${SHARD_INDEX_FILE}`,
+    );
+    await writeFile(join(dir, SHARD_INDEX_FILE), `${JSON.stringify(index, null, 2)}\n`);
   }
 
   /** Pins a checkpoint (no retention class evicts it); returns it after the new decision. */
@@ -478,6 +601,30 @@ function query(params: Record<string, string | number | undefined>): string {
 
 async function* once(bytes: Uint8Array): AsyncGenerator<Uint8Array> {
   yield bytes;
+}
+
+/**
+ * The files of a shard directory: those its index names (each must be there), else every `*.safetensors`
+ * file, by name.
+ */
+async function shardFilesOf(dir: string): Promise<string[]> {
+  const names = await readdir(dir);
+  if (names.includes(SHARD_INDEX_FILE)) {
+    const index = JSON.parse(await readFile(join(dir, SHARD_INDEX_FILE), 'utf8')) as {
+      weight_map?: Record<string, string>;
+    };
+    const files = [...new Set(Object.values(index.weight_map ?? {}))].sort();
+    const missing = files.filter((f) => !names.includes(f));
+    if (files.length === 0 || missing.length > 0) {
+      throw new TypeError(
+        `${join(dir, SHARD_INDEX_FILE)} ${files.length === 0 ? 'names no files' : `names files that are not in ${dir}: ${missing.join(', ')}`}`,
+      );
+    }
+    return files;
+  }
+  const files = names.filter((n) => n.endsWith('.safetensors')).sort();
+  if (files.length === 0) throw new TypeError(`${dir} holds no .safetensors files`);
+  return files;
 }
 
 /** Passes a body through, reporting progress and hashing what was handed to the connection. */
