@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import type http from 'node:http';
 import { after, before, describe, it } from 'node:test';
@@ -465,9 +466,37 @@ describe('the SDK: uploadCheckpointDir and a sharded downloadCheckpoint', () => 
       );
       for (const s of shards) assert.ok(Buffer.compare(await readFile(path.join(out, s.file)), s.bytes) === 0);
       assert.equal(await readFile(path.join(out, 'model.safetensors.index.json'), 'utf8'), hfIndex);
+
+      // The command: `trajgate checkpoints upload RUN STEP DIR/` and `download` into a directory.
+      const up = await trajgate(['--url', server.url, 'checkpoints', 'upload', 'cli', '3', `${src}/`, '--pin']);
+      assert.equal(up.code, 0, up.stderr);
+      assert.match(up.stdout, /step 3 in 4 files: kept/);
+      const cliOut = path.join(dir, 'cli-out');
+      const down = await trajgate(['--url', server.url, 'checkpoints', 'download', 'cli', '3', cliOut]);
+      assert.equal(down.code, 0, down.stderr);
+      assert.match(down.stdout, /4 files and model\.safetensors\.index\.json/);
+      for (const s of shards) assert.ok(Buffer.compare(await readFile(path.join(cliOut, s.file)), s.bytes) === 0);
+      assert.equal(await readFile(path.join(cliOut, 'model.safetensors.index.json'), 'utf8'), hfIndex);
+      assert.equal((await client.getCheckpoint('cli', 3)).pinned, true);
     } finally {
       await server.close();
       await rm(dir, { recursive: true, force: true });
     }
   });
 });
+
+/** Runs `bin/trajgate.js` (the TypeScript sources through tsx), as `npx trajgate` does in a checkout. */
+function trajgate(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  delete env.TRAJGATE_TOKEN;
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [new URL('../bin/trajgate.js', import.meta.url).pathname, ...args],
+      { env, timeout: 60_000, cwd: os.tmpdir() },
+      (err, stdout, stderr) => {
+        resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+      },
+    );
+  });
+}

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 import { Command, CommanderError, Option } from 'commander';
+import { stat } from 'node:fs/promises';
 import cliProgress from 'cli-progress';
 import { TrajgateClient, TrajgateConnectionError, TrajgateError } from '@trajgate/sdk';
-import type { Progress, Role } from '@trajgate/sdk';
+import type { Progress, Role, UploadResult } from '@trajgate/sdk';
 import { formatTable } from './table.js';
 
 /**
@@ -117,36 +118,52 @@ checkpoints
   });
 checkpoints
   .command('upload <run> <step> <file>')
+  .description('upload a checkpoint file, or a directory of shards (model-0000N-of-0000M.safetensors …) as one step')
   .option('--pin', 'pin it so retention never evicts it')
-  .action(async (run: string, s: string, file: string, options: { pin?: boolean }) => {
+  .option('--concurrency <n>', 'files of a directory sent at once', '4')
+  .action(async (run: string, s: string, file: string, options: { pin?: boolean; concurrency: string }) => {
     const bar = progressBar('upload');
     try {
-      const result = await client().uploadCheckpoint(
-        run,
-        step(s),
-        { file },
-        { pin: options.pin, onProgress: bar.onProgress },
-      );
+      let result: UploadResult;
+      if ((await stat(file)).isDirectory()) {
+        const concurrency = Number(options.concurrency);
+        if (!Number.isInteger(concurrency) || concurrency < 1) throw usage('--concurrency must be a positive integer');
+        result = await client().uploadCheckpointDir(run, step(s), file, { concurrency, onProgress: bar.onProgress });
+        if (options.pin && !result.pinned)
+          result = { ...(await client().pin(run, step(s))), decision: result.decision };
+      } else {
+        result = await client().uploadCheckpoint(
+          run,
+          step(s),
+          { file },
+          { pin: options.pin, onProgress: bar.onProgress },
+        );
+      }
       bar.stop();
+      const files = result.shards ? ` in ${result.shards.length} files` : '';
       print(
         result,
         () =>
-          `step ${result.step}: ${result.status} (${result.classes.join(', ') || 'no class'}), sha256 ${result.sha256}${result.decision?.discarded.length ? `; discarded ${result.decision.discarded.map((d) => d.step).join(', ')}` : ''}`,
+          `step ${result.step}${files}: ${result.status} (${result.classes.join(', ') || 'no class'}), sha256 ${result.sha256}${result.decision?.discarded.length ? `; discarded ${result.decision.discarded.map((d) => d.step).join(', ')}` : ''}`,
       );
     } finally {
       bar.stop();
     }
   });
-checkpoints.command('download <run> <step> <file>').action(async (run: string, s: string, file: string) => {
-  const bar = progressBar('download');
-  try {
-    const record = await client().downloadCheckpoint(run, step(s), file, { onProgress: bar.onProgress });
-    bar.stop();
-    print(record, () => `${file}: ${record.bytes} bytes, sha256 ${record.sha256} verified`);
-  } finally {
-    bar.stop();
-  }
-});
+checkpoints
+  .command('download <run> <step> <file>')
+  .description('download a checkpoint to a file; a sharded step to a directory of its files and its index')
+  .action(async (run: string, s: string, file: string) => {
+    const bar = progressBar('download');
+    try {
+      const record = await client().downloadCheckpoint(run, step(s), file, { onProgress: bar.onProgress });
+      bar.stop();
+      const files = record.shards ? ` (${record.shards.length} files and model.safetensors.index.json)` : '';
+      print(record, () => `${file}${files}: ${record.bytes} bytes, sha256 ${record.sha256} verified`);
+    } finally {
+      bar.stop();
+    }
+  });
 for (const action of ['pin', 'unpin', 'restore'] as const) {
   checkpoints.command(`${action} <run> <step>`).action(async (run: string, s: string) => {
     const c = await client()[action](run, step(s));

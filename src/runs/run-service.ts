@@ -331,7 +331,7 @@ export class RunService {
       await this.deps.catalog.setPinned(run, step, pinned);
       if (before.pinned !== pinned) await this.audit(caller, pinned ? 'checkpoint.pin' : 'checkpoint.unpin', run, step);
       await this.decide(await this.requireRun(run), caller);
-      return this.requireCheckpoint(run, step);
+      return this.checkpoint(run, step);
     });
   }
 
@@ -353,7 +353,7 @@ export class RunService {
       await this.deps.catalog.setPinned(run, step, true);
       await this.audit(caller, 'checkpoint.restore', run, step, { reasons: checkpoint.reasons });
       await this.decide(await this.requireRun(run), caller);
-      return this.requireCheckpoint(run, step);
+      return this.checkpoint(run, step);
     });
   }
 
