@@ -47,14 +47,21 @@ export async function runIngestPipeline(
   options: PipelineOptions = DEFAULT_PIPELINE,
 ): Promise<PipelineOutcome> {
   const onWorker = start.contentLength === undefined || start.contentLength > options.workerAboveBytes;
-  const buffers = Array.from({ length: options.slabs }, () =>
-    onWorker ? new SharedArrayBuffer(options.slabBytes) : new ArrayBuffer(options.slabBytes),
-  );
-  const slabs = buffers.map((b) => new Uint8Array(b));
+  // A worker gets all its shared slabs up front; inline, slabs are allocated when first used and no larger
+  // than the declared body, so a small upload does not pay for 16 MiB.
+  const slabBytes = onWorker
+    ? options.slabBytes
+    : Math.max(1, Math.min(options.slabBytes, start.contentLength ?? options.slabBytes));
+  const buffers = onWorker ? Array.from({ length: options.slabs }, () => new SharedArrayBuffer(slabBytes)) : [];
+  const slabs: Uint8Array[] = buffers.map((b) => new Uint8Array(b));
+  const slabOf = (slot: number) => {
+    slabs[slot] ??= new Uint8Array(slabBytes);
+    return slabs[slot];
+  };
   const ring = new SlabRing(options.slabs);
   const hooks = { onDone: (slot: number) => ring.release(slot), onFailure: (err: AppError) => ring.fail(err) };
   const session: AnalysisSession = onWorker
-    ? workers.session(start, buffers as SharedArrayBuffer[], hooks)
+    ? workers.session(start, buffers, hooks)
     : inlineSession(start, slabs, hooks);
   const writes = new SlabWriter(writer, slabs, ring);
 
@@ -68,18 +75,18 @@ export async function runIngestPipeline(
     const seal = () => {
       ring.hold(slot, 2); // the analysis and the write each release it once
       session.submit(slot, used);
-      hash.update(slabs[slot].subarray(0, used));
+      hash.update(slabOf(slot).subarray(0, used));
       writes.enqueue(slot, used);
     };
     for await (const chunk of body) {
       ring.throwIfFailed();
       bytes += chunk.byteLength;
       for (let offset = 0; offset < chunk.byteLength; ) {
-        const n = Math.min(chunk.byteLength - offset, options.slabBytes - used);
-        slabs[slot].set(chunk.subarray(offset, offset + n), used);
+        const n = Math.min(chunk.byteLength - offset, slabBytes - used);
+        slabOf(slot).set(chunk.subarray(offset, offset + n), used);
         used += n;
         offset += n;
-        if (used === options.slabBytes) {
+        if (used === slabBytes) {
           seal();
           slot = ring.tryAcquire() ?? (await ring.acquire());
           used = 0;
