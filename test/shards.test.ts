@@ -10,6 +10,8 @@ import type { Indicators } from '@trajgate/sdk/contract';
 import { collectDiscarded } from '../src/retention/collector.js';
 import { reconcile } from '../src/retention/reconcile.js';
 import { expireStagedShards } from '../src/retention/shard-expiry.js';
+import { loadConfig } from '../src/config.js';
+import { ShardIngest } from '../src/runs/shard-ingest.js';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { TrajgateClient } from '@trajgate/sdk';
 import os from 'node:os';
@@ -174,6 +176,50 @@ describe('sharded steps', () => {
       .send(encodeSafetensors(weights(7)))
       .expect(409);
     assert.equal(single.body.error.code, 'checkpoint_conflict');
+  });
+
+  it('a step whose last file was staged but not committed (a crash between) commits when any file is sent again', async () => {
+    const shards = shardsOf(weights(9));
+    for (const s of shards.slice(0, 3)) await putShard(gw, 'cut', 9, s.file, s.bytes).expect(202);
+    // The 4th file stored and staged the way the gateway does, then the process "dies" before the commit.
+    const ingest = new ShardIngest(
+      gw.context.blobs,
+      gw.context.catalog,
+      loadConfig({}).limits,
+      pino({ level: 'silent' }),
+    );
+    const last = shards[3];
+    const streamed = await ingest.stream({
+      run: 'cut',
+      step: 9,
+      file: last.file,
+      shardCount: 4,
+      body: (async function* () {
+        yield last.bytes;
+      })(),
+      contentType: SAFETENSORS,
+    });
+    await gw.context.catalog.stageShard({
+      run: 'cut',
+      step: 9,
+      file: last.file,
+      shardCount: 4,
+      uploadId: streamed.uploadId,
+      sha256: streamed.sha256,
+      bytes: streamed.bytes,
+      format: streamed.format,
+      blobKey: streamed.blobKey,
+      tensors: streamed.analysed.tensors,
+      metadata: streamed.analysed.layout.metadata,
+      summary: streamed.analysed.summary,
+    });
+    await request(gw.app).get('/v1/runs/cut/checkpoints/9').expect(404);
+    const retried = await putShard(gw, 'cut', 9, shards[0].file, shards[0].bytes).expect(201);
+    assert.equal(retried.body.status, 'committed');
+    assert.ok(retried.body.checkpoint.indicators, 'indicators computed');
+    assert.ok(retried.body.checkpoint.decision, 'retention decided');
+    const again = await putShard(gw, 'cut', 9, shards[0].file, shards[0].bytes).expect(200);
+    assert.equal(again.body.status, 'unchanged');
   });
 
   it('a file that fails validation keeps the step from committing; the valid file completes it', async () => {

@@ -164,15 +164,21 @@ export class RunService {
       checkpoint,
       decision,
     });
+    // After a crash or a failed commit, the same file again finishes what was cut: the step's commit (every
+    // file staged, none committed it) or its locked work (committed, indicators not computed).
     const early = await this.deps.shards.precheck(req);
-    if (early)
-      return answer(
-        'unchanged',
-        early.shard,
-        early.received,
-        early.status === 'unchanged' ? early.checkpoint : null,
-        null,
-      );
+    if (early) {
+      const cut = early.checkpoint ? early.checkpoint.indicators === null : early.received >= req.shardCount;
+      if (!cut) return answer('unchanged', early.shard, early.received, early.checkpoint, null);
+      return this.exclusive(req.run, async () => {
+        const committed = await this.deps.shards.completeIfReady(req.run, req.step);
+        const checkpoint = await this.deps.catalog.getCheckpoint(req.run, req.step);
+        if (!checkpoint) return answer('unchanged', early.shard, early.received, null, null);
+        const decision = await this.afterShardCommit(checkpoint, req.caller);
+        const status = committed ? 'committed' : 'unchanged';
+        return answer(status, early.shard, early.received, await this.checkpoint(req.run, req.step), decision);
+      });
+    }
     const streamed = await this.deps.shards.stream(req);
     return this.exclusive(req.run, async () => {
       const staged = await this.deps.shards.stage(streamed);
@@ -180,13 +186,19 @@ export class RunService {
         const checkpoint = staged.status === 'unchanged' ? staged.checkpoint : null;
         return answer(staged.status, staged.shard, staged.received, checkpoint, null);
       }
-      await this.deps.trajectory.record(req.run, req.step);
-      await this.deps.estimates.addCheckpoint(req.run, req.step);
-      this.deps.telemetry.folded('checkpoints', 1);
-      const decision = await this.decide(await this.requireRun(req.run), req.caller);
+      const decision = await this.afterShardCommit(staged.checkpoint, req.caller);
       const checkpoint = await this.checkpoint(req.run, req.step);
       return answer('committed', staged.shard, staged.received, checkpoint, decision);
     });
+  }
+
+  /** Under the run's lock, after a sharded step's commit: what a single-file upload's commit does next. */
+  private async afterShardCommit(checkpoint: CheckpointRecord, caller: Caller): Promise<RetentionDecision | null> {
+    if (checkpoint.indicators !== null) return null;
+    await this.deps.trajectory.record(checkpoint.run, checkpoint.step);
+    await this.deps.estimates.addCheckpoint(checkpoint.run, checkpoint.step);
+    this.deps.telemetry.folded('checkpoints', 1);
+    return this.decide(await this.requireRun(checkpoint.run), caller);
   }
 
   /** Resolves once no upload is in progress, or after `timeoutMs`. */

@@ -49,8 +49,15 @@ export interface StreamedShard {
   analysed: AnalysedCheckpoint;
 }
 
+export interface UnchangedShard {
+  status: 'unchanged';
+  shard: ShardRecord;
+  received: number;
+  checkpoint: CheckpointRecord | null;
+}
+
 export type ShardStageOutcome =
-  | { status: 'unchanged'; shard: ShardRecord; received: number; checkpoint: CheckpointRecord | null }
+  | UnchangedShard
   | { status: 'staged'; shard: ShardRecord; received: number }
   | { status: 'committed'; shard: ShardRecord; received: number; checkpoint: CheckpointRecord };
 
@@ -77,7 +84,7 @@ export class ShardIngest {
    * SHA-256 and answered without writing anything; a shard count that disagrees with the staged files' is
    * refused before the body is read. Null when the body must be stored.
    */
-  async precheck(req: ShardRequest): Promise<ShardStageOutcome | null> {
+  async precheck(req: ShardRequest): Promise<UnchangedShard | null> {
     const [checkpoint, shards] = await Promise.all([
       this.catalog.getCheckpoint(req.run, req.step),
       this.catalog.listShards(req.run, req.step),
@@ -101,7 +108,7 @@ export class ShardIngest {
     checkpoint: CheckpointRecord,
     shards: readonly ShardRecord[],
     sha256: string,
-  ): ShardStageOutcome {
+  ): UnchangedShard {
     if (!isShardIndexKey(checkpoint.blobKey)) {
       throw new AppError(
         'checkpoint_conflict',
@@ -216,14 +223,24 @@ export class ShardIngest {
       if (result.existing.sha256 !== shard.sha256) throw differentBytes(req, result.existing.sha256, shard.sha256);
       return { status: 'unchanged', shard: result.existing, received: staged.length, checkpoint: null };
     }
-    const all = (await this.catalog.listShards(req.run, req.step, { summaries: true })).filter(
+    const record = (await this.catalog.listShards(req.run, req.step)).find((s) => s.file === req.file);
+    if (!record) throw new AppError('internal', `file '${req.file}' vanished after staging`);
+    const committed = await this.completeIfReady(req.run, req.step);
+    if (committed) return { status: 'committed', shard: record, received: req.shardCount, checkpoint: committed };
+    return { status: 'staged', shard: record, received: staged.length + 1 };
+  }
+
+  /**
+   * Under the run's lock: commits the step when all its declared files are staged and it is not committed;
+   * returns the committed record, else null.
+   */
+  async completeIfReady(run: string, step: number): Promise<CheckpointRecord | null> {
+    if (await this.catalog.getCheckpoint(run, step)) return null;
+    const all = (await this.catalog.listShards(run, step, { summaries: true })).filter(
       (s) => s.checkpointUploadId === null,
     );
-    const record = all.find((s) => s.file === req.file);
-    if (!record) throw new AppError('internal', `file '${req.file}' vanished after staging`);
-    if (all.length < req.shardCount) return { status: 'staged', shard: record, received: all.length };
-    const committed = await this.commit(req.run, req.step, all);
-    return { status: 'committed', shard: record, received: all.length, checkpoint: committed };
+    if (all.length === 0 || all.length < all[0].shardCount) return null;
+    return this.commit(run, step, all);
   }
 
   /** The files of a committed sharded step, by file name. */
