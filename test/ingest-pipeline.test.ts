@@ -141,6 +141,20 @@ describe('ingest pipeline', () => {
     });
   }
 
+  it('runs more uploads at once than there are workers (the rest analyse inline) with the same results', async () => {
+    const body = checkpoint(8);
+    const results = await Promise.all(
+      Array.from({ length: 5 }, async (_, i) => {
+        const writer = store.createWriter(`many/${i}`);
+        const outcome = await runIngestPipeline(cut(body, 10 + i), writer, start(body), MODES['on a worker thread']);
+        await writer.commit();
+        return outcome;
+      }),
+    );
+    for (const outcome of results.slice(1)) assert.deepEqual(outcome, results[0]);
+    assert.equal(results[0].sha256, createHash('sha256').update(body).digest('hex'));
+  });
+
   it('checks the tensor table against the reference on the worker too', async () => {
     const body = checkpoint(7);
     const writer = store.createWriter('bad/shape');

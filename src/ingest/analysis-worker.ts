@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { AppError } from '../errors.js';
 import {
@@ -86,15 +87,23 @@ export function inlineSession(start: BodyAnalysisStart, slabs: Uint8Array[], hoo
 /**
  * Analysis workers, reused across uploads: an upload takes an idle one or starts one, and gives it back
  * when its analysis completed (a worker whose upload failed midway is terminated instead, so no state
- * carries over). At most `maxIdle` idle workers are kept; workers never keep the process alive.
+ * carries over). At most `maxWorkers` exist at once — one per core: more cannot add speed, and each costs
+ * memory (a V8 isolate) — so `available()` is false while they are all busy and the upload analyses
+ * inline. Workers never keep the process alive.
  */
 export class AnalysisWorkers {
   private readonly idle: Worker[] = [];
+  private busy = 0;
 
-  constructor(private readonly maxIdle = 2) {}
+  constructor(private readonly maxWorkers = Math.max(1, availableParallelism())) {}
+
+  available(): boolean {
+    return this.busy < this.maxWorkers;
+  }
 
   session(start: BodyAnalysisStart, slabs: SharedArrayBuffer[], hooks: SessionHooks): AnalysisSession {
     const worker = this.idle.pop() ?? this.start();
+    this.busy += 1;
     let failure: AppError | null = null;
     let settle: { resolve(r: BodyAnalysisResult): void; reject(e: unknown): void } | null = null;
     let result: BodyAnalysisResult | null = null;
@@ -102,10 +111,11 @@ export class AnalysisWorkers {
     const release = (reuse: boolean) => {
       if (released) return;
       released = true;
+      this.busy -= 1;
       worker.off('message', onMessage);
       worker.off('error', onCrash);
       worker.off('exit', onCrash);
-      if (reuse && this.idle.length < this.maxIdle) this.idle.push(worker);
+      if (reuse) this.idle.push(worker);
       else void worker.terminate();
     };
     const fail = (err: AppError) => {

@@ -9,7 +9,7 @@ export interface PipelineOptions {
   slabBytes: number;
   /** Slabs per upload: the bound on bytes received but not yet both analysed and written. */
   slabs: number;
-  /** Bodies declared larger than this (or of unknown length) are analysed on a worker thread. */
+  /** Bodies declared larger than this (or of unknown length) are analysed on a worker thread, if one is free. */
   workerAboveBytes: number;
 }
 
@@ -46,7 +46,8 @@ export async function runIngestPipeline(
   start: BodyAnalysisStart,
   options: PipelineOptions = DEFAULT_PIPELINE,
 ): Promise<PipelineOutcome> {
-  const onWorker = start.contentLength === undefined || start.contentLength > options.workerAboveBytes;
+  const large = start.contentLength === undefined || start.contentLength > options.workerAboveBytes;
+  const onWorker = large && workers.available();
   // A worker gets all its shared slabs up front; inline, slabs are allocated when first used and no larger
   // than the declared body, so a small upload does not pay for 16 MiB.
   const slabBytes = onWorker
