@@ -2,7 +2,7 @@ import type { CheckpointSummary } from '../../src/model/summary.js';
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Catalog, MetricCursor, NewCheckpoint } from '../../src/catalog/catalog.js';
+import type { Catalog, MetricCursor, NewCheckpoint, NewShard } from '../../src/catalog/catalog.js';
 import { CheckpointRecord, MetricPoint, RunRecord } from '../../src/model/records.js';
 import { isAppError } from '../../src/errors.js';
 import { signal, waitFor, within } from './wait.js';
@@ -654,6 +654,69 @@ export function describeCatalogContract(name: string, open: () => Promise<Opened
         (await catalog.getSummaries(run, wanted)).map((s) => s.step),
         [5, 1500, 2999],
       );
+    });
+
+    it('sharded steps: staging is unique per file, the commit links the files atomically, live files and abandoned steps', async () => {
+      const run = runId('shards');
+      const shard = (file: string, tensor: string, extra: Partial<NewShard> = {}): NewShard => ({
+        run,
+        step: 5,
+        file,
+        shardCount: 2,
+        uploadId: `s-${file}`,
+        sha256: 'cd'.repeat(32),
+        bytes: 100,
+        format: 'safetensors',
+        blobKey: `runs/${run}/checkpoints/0000000005-s-${file}/${file}`,
+        tensors: [{ name: tensor, dtype: 'F32', shape: [4], norm: 1, mean: 0, maxAbs: 1, nanCount: 0, infCount: 0 }],
+        metadata: { format: 'pt' },
+        summary: summaryFor(5),
+        ...extra,
+      });
+      assert.deepEqual(await catalog.stageShard(shard('b.safetensors', 'b')), { inserted: true });
+      const twice = await catalog.stageShard(shard('b.safetensors', 'other', { sha256: 'ef'.repeat(32) }));
+      assert.equal(twice.inserted, false);
+      assert.equal(!twice.inserted && twice.existing.sha256, 'cd'.repeat(32));
+      await catalog.stageShard(shard('a.safetensors', 'a'));
+      const staged = await catalog.listShards(run, 5, { summaries: true });
+      assert.deepEqual(
+        staged.map((s) => [s.file, s.checkpointUploadId, s.tensors[0].name]),
+        [
+          ['a.safetensors', null, 'a'],
+          ['b.safetensors', null, 'b'],
+        ],
+      );
+      assert.deepEqual(Array.from(staged[0].summary?.sketch ?? []), Array.from(summaryFor(5).sketch));
+      assert.equal((await catalog.listShards(run, 5))[0].summary, null);
+      assert.deepEqual([...(await catalog.liveShardUploads(run))].sort(), ['5/s-a.safetensors', '5/s-b.safetensors']);
+      // Abandoned: the latest file of the step arrived before the cutoff.
+      const future = new Date(Date.now() + 60_000).toISOString();
+      assert.ok((await catalog.abandonedShardSteps(future, 100)).some((s) => s.run === run && s.step === 5));
+      assert.ok(!(await catalog.abandonedShardSteps('2000-01-01T00:00:00.000Z', 100)).some((s) => s.run === run));
+
+      await catalog.ensureRun(run);
+      const row = checkpoint(run, 5, {
+        uploadId: 'step-5',
+        blobKey: `runs/${run}/checkpoints/0000000005-step-5.index`,
+      });
+      assert.deepEqual(await catalog.commitShards(row), { inserted: true });
+      assert.deepEqual(
+        (await catalog.listShards(run, 5)).map((s) => s.checkpointUploadId),
+        ['step-5', 'step-5'],
+      );
+      assert.equal((await catalog.getCheckpoint(run, 5))?.uploadId, 'step-5');
+      assert.equal((await catalog.getSummaries(run, [5])).length, 1);
+      assert.equal((await catalog.commitShards({ ...row, uploadId: 'late' })).inserted, false);
+      // Committed files are no longer staged: nothing to drop, nothing abandoned; they live with the step.
+      assert.deepEqual(await catalog.dropStagedShards(run, 5), []);
+      assert.ok(!(await catalog.abandonedShardSteps(future, 100)).some((s) => s.run === run));
+      assert.equal((await catalog.liveShardUploads(run)).size, 2);
+      // A staged file of another step is dropped with its key.
+      await catalog.stageShard(shard('c.safetensors', 'c', { step: 6 }));
+      assert.deepEqual(await catalog.dropStagedShards(run, 6), [
+        `runs/${run}/checkpoints/0000000005-s-c.safetensors/c.safetensors`,
+      ]);
+      assert.deepEqual(await catalog.listShards(run, 6), []);
     });
 
     it('failures surface as catalog_unavailable', async () => {
