@@ -16,6 +16,7 @@ import { AuditTrail } from './auth/audit-trail.js';
 import { TokenService } from './auth/tokens.js';
 import { Telemetry } from './observability/telemetry.js';
 import { PolicyBook } from './runs/policy-book.js';
+import { ResumableUploads } from './runs/resumable-uploads.js';
 import { RunService } from './runs/run-service.js';
 import { TrajectoryRecorder } from './runs/trajectory-recorder.js';
 import type { Catalog } from './catalog/catalog.js';
@@ -80,6 +81,7 @@ export async function startServer(config: Readonly<Config>, logger: Logger): Pro
       }, graceMs);
       await closed;
       clearTimeout(cut);
+      await context.uploads.close();
       await context.runs.drained(ABORT_SETTLE_MS);
       await collector.stop();
       await closeContext(context);
@@ -121,6 +123,7 @@ export async function openContext(config: Readonly<Config>, logger: Logger): Pro
     catalog,
     blobs,
     runs,
+    uploads: new ResumableUploads(catalog, (req) => runs.upload(req), logger),
     policies,
     tokens,
     audit: new AuditTrail(catalog),

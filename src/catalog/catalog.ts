@@ -159,6 +159,18 @@ export interface Catalog {
   /** `${step}/${uploadId}` of every shard upload of the run whose bytes must stay (what reconciliation keeps). */
   liveShardUploads(run: string): Promise<Set<string>>;
 
+  /** Records a new resumable upload at offset 0. */
+  createUploadSession(session: NewUploadSession): Promise<void>;
+  getUploadSession(id: string): Promise<UploadSessionRecord | null>;
+  /** Sets offset and expiry; with `expectOffset` only when the stored offset is that. True when it changed. */
+  updateUploadSession(
+    id: string,
+    change: { offset: number; expiresAt: string; expectOffset?: number },
+  ): Promise<boolean>;
+  deleteUploadSession(id: string): Promise<boolean>;
+  /** Deletes sessions that expired before `now` (ISO-8601), at most `limit`; returns their ids. */
+  expireUploadSessions(now: string, limit: number): Promise<string[]>;
+
   /** Throws `catalog_unavailable` when the database cannot be reached. Used by /readyz. */
   ping(): Promise<void>;
   close(): Promise<void>;
@@ -175,6 +187,24 @@ export interface NewCheckpoint {
   tensors: TensorEntry[];
   metadata: Record<string, string> | null;
   summary: CheckpointSummary;
+}
+
+/** A resumable upload as `createUploadSession` takes it. */
+export interface NewUploadSession {
+  id: string;
+  run: string;
+  step: number;
+  /** Upload-Length: the whole body's bytes. */
+  length: number;
+  /** What the creation declared: content type, SHA-256, pin. */
+  metadata: Record<string, string>;
+  expiresAt: string;
+  createdAt: string;
+}
+
+export interface UploadSessionRecord extends NewUploadSession {
+  /** Bytes accepted as of the last PATCH that ended (the live process may know more). */
+  offset: number;
 }
 
 /** One file of a sharded step, as `stageShard` takes it. */

@@ -21,6 +21,8 @@ import type {
   PolicyRecord,
   RetentionOutcome,
   ShardRecord,
+  NewUploadSession,
+  UploadSessionRecord,
 } from './catalog.js';
 import type { CheckpointSummary } from '../model/summary.js';
 import type {
@@ -61,6 +63,13 @@ import {
   liveShardUploads,
   stageShard,
 } from './shards.js';
+import {
+  createUploadSession,
+  deleteUploadSession,
+  expireUploadSessions,
+  getUploadSession,
+  updateUploadSession,
+} from './upload-sessions.js';
 import { SummaryCache } from './summary-cache.js';
 
 /** Memory for cached trajectory summaries: about 1,500 checkpoints' worth at the default sketch size. */
@@ -464,6 +473,29 @@ export class KyselyCatalog implements Catalog {
 
   liveShardUploads(run: string): Promise<Set<string>> {
     return guard('liveShardUploads', () => liveShardUploads(this.db, run));
+  }
+
+  createUploadSession(session: NewUploadSession): Promise<void> {
+    return guard('createUploadSession', () => createUploadSession(this.db, session));
+  }
+
+  getUploadSession(id: string): Promise<UploadSessionRecord | null> {
+    return guard('getUploadSession', () => getUploadSession(this.db, id));
+  }
+
+  updateUploadSession(
+    id: string,
+    change: { offset: number; expiresAt: string; expectOffset?: number },
+  ): Promise<boolean> {
+    return guard('updateUploadSession', () => updateUploadSession(this.db, id, change));
+  }
+
+  deleteUploadSession(id: string): Promise<boolean> {
+    return guard('deleteUploadSession', () => deleteUploadSession(this.db, id));
+  }
+
+  expireUploadSessions(now: string, limit: number): Promise<string[]> {
+    return guard('expireUploadSessions', () => expireUploadSessions(this.db, now, limit));
   }
 
   ping(): Promise<void> {

@@ -267,6 +267,23 @@ function migrations(dialect: SqlDialect): Record<string, Migration> {
         }
       },
     },
+    '0011_upload_sessions': {
+      async up(db: Kysely<unknown>) {
+        // Resumable (tus) uploads in progress: any replica answers HEAD from here.
+        await db.schema
+          .createTable('upload_sessions')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('run_id', 'text', (c) => c.notNull())
+          .addColumn('step', 'bigint', (c) => c.notNull())
+          .addColumn('length', 'bigint', (c) => c.notNull())
+          .addColumn('upload_offset', 'bigint', (c) => c.notNull())
+          .addColumn('metadata', 'text', (c) => c.notNull())
+          .addColumn('expires_at', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('upload_sessions_expires').on('upload_sessions').column('expires_at').execute();
+      },
+    },
   };
 }
 

@@ -20,6 +20,7 @@ export interface Database {
   metric_batches: MetricBatchesTable;
   calibration_scales: CalibrationScalesTable;
   checkpoint_shards: CheckpointShardsTable;
+  upload_sessions: UploadSessionsTable;
 }
 
 /**
@@ -184,5 +185,18 @@ export interface MetricBatchesTable {
   run_id: string;
   batch_key: string;
   points: Int;
+  created_at: string;
+}
+
+/** A resumable (tus) upload in progress (catalog/upload-sessions.ts). */
+export interface UploadSessionsTable {
+  id: string;
+  run_id: string;
+  step: Int;
+  length: Int;
+  upload_offset: Int;
+  /** JSON: the creation's metadata (content type, declared SHA-256, pin). */
+  metadata: string;
+  expires_at: string;
   created_at: string;
 }

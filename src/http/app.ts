@@ -8,6 +8,7 @@ import { authenticate } from './access.js';
 import { auditRoutes } from './routes/audit.js';
 import { checkpointRoutes } from './routes/checkpoints.js';
 import { shardRoutes } from './routes/shards.js';
+import { uploadRoutes } from './routes/uploads.js';
 import { telemetryRoutes } from './routes/telemetry.js';
 import { tokenRoutes } from './routes/tokens.js';
 import { estimateRoutes } from './routes/estimate.js';
@@ -39,6 +40,7 @@ export function createApp(ctx: AppContext): Express {
   app.use(runRoutes(ctx));
   app.use(checkpointRoutes(ctx));
   app.use(shardRoutes(ctx));
+  app.use(uploadRoutes(ctx));
   app.use(metricRoutes(ctx));
   app.use(trajectoryRoutes(ctx));
   app.use(policyRoutes(ctx));

@@ -4,6 +4,7 @@ import type { TokenService } from '../auth/tokens.js';
 import type { Telemetry } from '../observability/telemetry.js';
 import type { Config } from '../config.js';
 import type { PolicyBook } from '../runs/policy-book.js';
+import type { ResumableUploads } from '../runs/resumable-uploads.js';
 import type { RunService } from '../runs/run-service.js';
 
 /** Each dependency's state for /readyz: 'ok' or what went wrong. */
@@ -23,6 +24,8 @@ export interface AppContext {
   config: Readonly<Config>;
   logger: Logger;
   runs: RunService;
+  /** Resumable (tus) upload sessions; their bytes go through `runs.upload`. */
+  uploads: ResumableUploads;
   policies: PolicyBook;
   tokens: TokenService;
   audit: AuditTrail;

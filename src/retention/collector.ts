@@ -87,6 +87,10 @@ export function startCollector(
       lastReconcile = Date.now();
       const expired = await expireStagedShards(catalog, blobs, logger);
       if (expired > 0) logger.info({ expired }, 'dropped the staged files of abandoned sharded steps');
+      // Expired resumable uploads: the row goes here; a live stream's staged bytes were aborted when it sat
+      // idle (TRAJGATE_UPLOAD_IDLE_S), and those of a process that died are staged writes reconcile removes.
+      const sessions = await catalog.expireUploadSessions(new Date().toISOString(), 1000);
+      if (sessions.length > 0) logger.info({ sessions: sessions.length }, 'dropped expired resumable uploads');
       const found = await reconcile(catalog, blobs, logger, options.staleMs);
       telemetry.reconciled(found.orphans, found.staged);
       if (found.orphans + found.staged > 0) logger.info(found, 'reconciled storage with the catalog');

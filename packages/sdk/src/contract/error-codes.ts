@@ -36,6 +36,10 @@ export const ERROR_STATUS = {
   storage_unavailable: 503,
   catalog_unavailable: 503,
   internal: 500,
+  upload_not_found: 404,
+  upload_expired: 410,
+  upload_offset_mismatch: 409,
+  tus_version_unsupported: 412,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;
