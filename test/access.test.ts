@@ -26,6 +26,9 @@ const SCOPE = ['team-a-*'];
 const STEPS = [0, 10, 20];
 /** The step that path templates' `{step}` become. */
 const STEP = 10;
+/** A sharded step of one file, which `{step}` of the shard operations becomes, and that file (`{file}`). */
+const SHARD_STEP = 30;
+const SHARD_FILE = 'model-00001-of-00001.safetensors';
 const POLICY = 'team-policy';
 /** Keeps every fixture checkpoint, so pins, unpins and policy changes leave every step readable. */
 const POLICY_BODY = { latest: 10, graceSeconds: 3600 };
@@ -121,6 +124,11 @@ const SAMPLES: Record<string, Sample> = {
   putRun: { json: { plannedSteps: 100, trainSize: 1000 } },
   // The bytes already committed at STEP: 200, nothing rewritten.
   uploadCheckpoint: { raw: { contentType: SAFETENSORS, body: checkpointBody(STEP) } },
+  // The file already committed at SHARD_STEP: 200, nothing rewritten.
+  uploadShard: {
+    headers: { 'x-trajgate-shard-count': '1' },
+    raw: { contentType: SAFETENSORS, body: checkpointBody(SHARD_STEP) },
+  },
   postMetrics: { json: { points: [{ step: 15, trainLoss: 0.9, lr: 0.1 }] } },
   putPolicy: { json: POLICY_BODY },
   setRunPolicy: { json: { name: POLICY } },
@@ -177,6 +185,9 @@ describe('access control, operation by operation from the OpenAPI file', () => {
         t.set('content-type', SAFETENSORS).send(checkpointBody(step)),
       );
     }
+    await setup('put', `/v1/runs/${run}/checkpoints/${SHARD_STEP}/shards/${SHARD_FILE}`, (t) =>
+      t.set({ 'content-type': SAFETENSORS, 'x-trajgate-shard-count': '1' }).send(checkpointBody(SHARD_STEP)),
+    );
     const points = STEPS.map((step) => ({ step, trainLoss: 2 - step / 20, valLoss: 2.2 - step / 25, lr: 0.1 }));
     await setup('post', `/v1/runs/${run}/metrics`, (t) => t.send({ points }));
   }
@@ -210,7 +221,8 @@ describe('access control, operation by operation from the OpenAPI file', () => {
   function pathFor(op: Operation, run: string, tokenId = victim.id): string {
     return op.path
       .replace('{run}', run)
-      .replace('{step}', String(STEP))
+      .replace('{step}', String(op.path.includes('/shards/') ? SHARD_STEP : STEP))
+      .replace('{file}', SHARD_FILE)
       .replace('{name}', POLICY)
       .replace('{id}', tokenId);
   }
