@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { TrajgateClient } from '@trajgate/sdk';
 import { encodeSafetensors } from '@trajgate/sdk/wire/safetensors';
 import * as tus from 'tus-js-client';
 import { cuttingProxy } from '../scripts/lib/cutting-proxy.js';
@@ -89,6 +90,42 @@ describe('resumable uploads (tus 1.0)', () => {
       assert.equal(head.status, 404);
     } finally {
       await proxy.close();
+    }
+  });
+
+  it('the SDK resumes from the server offset after each cut: a 24 MiB file cut 3 times, sent about once', async () => {
+    const body = checkpoint(24, 4);
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'tg-sdk-tus-'));
+    const file = path.join(dir, 'model.safetensors');
+    await writeFile(file, body);
+    const proxy = await cuttingProxy(server.url, { afterBytes: 7 * 1024 * 1024, cuts: 3 });
+    try {
+      const client = new TrajgateClient({ url: proxy.url, retry: { retries: 5, baseDelayMs: 20 } });
+      const progress: number[] = [];
+      const result = await client.uploadCheckpoint('sdk-tus', 5, file, {
+        resumableAbove: 0,
+        onProgress: (sent) => progress.push(sent),
+      });
+      assert.equal(proxy.cuts(), 3);
+      assert.equal(result.sha256, sha(body));
+      assert.equal(result.step, 5);
+      assert.equal(result.decision, null);
+      // Each attempt after a cut starts where the server stood, not at byte 0.
+      const restarts = progress.filter((v, i) => i > 0 && v < progress[i - 1]);
+      assert.ok(restarts.length >= 1 && restarts.every((v) => v >= 4 * 1024 * 1024), `restarts at ${restarts}`);
+      assert.equal(progress.at(-1), body.length);
+      const content = Buffer.from(
+        await (await fetch(`${server.url}/v1/runs/sdk-tus/checkpoints/5/content`)).arrayBuffer(),
+      );
+      assert.equal(sha(content), sha(body));
+      // The threshold: below it, one request (whose answer carries the retention decision).
+      const smallFile = path.join(dir, 'small.safetensors');
+      await writeFile(smallFile, checkpoint(1, 5));
+      const small = await client.uploadCheckpoint('sdk-tus-small', 6, smallFile);
+      assert.notEqual(small.decision, null);
+    } finally {
+      await proxy.close();
+      await rm(dir, { recursive: true, force: true });
     }
   });
 

@@ -6,9 +6,16 @@ import { pack } from 'msgpackr';
 import { MSGPACK, SHA256_HEADER, SHARD_COUNT_HEADER, SHARD_INDEX_FILE } from './wire/formats.js';
 import { downloadToFile, downloadToStream } from './download.js';
 import { TrajgateError } from './errors.js';
+import { sendResumable } from './resumable.js';
 import { isRetryable, type RetryOptions } from './retry.js';
 import { RunLogger, type RunLoggerOptions } from './run-logger.js';
-import { DEFAULT_HASH_FIRST_BYTES, prepareSource, type ByteStream, type CheckpointSource } from './source.js';
+import {
+  DEFAULT_HASH_FIRST_BYTES,
+  prepareSource,
+  type ByteStream,
+  type CheckpointSource,
+  type PreparedSource,
+} from './source.js';
 import { Transport } from './transport.js';
 import type {
   AuditEntry,
@@ -67,7 +74,18 @@ export interface UploadOptions {
    * than it protects). Default 256 MiB; 0 never hashes up front.
    */
   hashFirstBytes?: number;
+  /**
+   * Files and tensors larger than this many bytes are sent with the resumable (tus) protocol: after a
+   * connection error the upload goes on from the bytes the server holds instead of from byte 0, and
+   * `onProgress` carries on from there. Its answer has `decision: null` (read the checkpoint's classes
+   * and reasons, or the run's decisions, for what retention did). Default 64 MiB; 0: always; Infinity:
+   * never. One-shot streams and sources of unknown size are always sent in one request.
+   */
+  resumableAbove?: number;
 }
+
+/** Default UploadOptions.resumableAbove. */
+export const DEFAULT_RESUMABLE_ABOVE = 64 * 1024 * 1024;
 
 export interface MetricsQuery {
   fromStep?: number;
@@ -201,8 +219,19 @@ export class TrajgateClient {
     source: CheckpointSource,
     options: UploadOptions = {},
   ): Promise<UploadResult> {
+    const prepared = await prepareSource(source, options.hashFirstBytes ?? DEFAULT_HASH_FIRST_BYTES);
+    const threshold = options.resumableAbove ?? DEFAULT_RESUMABLE_ABOVE;
+    if (prepared.size !== null && prepared.replayable && prepared.size > threshold) {
+      await sendResumable(this.transport, prepared, {
+        collection: `/v1/runs/${enc(run)}/checkpoints/${step}/uploads`,
+        pin: options.pin,
+        onProgress: options.onProgress,
+        retry: this.transport.retry,
+      });
+      return { ...(await this.getCheckpoint(run, step)), decision: null };
+    }
     const path = `/v1/runs/${enc(run)}/checkpoints/${step}${options.pin ? '?pin=true' : ''}`;
-    return this.sendCheckpoint<UploadResult>(path, source, options, {}, { run, step });
+    return this.sendCheckpoint<UploadResult>(path, prepared, options, {}, { run, step });
   }
 
   /**
@@ -276,12 +305,14 @@ export class TrajgateClient {
 
   private async sendCheckpoint<T extends { sha256: string }>(
     path: string,
-    source: CheckpointSource,
+    source: CheckpointSource | PreparedSource,
     options: Omit<UploadOptions, 'pin'>,
     extraHeaders: Record<string, string>,
     context: Record<string, unknown>,
   ): Promise<T> {
-    const prepared = await prepareSource(source, options.hashFirstBytes ?? DEFAULT_HASH_FIRST_BYTES);
+    const prepared = isPrepared(source)
+      ? source
+      : await prepareSource(source, options.hashFirstBytes ?? DEFAULT_HASH_FIRST_BYTES);
     const headers: Record<string, string> = { 'content-type': prepared.contentType, ...extraHeaders };
     if (prepared.sha256) headers[SHA256_HEADER] = prepared.sha256;
     if (prepared.size !== null) headers['content-length'] = String(prepared.size);
@@ -633,6 +664,11 @@ interface Tap {
   /** Whether the source was read to its end. */
   readonly complete: boolean;
   digest(): string;
+}
+
+/** A source already resolved by prepareSource (it has `open`; no CheckpointSource form does). */
+function isPrepared(source: CheckpointSource | PreparedSource): source is PreparedSource {
+  return typeof source === 'object' && source !== null && typeof (source as PreparedSource).open === 'function';
 }
 
 function hashing(source: ByteStream, total: number | null, report?: Progress): Tap {
