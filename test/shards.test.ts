@@ -251,13 +251,68 @@ describe('sharded steps', () => {
     const count = await putShard(gw, 'dup', 2, shards[1].file, shards[1].bytes, 3).expect(409);
     assert.match(count.body.error.message, /declares 3 shards .* declared 4/);
     const missing = await request(gw.app)
-      .put(`/v1/runs/dup/checkpoints/2/shards/${shards[1].file}`)
+      .put(`/v1/runs/dup/checkpoints/3/shards/${shards[1].file}`)
       .set('content-type', SAFETENSORS)
       .send(shards[1].bytes)
       .expect(400);
     assert.match(missing.body.error.message, /x-trajgate-shard-count/);
     const badName = await putShard(gw, 'dup', 2, '..hidden', shards[1].bytes).expect(400);
     assert.equal(badName.body.error.code, 'invalid_request');
+  });
+
+  it('an uploaded model.safetensors.index.json declares the files: no count needed, and it is checked', async () => {
+    const tensors = weights(12);
+    const shards = shardsOf(tensors);
+    const map: [string, string][] = shards.flatMap((s) => s.names.map((n): [string, string] => [n, s.file]));
+    map.sort((a, b) => (a[0] < b[0] ? -1 : 1));
+    const total = tensors.reduce((n, t) => n + t.data.byteLength, 0);
+    const hfIndex = `${JSON.stringify({ metadata: { total_size: total }, weight_map: Object.fromEntries(map) }, null, 2)}\n`;
+    const putIndex = (step: number, body: string) =>
+      request(gw.app)
+        .put(`/v1/runs/idx/checkpoints/${step}/shards/model.safetensors.index.json`)
+        .set('content-type', 'application/json')
+        .send(body);
+    const noCount = (step: number, file: string, body: Uint8Array) =>
+      request(gw.app)
+        .put(`/v1/runs/idx/checkpoints/${step}/shards/${file}`)
+        .set('content-type', SAFETENSORS)
+        .send(Buffer.from(body));
+    // One file first (with its count), then the index, then the rest without a count.
+    await putShard(gw, 'idx', 1, shards[2].file, shards[2].bytes).expect(202);
+    const declared = await putIndex(1, hfIndex).expect(202);
+    assertMatchesSpec(declared, 'PUT', '/v1/runs/{run}/checkpoints/{step}/shards/{file}');
+    assert.equal(declared.body.shardCount, 4);
+    assert.equal(declared.body.shardsReceived, 1);
+    await putIndex(1, hfIndex).expect(200);
+    const answers = await Promise.all([shards[0], shards[1], shards[3]].map((s) => noCount(1, s.file, s.bytes)));
+    assert.deepEqual(answers.map((a) => a.status).sort(), [201, 202, 202]);
+    const record = await request(gw.app).get('/v1/runs/idx/checkpoints/1').expect(200);
+    assert.deepEqual(
+      record.body.shards.map((s: { file: string }) => s.file),
+      shards.map((s) => s.file),
+    );
+    const served = await request(gw.app)
+      .get('/v1/runs/idx/checkpoints/1/shards/model.safetensors.index.json')
+      .expect(200);
+    assert.equal(served.text, hfIndex);
+    await putIndex(1, hfIndex).expect(200);
+
+    // The index is checked against the files: a tensor in a file it does not put there, a file it does not name.
+    const moved = { ...Object.fromEntries(map), 'layers.0.weight': shards[1].file };
+    await putIndex(2, JSON.stringify({ metadata: { total_size: total }, weight_map: moved })).expect(202);
+    const wrong = await noCount(2, shards[0].file, shards[0].bytes).expect(409);
+    assert.match(
+      wrong.body.error.message,
+      /tensor 'layers\.0\.weight' is in file 'model-00001-of-00004\.safetensors', but the model\.safetensors\.index\.json .* puts it in 'model-00002-of-00004\.safetensors'/,
+    );
+    const stranger = await noCount(2, 'extra.safetensors', shards[0].bytes).expect(409);
+    assert.match(stranger.body.error.message, /not one of the files/);
+    const disagree = await putShard(gw, 'idx', 2, shards[2].file, shards[2].bytes, 3).expect(409);
+    assert.match(disagree.body.error.message, /declares 3 shards/);
+    const notJson = await putIndex(3, '{"weight_map": 5}').expect(400);
+    assert.equal(notJson.body.error.code, 'invalid_request');
+    const noFile = await noCount(4, shards[0].file, shards[0].bytes).expect(400);
+    assert.match(noFile.body.error.message, /x-trajgate-shard-count is missing/);
   });
 
   it('serves each file with Range, and the index in Hugging Face format', async () => {

@@ -150,7 +150,7 @@ export class RunService {
     if (!(await this.deps.catalog.getRun(req.run))) await this.admitNewRun(req.run, req.caller);
     const answer = (
       status: ShardUploadOutcome['status'],
-      shard: { sha256: string; bytes: number },
+      shard: { sha256: string; bytes: number; shardCount: number },
       received: number,
       checkpoint: CheckpointRecord | null,
       decision: RetentionDecision | null,
@@ -159,7 +159,7 @@ export class RunService {
       file: req.file,
       sha256: shard.sha256,
       bytes: shard.bytes,
-      shardCount: req.shardCount,
+      shardCount: shard.shardCount,
       shardsReceived: received,
       checkpoint,
       decision,
@@ -167,8 +167,8 @@ export class RunService {
     // After a crash or a failed commit, the same file again finishes what was cut: the step's commit (every
     // file staged, none committed it) or its locked work (committed, indicators not computed).
     const early = await this.deps.shards.precheck(req);
-    if (early) {
-      const cut = early.checkpoint ? early.checkpoint.indicators === null : early.received >= req.shardCount;
+    if ('status' in early) {
+      const cut = early.checkpoint ? early.checkpoint.indicators === null : early.received >= early.shard.shardCount;
       if (!cut) return answer('unchanged', early.shard, early.received, early.checkpoint, null);
       return this.exclusive(req.run, async () => {
         const committed = await this.deps.shards.completeIfReady(req.run, req.step);
@@ -179,9 +179,17 @@ export class RunService {
         return answer(status, early.shard, early.received, await this.checkpoint(req.run, req.step), decision);
       });
     }
-    const streamed = await this.deps.shards.stream(req);
+    // An uploaded model.safetensors.index.json declares the files; any other file is a shard.
+    const { shardCount } = early;
+    const stage =
+      req.file === INDEX_FILE
+        ? await this.deps.shards.readIndex(req).then((index) => () => this.deps.shards.stageIndex(index))
+        : shardCount === undefined
+          ? null
+          : await this.deps.shards.stream({ ...req, shardCount }).then((file) => () => this.deps.shards.stage(file));
+    if (!stage) throw new AppError('internal', `no shard count for file '${req.file}'`);
     return this.exclusive(req.run, async () => {
-      const staged = await this.deps.shards.stage(streamed);
+      const staged = await stage();
       if (staged.status !== 'committed') {
         const checkpoint = staged.status === 'unchanged' ? staged.checkpoint : null;
         return answer(staged.status, staged.shard, staged.received, checkpoint, null);

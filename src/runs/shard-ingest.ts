@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
+import { z } from 'zod';
 import type { Catalog, NewCheckpoint, ShardRecord } from '../catalog/catalog.js';
 import { AppError } from '../errors.js';
 import { peek, readBody } from '../ingest/body.js';
@@ -11,6 +12,7 @@ import type { CheckpointRecord, ShardInfo, TensorEntry } from '../model/records.
 import type { BlobStore } from '../storage/blob-store.js';
 import { manifestKeyFor } from '../storage/keys.js';
 import { isShardIndexKey, shardDataKey, shardIndexKey } from '../storage/shard-keys.js';
+import { DEFAULT_SKETCH_SPEC } from '../trajectory/accumulator.js';
 import { mergeSummaries } from '../trajectory/merge-summaries.js';
 import { DTYPE_SIZES, elementCount } from '@trajgate/sdk/wire/dtypes';
 import {
@@ -25,28 +27,51 @@ import {
 export const INDEX_FILE = SHARD_INDEX_FILE;
 /** Most files one step may have. */
 export const MAX_SHARDS = 10_000;
+const FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
+const IndexSchema = z.object({
+  metadata: z.record(z.string(), z.unknown()).optional(),
+  weight_map: z.record(z.string(), z.string()),
+});
 
 export interface ShardRequest {
   run: string;
   step: number;
   file: string;
-  /** The number of files the step has (x-trajgate-shard-count). */
-  shardCount: number;
+  /**
+   * The number of files the step has (x-trajgate-shard-count); may be left out once the step's index or
+   * another of its files declared it.
+   */
+  shardCount?: number;
   body: AsyncIterable<Uint8Array>;
   contentType?: string;
   contentLength?: number;
   sha256?: string;
 }
 
+/** A request whose shard count is known. */
+export type CountedShardRequest = ShardRequest & { shardCount: number };
+
 /** A shard whose bytes are stored (its blob committed) and valid, not yet staged in the catalog. */
 export interface StreamedShard {
-  req: ShardRequest;
+  req: CountedShardRequest;
   uploadId: string;
   blobKey: string;
   format: CheckpointFormat;
   sha256: string;
   bytes: number;
   analysed: AnalysedCheckpoint;
+}
+
+/** An uploaded `model.safetensors.index.json`: the files it declares, read and stored, not yet staged. */
+export interface DeclaredIndex {
+  req: ShardRequest;
+  uploadId: string;
+  blobKey: string;
+  sha256: string;
+  bytes: number;
+  /** Tensor name → file. */
+  weightMap: Record<string, string>;
+  files: string[];
 }
 
 export interface UnchangedShard {
@@ -84,22 +109,115 @@ export class ShardIngest {
    * SHA-256 and answered without writing anything; a shard count that disagrees with the staged files' is
    * refused before the body is read. Null when the body must be stored.
    */
-  async precheck(req: ShardRequest): Promise<UnchangedShard | null> {
+  async precheck(req: ShardRequest): Promise<UnchangedShard | { shardCount: number | undefined }> {
     const [checkpoint, shards] = await Promise.all([
       this.catalog.getCheckpoint(req.run, req.step),
       this.catalog.listShards(req.run, req.step),
     ]);
     const staged = shards.filter((s) => s.checkpointUploadId === null);
     if (!checkpoint && !staged.some((s) => s.file === req.file)) {
-      checkShardCount(req, staged);
-      return null;
+      if (req.file === INDEX_FILE) return { shardCount: req.shardCount };
+      const counted = { ...req, shardCount: countOf(req, staged) };
+      checkShardCount(counted, staged);
+      return { shardCount: counted.shardCount };
     }
     const sha256 = await hashBody(readBody(req.body, this.limits.maxCheckpointBytes, this.limits.uploadIdleMs));
     checkDeclaredSha(req.sha256, sha256);
     if (checkpoint) return this.answerCommitted(req, checkpoint, shards, sha256);
     const same = staged.find((s) => s.file === req.file) as ShardRecord;
     if (sha256 !== same.sha256) throw differentBytes(req, same.sha256, sha256);
-    return { status: 'unchanged', shard: same, received: staged.length, checkpoint: null };
+    return { status: 'unchanged', shard: same, received: dataOf(staged).length, checkpoint: null };
+  }
+
+  /**
+   * Reads an uploaded `model.safetensors.index.json` (Hugging Face's format) and stores it as a file of
+   * the step: it declares the step's files (the shard count) and which tensors each must hold.
+   */
+  async readIndex(req: ShardRequest): Promise<DeclaredIndex> {
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of readBody(req.body, this.limits.maxHeaderBytes, this.limits.uploadIdleMs)) {
+      chunks.push(chunk);
+    }
+    const bytes = Buffer.concat(chunks);
+    const sha256 = createHash('sha256').update(bytes).digest('hex');
+    checkDeclaredSha(req.sha256, sha256);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(bytes.toString('utf8'));
+    } catch {
+      throw new AppError('invalid_request', `${INDEX_FILE} is not JSON`);
+    }
+    const index = IndexSchema.safeParse(parsed);
+    if (!index.success) {
+      throw new AppError(
+        'invalid_request',
+        `${INDEX_FILE} must be {"weight_map": {tensor: file, ...}} (Hugging Face's format): ${index.error.issues[0]?.message ?? 'invalid'}`,
+      );
+    }
+    const weightMap = index.data.weight_map;
+    const files = [...new Set(Object.values(weightMap))].sort();
+    const bad = files.find((f) => !FILE_NAME.test(f) || f.includes('..') || f === INDEX_FILE);
+    if (files.length === 0 || files.length > MAX_SHARDS || bad !== undefined) {
+      throw new AppError(
+        'invalid_request',
+        bad !== undefined
+          ? `${INDEX_FILE} names the file '${bad.slice(0, 220)}', which is not a valid file name`
+          : `${INDEX_FILE} must name from 1 to ${MAX_SHARDS} files, not ${files.length}`,
+      );
+    }
+    if (req.shardCount !== undefined && req.shardCount !== files.length) {
+      throw new AppError(
+        'checkpoint_conflict',
+        `${INDEX_FILE} declares ${files.length} files but x-trajgate-shard-count says ${req.shardCount}`,
+        { run: req.run, step: req.step, declared: files.length, shardCount: req.shardCount },
+      );
+    }
+    const uploadId = newUploadId();
+    const blobKey = shardDataKey(req.run, req.step, uploadId, INDEX_FILE);
+    await this.blobs.putSmall(blobKey, bytes, 'application/json');
+    return { req, uploadId, blobKey, sha256, bytes: bytes.byteLength, weightMap, files };
+  }
+
+  /** Under the run's lock: stages a declared index after the checks against the step's staged files. */
+  async stageIndex(index: DeclaredIndex): Promise<ShardStageOutcome> {
+    const req: CountedShardRequest = { ...index.req, shardCount: index.files.length };
+    const checkpoint = await this.catalog.getCheckpoint(req.run, req.step);
+    if (checkpoint) {
+      await this.deleteQuietly([index.blobKey]);
+      return this.answerCommitted(req, checkpoint, await this.catalog.listShards(req.run, req.step), index.sha256);
+    }
+    const staged = (await this.catalog.listShards(req.run, req.step)).filter((s) => s.checkpointUploadId === null);
+    try {
+      checkShardCount(req, staged);
+      for (const s of dataOf(staged)) checkDeclared(req, s.file, s.tensors, index.weightMap);
+    } catch (err) {
+      await this.deleteQuietly([index.blobKey]);
+      throw err;
+    }
+    const spec = DEFAULT_SKETCH_SPEC;
+    const result = await this.catalog.stageShard({
+      run: req.run,
+      step: req.step,
+      file: INDEX_FILE,
+      shardCount: req.shardCount,
+      uploadId: index.uploadId,
+      sha256: index.sha256,
+      bytes: index.bytes,
+      format: 'safetensors',
+      blobKey: index.blobKey,
+      tensors: [],
+      // The declared weight map rides in the row's metadata (tensor → file).
+      metadata: index.weightMap,
+      summary: {
+        step: req.step,
+        spec,
+        sketch: new Float64Array(spec.k),
+        tensors: [],
+        tensorSketches: [],
+        weightNorm: 0,
+      },
+    });
+    return this.afterStaging(req, index.blobKey, index.sha256, result, staged);
   }
 
   /** The step is committed: the same file with the same bytes is unchanged; anything else a conflict. */
@@ -129,13 +247,13 @@ export class ShardIngest {
     return {
       status: 'unchanged',
       shard: same,
-      received: committed.length,
-      checkpoint: withShards(checkpoint, committed),
+      received: dataOf(committed).length,
+      checkpoint: withShards(checkpoint, dataOf(committed)),
     };
   }
 
   /** Streams the body through validation and analysis into the shard's own blob (committed, not yet staged). */
-  async stream(req: ShardRequest): Promise<StreamedShard> {
+  async stream(req: CountedShardRequest): Promise<StreamedShard> {
     if (req.contentLength !== undefined && req.contentLength > this.limits.maxCheckpointBytes) {
       throw new AppError(
         'body_too_large',
@@ -217,17 +335,28 @@ export class ShardIngest {
       metadata: shard.analysed.layout.metadata,
       summary: shard.analysed.summary,
     });
+    return this.afterStaging(req, shard.blobKey, shard.sha256, result, staged);
+  }
+
+  private async afterStaging(
+    req: CountedShardRequest,
+    blobKey: string,
+    sha256: string,
+    result: Awaited<ReturnType<Catalog['stageShard']>>,
+    staged: readonly ShardRecord[],
+  ): Promise<ShardStageOutcome> {
     if (!result.inserted) {
       // The same file arrived twice at once; the other copy is staged.
-      await this.deleteQuietly([shard.blobKey]);
-      if (result.existing.sha256 !== shard.sha256) throw differentBytes(req, result.existing.sha256, shard.sha256);
-      return { status: 'unchanged', shard: result.existing, received: staged.length, checkpoint: null };
+      await this.deleteQuietly([blobKey]);
+      if (result.existing.sha256 !== sha256) throw differentBytes(req, result.existing.sha256, sha256);
+      return { status: 'unchanged', shard: result.existing, received: dataOf(staged).length, checkpoint: null };
     }
     const record = (await this.catalog.listShards(req.run, req.step)).find((s) => s.file === req.file);
     if (!record) throw new AppError('internal', `file '${req.file}' vanished after staging`);
     const committed = await this.completeIfReady(req.run, req.step);
     if (committed) return { status: 'committed', shard: record, received: req.shardCount, checkpoint: committed };
-    return { status: 'staged', shard: record, received: staged.length + 1 };
+    const received = dataOf(staged).length + (req.file === INDEX_FILE ? 0 : 1);
+    return { status: 'staged', shard: record, received };
   }
 
   /**
@@ -239,15 +368,32 @@ export class ShardIngest {
     const all = (await this.catalog.listShards(run, step, { summaries: true })).filter(
       (s) => s.checkpointUploadId === null,
     );
-    if (all.length === 0 || all.length < all[0].shardCount) return null;
-    return this.commit(run, step, all);
+    const data = dataOf(all);
+    if (all.length === 0 || data.length < all[0].shardCount) return null;
+    const index = all.find((s) => s.file === INDEX_FILE);
+    if (index?.metadata) {
+      const have = new Set(data.flatMap((s) => s.tensors.map((t) => t.name)));
+      const missing = Object.keys(index.metadata).filter((name) => !have.has(name));
+      if (missing.length > 0) {
+        await this.dropStep(run, step);
+        throw new AppError(
+          'checkpoint_conflict',
+          `the files of step ${step} of run '${run}' lack tensors its ${INDEX_FILE} declares: ${missing
+            .slice(0, 5)
+            .map((n) => `'${n}'`)
+            .join(', ')}${missing.length > 5 ? ', ...' : ''}; its files were dropped`,
+          { run, step, missing: missing.slice(0, 100) },
+        );
+      }
+    }
+    return this.commit(run, step, data);
   }
 
   /** The files of a committed sharded step, by file name. */
   async filesOf(checkpoint: CheckpointRecord): Promise<ShardRecord[]> {
     if (!isShardIndexKey(checkpoint.blobKey)) return [];
     const shards = await this.catalog.listShards(checkpoint.run, checkpoint.step);
-    return shards.filter((s) => s.checkpointUploadId === checkpoint.uploadId);
+    return dataOf(shards.filter((s) => s.checkpointUploadId === checkpoint.uploadId));
   }
 
   private async commit(run: string, step: number, shards: ShardRecord[]): Promise<CheckpointRecord> {
@@ -421,7 +567,26 @@ export function stepSha256(shards: readonly Pick<ShardRecord, 'file' | 'sha256'>
   return createHash('sha256').update(lines.join('')).digest('hex');
 }
 
-function checkShardCount(req: ShardRequest, staged: readonly ShardRecord[]): void {
+/** The step's files, without its uploaded index. */
+function dataOf<T extends { file: string }>(shards: readonly T[]): T[] {
+  return shards.filter((s) => s.file !== INDEX_FILE);
+}
+
+/** The shard count: as the request says, else as the step's index or staged files declared it. */
+function countOf(req: ShardRequest, staged: readonly ShardRecord[]): number {
+  if (req.shardCount !== undefined) return req.shardCount;
+  const declared = staged[0]?.shardCount;
+  if (declared === undefined) {
+    throw new AppError(
+      'invalid_request',
+      `x-trajgate-shard-count is missing: give the number of files of step ${req.step}, or upload its ${INDEX_FILE} first`,
+      { header: 'x-trajgate-shard-count' },
+    );
+  }
+  return declared;
+}
+
+function checkShardCount(req: CountedShardRequest, staged: readonly ShardRecord[]): void {
   const other = staged.find((s) => s.shardCount !== req.shardCount);
   if (other) {
     throw new AppError(
@@ -430,19 +595,47 @@ function checkShardCount(req: ShardRequest, staged: readonly ShardRecord[]): voi
       { run: req.run, step: req.step, file: req.file, shardCount: req.shardCount, stagedShardCount: other.shardCount },
     );
   }
-  if (staged.length >= req.shardCount && !staged.some((s) => s.file === req.file)) {
+  const data = dataOf(staged);
+  if (req.file !== INDEX_FILE && data.length >= req.shardCount && !data.some((s) => s.file === req.file)) {
     throw new AppError(
       'checkpoint_conflict',
-      `step ${req.step} of run '${req.run}' already has its ${req.shardCount} files (${staged.map((s) => `'${s.file}'`).join(', ')}); '${req.file}' would be one more`,
-      { run: req.run, step: req.step, file: req.file, files: staged.map((s) => s.file) },
+      `step ${req.step} of run '${req.run}' already has its ${req.shardCount} files (${data.map((s) => `'${s.file}'`).join(', ')}); '${req.file}' would be one more`,
+      { run: req.run, step: req.step, file: req.file, files: data.map((s) => s.file) },
     );
+  }
+}
+
+/** A file of a step whose index is staged must be one the index names, holding the tensors it says. */
+function checkDeclared(
+  req: ShardRequest,
+  file: string,
+  tensors: readonly { name: string }[],
+  weightMap: Readonly<Record<string, string>>,
+): void {
+  if (!Object.values(weightMap).includes(file)) {
+    throw new AppError(
+      'checkpoint_conflict',
+      `file '${file}' is not one of the files the ${INDEX_FILE} of step ${req.step} of run '${req.run}' declares`,
+      { run: req.run, step: req.step, file },
+    );
+  }
+  for (const t of tensors) {
+    if (weightMap[t.name] !== file) {
+      throw new AppError(
+        'checkpoint_conflict',
+        `tensor '${t.name}' is in file '${file}', but the ${INDEX_FILE} of step ${req.step} of run '${req.run}' ${weightMap[t.name] === undefined ? 'does not name it' : `puts it in '${weightMap[t.name]}'`}`,
+        { run: req.run, step: req.step, file, tensor: t.name, declaredFile: weightMap[t.name] ?? null },
+      );
+    }
   }
 }
 
 function checkAgainstStaged(shard: StreamedShard, staged: readonly ShardRecord[]): void {
   const { req } = shard;
+  const index = staged.find((s) => s.file === INDEX_FILE);
+  if (index?.metadata) checkDeclared(req, req.file, shard.analysed.tensors, index.metadata);
   const owner = new Map<string, string>();
-  for (const s of staged) for (const t of s.tensors) owner.set(t.name, s.file);
+  for (const s of dataOf(staged)) for (const t of s.tensors) owner.set(t.name, s.file);
   for (const t of shard.analysed.tensors) {
     const other = owner.get(t.name);
     if (other !== undefined) {
@@ -453,7 +646,7 @@ function checkAgainstStaged(shard: StreamedShard, staged: readonly ShardRecord[]
       );
     }
   }
-  const format = staged[0]?.format;
+  const format = dataOf(staged)[0]?.format;
   if (format !== undefined && format !== shard.format) {
     throw new AppError(
       'checkpoint_conflict',
