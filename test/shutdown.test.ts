@@ -11,7 +11,10 @@ import { waitFor, within } from './helpers/wait.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 
-/** A checkpoint body of ~4 MB and an upload that sends its first part, then nothing. */
+/**
+ * A checkpoint body of ~4 MB and an upload that sends its first 3 MiB, then nothing: more than one 2 MiB
+ * slab of the ingest pipeline, so a write has staged a file by then (a slab is written once full).
+ */
 function stalledUpload(port: number, run: string): { socket: net.Socket; response: Promise<string> } {
   const body = encodeSafetensors([
     { name: 'w', dtype: 'F32', shape: [1_000_000], data: new Uint8Array(new Float32Array(1_000_000).buffer) },
@@ -21,7 +24,7 @@ function stalledUpload(port: number, run: string): { socket: net.Socket; respons
     `PUT /v1/runs/${run}/checkpoints/1 HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
       `Content-Type: application/vnd.safetensors\r\nContent-Length: ${body.byteLength}\r\n\r\n`,
   );
-  socket.write(body.subarray(0, 256 * 1024));
+  socket.write(body.subarray(0, 3 * 1024 * 1024));
   let received = '';
   socket.on('data', (d: Buffer) => {
     received += d.toString('latin1');
