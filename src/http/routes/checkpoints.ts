@@ -1,4 +1,4 @@
-import { pipeline } from 'node:stream/promises';
+import { sendBlob } from '../send-blob.js';
 import { Router, type Response } from 'express';
 import { z } from 'zod';
 import type { CheckpointPage, CheckpointRecord } from '../../model/records.js';
@@ -92,26 +92,7 @@ export function checkpointRoutes(ctx: AppContext): Router {
       res.status(304).end();
       return;
     }
-    const body = await ctx.runs.openContent(checkpoint, range ?? undefined);
-    if (range) {
-      res.status(206);
-      res.setHeader('Content-Range', `bytes ${range.start}-${range.end}/${checkpoint.bytes}`);
-      res.setHeader('Content-Length', String(range.end - range.start + 1));
-    } else {
-      res.setHeader('Content-Length', String(checkpoint.bytes));
-    }
-    if (req.method === 'HEAD') {
-      body.destroy();
-      res.end();
-      return;
-    }
-    try {
-      await pipeline(body, res);
-    } catch (err) {
-      // A client that goes away mid-download is not a server error; anything else is.
-      if ((err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') return;
-      throw err;
-    }
+    await sendBlob(req, res, await ctx.runs.openContent(checkpoint, range ?? undefined), checkpoint.bytes, range);
   });
 
   return router;

@@ -1,4 +1,4 @@
-import { pipeline } from 'node:stream/promises';
+import { sendBlob } from '../send-blob.js';
 import { Router } from 'express';
 import { z } from 'zod';
 import { AppError } from '../../errors.js';
@@ -72,24 +72,7 @@ export function shardRoutes(ctx: AppContext): Router {
       return;
     }
     const body = await ctx.runs.openShard(target.blobKey, target.bytes, range ?? undefined);
-    if (range) {
-      res.status(206);
-      res.setHeader('Content-Range', `bytes ${range.start}-${range.end}/${target.bytes}`);
-      res.setHeader('Content-Length', String(range.end - range.start + 1));
-    } else {
-      res.setHeader('Content-Length', String(target.bytes));
-    }
-    if (req.method === 'HEAD') {
-      body.destroy();
-      res.end();
-      return;
-    }
-    try {
-      await pipeline(body, res);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') return;
-      throw err;
-    }
+    await sendBlob(req, res, body, target.bytes, range);
   });
 
   return router;
