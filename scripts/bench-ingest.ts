@@ -129,25 +129,9 @@ async function peakRssMb(pid: number): Promise<number> {
   return match ? Number(match[1]) / 1024 : NaN;
 }
 
+/** PUTs `file` as checkpoint `step` of `run` at the gateway `url`; the seconds until its 201. */
 function upload(url: string, run: string, step: number, file: string, bytes: number): Promise<number> {
-  const target = new URL(`/v1/runs/${run}/checkpoints/${step}`, url);
-  const started = performance.now();
-  return new Promise((resolve, reject) => {
-    const req = http.request(target, {
-      method: 'PUT',
-      headers: { 'content-type': 'application/vnd.safetensors', 'content-length': bytes },
-    });
-    req.on('response', (res) => {
-      let body = '';
-      res.on('data', (c: Buffer) => (body += c));
-      res.on('end', () => {
-        if (res.statusCode !== 201) reject(new Error(`upload answered ${res.statusCode}: ${body}`));
-        else resolve((performance.now() - started) / 1000);
-      });
-    });
-    req.on('error', reject);
-    createReadStream(file, { highWaterMark: MiB }).pipe(req);
-  });
+  return put(new URL(`/v1/runs/${run}/checkpoints/${step}`, url), file, bytes, 201);
 }
 
 async function rawWrite(dir: string, key: string, file: string): Promise<number> {
@@ -324,7 +308,7 @@ async function singleReplica(work: string): Promise<void> {
           })
         : new LocalBlobStore(path.join(dataDir, 'blobs'));
       let step = 0;
-      const gatewayUpload = () => put(new URL(`/v1/runs/${run}/checkpoints/${++step}`, gateway.url), file, bytes, 201);
+      const gatewayUpload = () => upload(gateway.url, run, ++step, file, bytes);
       let bareCount = 0;
       const bareUpload = () => put(new URL(`/b${++bareCount}`, bare.url), file, bytes, 201);
       const cleanup = async () => {
