@@ -207,21 +207,11 @@ export interface UploadSessionRecord extends NewUploadSession {
   offset: number;
 }
 
-/** One file of a sharded step, as `stageShard` takes it. */
-export interface NewShard {
-  run: string;
-  step: number;
+/** One file of a sharded step, as `stageShard` takes it: a checkpoint's fields for that file alone. */
+export interface NewShard extends NewCheckpoint {
   file: string;
   /** The number of files the step has, as this shard declared it. */
   shardCount: number;
-  uploadId: string;
-  sha256: string;
-  bytes: number;
-  format: CheckpointFormat;
-  blobKey: string;
-  tensors: TensorEntry[];
-  metadata: Record<string, string> | null;
-  summary: CheckpointSummary;
 }
 
 export interface ShardRecord extends Omit<NewShard, 'summary'> {
