@@ -49,11 +49,10 @@ import {
   runPatch,
   toCheckpointListItem,
   toCheckpointRecord,
-  toCheckpointRow,
   toRunRecord,
   toSummary,
-  toSummaryRow,
 } from './rows.js';
+import { insertCheckpointRows } from './insert-checkpoint.js';
 import type { Database } from './schema.js';
 import {
   abandonedShardSteps,
@@ -201,26 +200,7 @@ export class KyselyCatalog implements Catalog {
   }
 
   insertCheckpoint(row: NewCheckpoint): Promise<{ inserted: true } | { inserted: false; existing: CheckpointRecord }> {
-    return guard('insertCheckpoint', () =>
-      this.db.transaction().execute(async (trx) => {
-        const res = await trx
-          .insertInto('checkpoints')
-          .values(toCheckpointRow(row, new Date().toISOString()))
-          .onConflict((oc) => oc.columns(['run_id', 'step']).doNothing())
-          .executeTakeFirst();
-        if (inserted(res.numInsertedOrUpdatedRows)) {
-          await trx.insertInto('checkpoint_summaries').values(toSummaryRow(row.run, row.summary)).execute();
-          return { inserted: true as const };
-        }
-        const existing = await trx
-          .selectFrom('checkpoints')
-          .selectAll()
-          .where('run_id', '=', row.run)
-          .where('step', '=', row.step)
-          .executeTakeFirstOrThrow();
-        return { inserted: false as const, existing: toCheckpointRecord(existing) };
-      }),
-    );
+    return guard('insertCheckpoint', () => this.db.transaction().execute((trx) => insertCheckpointRows(trx, row)));
   }
 
   getCheckpoint(run: string, step: number): Promise<CheckpointRecord | null> {

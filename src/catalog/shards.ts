@@ -6,10 +6,11 @@
  */
 import { type Kysely, type Selectable, sql } from 'kysely';
 import type { CheckpointFormat } from '@trajgate/sdk/wire/formats';
-import type { TensorEntry } from '../model/records.js';
+import type { CheckpointRecord, TensorEntry } from '../model/records.js';
 import type { SketchSpec } from '../model/summary.js';
 import type { NewCheckpoint, NewShard, ShardRecord } from './catalog.js';
-import { inserted, num, toCheckpointRecord, toCheckpointRow, toSummaryRow } from './rows.js';
+import { inserted, num } from './rows.js';
+import { insertCheckpointRows } from './insert-checkpoint.js';
 import type { CheckpointShardsTable, Database } from './schema.js';
 import { decodeTensorSketches, encodeSketch, encodeTensorSketches, float64Copy } from './summary-codec.js';
 
@@ -75,23 +76,10 @@ export async function listShards(
 export function commitShards(
   db: Kysely<Database>,
   row: NewCheckpoint,
-): Promise<{ inserted: true } | { inserted: false; existing: ReturnType<typeof toCheckpointRecord> }> {
+): Promise<{ inserted: true } | { inserted: false; existing: CheckpointRecord }> {
   return db.transaction().execute(async (trx) => {
-    const res = await trx
-      .insertInto('checkpoints')
-      .values(toCheckpointRow(row, new Date().toISOString()))
-      .onConflict((oc) => oc.columns(['run_id', 'step']).doNothing())
-      .executeTakeFirst();
-    if (!inserted(res.numInsertedOrUpdatedRows)) {
-      const existing = await trx
-        .selectFrom('checkpoints')
-        .selectAll()
-        .where('run_id', '=', row.run)
-        .where('step', '=', row.step)
-        .executeTakeFirstOrThrow();
-      return { inserted: false as const, existing: toCheckpointRecord(existing) };
-    }
-    await trx.insertInto('checkpoint_summaries').values(toSummaryRow(row.run, row.summary)).execute();
+    const written = await insertCheckpointRows(trx, row);
+    if (!written.inserted) return written;
     await trx
       .updateTable('checkpoint_shards')
       .set({ checkpoint_upload_id: row.uploadId })
