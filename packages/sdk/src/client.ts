@@ -249,7 +249,8 @@ export class TrajgateClient {
   ): Promise<ShardUploadResult> {
     const path = `/v1/runs/${enc(run)}/checkpoints/${step}/shards/${enc(file)}`;
     const headers = { [SHARD_COUNT_HEADER]: String(shardCount) };
-    return this.sendCheckpoint<ShardUploadResult>(path, source, options, headers, { run, step, file });
+    const prepared = await prepareSource(source, options.hashFirstBytes ?? DEFAULT_HASH_FIRST_BYTES);
+    return this.sendCheckpoint<ShardUploadResult>(path, prepared, options, headers, { run, step, file });
   }
 
   /**
@@ -305,14 +306,11 @@ export class TrajgateClient {
 
   private async sendCheckpoint<T extends { sha256: string }>(
     path: string,
-    source: CheckpointSource | PreparedSource,
+    prepared: PreparedSource,
     options: Omit<UploadOptions, 'pin'>,
     extraHeaders: Record<string, string>,
     context: Record<string, unknown>,
   ): Promise<T> {
-    const prepared = isPrepared(source)
-      ? source
-      : await prepareSource(source, options.hashFirstBytes ?? DEFAULT_HASH_FIRST_BYTES);
     const headers: Record<string, string> = { 'content-type': prepared.contentType, ...extraHeaders };
     if (prepared.sha256) headers[SHA256_HEADER] = prepared.sha256;
     if (prepared.size !== null) headers['content-length'] = String(prepared.size);
@@ -664,11 +662,6 @@ interface Tap {
   /** Whether the source was read to its end. */
   readonly complete: boolean;
   digest(): string;
-}
-
-/** A source already resolved by prepareSource (it has `open`; no CheckpointSource form does). */
-function isPrepared(source: CheckpointSource | PreparedSource): source is PreparedSource {
-  return typeof source === 'object' && source !== null && typeof (source as PreparedSource).open === 'function';
 }
 
 function hashing(source: ByteStream, total: number | null, report?: Progress): Tap {
