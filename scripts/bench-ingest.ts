@@ -9,11 +9,15 @@
  *   - N uploads at once (--concurrent, default 4): aggregate throughput, N × size ÷ wall time;
  *   - downloads (GET …/content, whole and the second half by Range) against the bare server's GET.
  *
+ * The gateway runs as deployed, compiled (`node dist/main.js`; the script runs `npm run build` first), unless
+ * --gateway sources runs it under tsx (which loads the TypeScript loader into the gateway and each of its worker
+ * threads: about 60 MiB more).
+ *
  * With --store s3 the gateway writes to s3rver (a child process on 127.0.0.1); the bare server still
  * writes to the local disk, so that ratio is what S3 through s3rver costs on top of the gateway.
  *
  *   npx tsx scripts/bench-ingest.ts [--size-mb 1024[,4096]] [--rounds 3] [--concurrent 4] [--store local[,s3]]
- *     [--no-download] [--cpu-prof-dir DIR] [--env KEY=VALUE ...] [--replicas N] [--repeat 2] [--catalog-url URL]
+ *     [--no-download] [--gateway compiled|sources] [--cpu-prof-dir DIR] [--env KEY=VALUE ...] [--replicas N] [--repeat 2] [--catalog-url URL]
  *     [--postgres-url postgres://postgres@127.0.0.1:5432/postgres]
  *
  * Gateway blobs of finished rounds are deleted through the blob store between rounds (outside the timing),
@@ -27,7 +31,7 @@
  * upload's start to the last one's end; best of --repeat. With one replica, --catalog-url points its catalog
  * elsewhere than its data directory.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, open, readFile, rm } from 'node:fs/promises';
@@ -52,6 +56,7 @@ const { values } = parseArgs({
     concurrent: { type: 'string', default: '4' },
     store: { type: 'string', default: 'local' },
     'no-download': { type: 'boolean', default: false },
+    gateway: { type: 'string', default: 'compiled' },
     'cpu-prof-dir': { type: 'string' },
     repeat: { type: 'string', default: '2' },
     env: { type: 'string', multiple: true, default: [] },
@@ -70,6 +75,9 @@ const stores = values.store.split(',');
 if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds must be a whole number ≥ 1');
 if (!Number.isInteger(concurrent) || concurrent < 1) throw new Error('--concurrent must be a whole number ≥ 1');
 if (stores.some((s) => s !== 'local' && s !== 's3')) throw new Error('--store takes local and/or s3');
+if (values.gateway !== 'compiled' && values.gateway !== 'sources')
+  throw new Error('--gateway takes compiled or sources');
+const compiled = values.gateway === 'compiled';
 if (!Number.isInteger(replicas) || replicas < 1) throw new Error(`--replicas must be a whole number ≥ 1`);
 const extraEnv = Object.fromEntries(values.env.map((kv) => kv.split('=', 2) as [string, string]));
 /** TRAJGATE_ settings of this shell reach the gateway as before (the process helper passes none by itself). */
@@ -120,7 +128,7 @@ const profileArgs = values['cpu-prof-dir']
   : [];
 
 function startGateway(env: Record<string, string>): Promise<GatewayProcess> {
-  return startGatewayProcess({ ...shellEnv, ...env, ...extraEnv }, profileArgs);
+  return startGatewayProcess({ ...shellEnv, ...env, ...extraEnv }, { nodeArgs: profileArgs, compiled });
 }
 
 async function peakRssMb(pid: number): Promise<number> {
@@ -455,12 +463,17 @@ async function severalReplicas(work: string): Promise<void> {
 }
 
 async function main(): Promise<void> {
+  if (compiled) {
+    const build = spawnSync('npm', ['run', 'build'], { cwd: path.join(import.meta.dirname, '..'), stdio: 'ignore' });
+    if (build.status !== 0) throw new Error('npm run build failed: run it to see why');
+  }
   const work = await mkdtemp(path.join(os.tmpdir(), 'trajgate-bench-'));
   console.log(
     `bench-ingest: sizes ${sizes.join(', ')} MiB, ` +
       (replicas > 1
         ? `best of ${repeat}, ${replicas} replicas`
         : `${rounds} rounds, ${concurrent} concurrent, stores ${stores.join(', ')}`) +
+      `, gateway ${values.gateway}` +
       `, env ${JSON.stringify(extraEnv)}, work dir ${work}`,
   );
   console.log(machineLine());

@@ -96,7 +96,7 @@ export interface GatewayContext extends AppContext {
 }
 
 export async function openContext(config: Readonly<Config>, logger: Logger): Promise<GatewayContext> {
-  const blobs = createBlobStore({ blobUrl: config.blobUrl, s3: config.s3 });
+  const blobs = await createBlobStore({ blobUrl: config.blobUrl, s3: config.s3 });
   const catalog = await openCatalog(config.catalogUrl);
   const policies = new PolicyBook(catalog);
   const telemetry = new Telemetry();

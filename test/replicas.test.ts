@@ -352,7 +352,7 @@ describe('3 gateway replicas on one Postgres catalog', () => {
         );
         assert.ok(list.find((c) => c.step === 37 * STEP_EVERY)?.pinned);
         assert.equal((await call(first.url, 'GET', `/v1/runs/${RUN}/checkpoints/${step}`)).status, 404);
-        const blobs = createBlobStore(loadConfig({ ...deployment.blobEnv, TRAJGATE_DATA_DIR: os.tmpdir() }));
+        const blobs = await createBlobStore(loadConfig({ ...deployment.blobEnv, TRAJGATE_DATA_DIR: os.tmpdir() }));
         try {
           for await (const blob of blobs.list(RUNS_PREFIX)) {
             assert.notEqual(

@@ -120,10 +120,10 @@ describe('parseBlobUrl / createBlobStore', () => {
   });
 
   it('creates the matching backend', async () => {
-    const local = createBlobStore({ blobUrl: '/tmp/trajgate-blobs', s3: S3_SETTINGS });
+    const local = await createBlobStore({ blobUrl: '/tmp/trajgate-blobs', s3: S3_SETTINGS });
     assert.ok(local instanceof LocalBlobStore);
     assert.equal(local.description, 'local:/tmp/trajgate-blobs');
-    const s3 = createBlobStore({ blobUrl: 's3://bucket/pre', s3: S3_SETTINGS });
+    const s3 = await createBlobStore({ blobUrl: 's3://bucket/pre', s3: S3_SETTINGS });
     assert.equal(s3.description, 's3://bucket/pre/');
     await s3.close();
   });

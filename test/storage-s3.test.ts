@@ -115,7 +115,7 @@ describe('S3BlobStore', () => {
     const own = await startS3rver('bare-bucket');
     let store: BlobStore | undefined;
     try {
-      store = createBlobStore({
+      store = await createBlobStore({
         blobUrl: `s3://${own.bucket}`,
         s3: {
           endpoint: own.endpoint,

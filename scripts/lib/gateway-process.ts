@@ -1,5 +1,5 @@
 /**
- * A gateway as a child process (`node --import tsx src/main.ts`), for tests and benchmarks that need
+ * A gateway as a child process (`node --import tsx src/main.ts`, or `node dist/main.js`), for tests and benchmarks that need
  * several gateways at once or one they can kill: replicas over one catalog and one bucket, side-by-side
  * ingest. The child gets only the TRAJGATE_ variables given (none inherited), PORT=0 on 127.0.0.1, and
  * its URL is read from the "trajgate listening" log line.
@@ -65,15 +65,22 @@ export function watchGatewayOutput(
   return { listening, errors, tail: () => `stdout:\n${lines.join('\n')}\nstderr:\n${stderr}` };
 }
 
-/** `nodeArgs` go to node before the script (e.g. `--cpu-prof`, which NODE_OPTIONS does not take). */
+export interface GatewayProcessOptions {
+  /** Go to node before the script (e.g. `--cpu-prof`, which NODE_OPTIONS does not take). */
+  nodeArgs?: string[];
+  /** Run the compiled gateway, `node dist/main.js` as the Dockerfile does (`npm run build` first), not the sources under tsx. */
+  compiled?: boolean;
+}
+
 export async function startGatewayProcess(
   env: Record<string, string>,
-  nodeArgs: string[] = [],
+  { nodeArgs = [], compiled = false }: GatewayProcessOptions = {},
 ): Promise<GatewayProcess> {
   const inherited = Object.fromEntries(
     Object.entries(process.env).filter(([k]) => !k.startsWith('TRAJGATE_') && !k.startsWith('NODE_TEST')),
   );
-  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', path.join(ROOT, 'src/main.ts')], {
+  const entry = compiled ? [path.join(ROOT, 'dist/main.js')] : ['--import', 'tsx', path.join(ROOT, 'src/main.ts')];
+  const child = spawn(process.execPath, [...nodeArgs, ...entry], {
     cwd: ROOT,
     env: {
       ...inherited,

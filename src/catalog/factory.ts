@@ -2,7 +2,6 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
-import pg from 'pg';
 import { AdvisoryLocks } from './advisory-locks.js';
 import type { Catalog } from './catalog.js';
 import { KyselyCatalog } from './kysely-catalog.js';
@@ -112,6 +111,8 @@ export function parsePostgresUrl(url: string): PostgresTarget {
 }
 
 async function openPostgres(target: PostgresTarget): Promise<Catalog> {
+  // Loaded here, not at the top: a gateway on SQLite never pays the driver's memory.
+  const { default: pg } = await import('pg');
   const pool = (max: number, applicationName: string) => {
     const p = new pg.Pool({
       connectionString: target.connectionString,

@@ -14,8 +14,8 @@ export interface PipelineOptions {
 }
 
 export const DEFAULT_PIPELINE: Readonly<PipelineOptions> = Object.freeze({
-  slabBytes: 2 * 1024 * 1024,
-  slabs: 8,
+  slabBytes: 1024 * 1024,
+  slabs: 6,
   workerAboveBytes: 8 * 1024 * 1024,
 });
 
@@ -49,7 +49,7 @@ export async function runIngestPipeline(
   const large = start.contentLength === undefined || start.contentLength > options.workerAboveBytes;
   const onWorker = large && workers.available();
   // A worker gets all its shared slabs up front; inline, slabs are allocated when first used and no larger
-  // than the declared body, so a small upload does not pay for 16 MiB.
+  // than the declared body, so a small upload does not pay for the whole ring.
   const slabBytes = onWorker
     ? options.slabBytes
     : Math.max(1, Math.min(options.slabBytes, start.contentLength ?? options.slabBytes));

@@ -3,7 +3,6 @@ import { fileURLToPath } from 'node:url';
 import type { Config } from '../config.js';
 import type { BlobStore } from './blob-store.js';
 import { LocalBlobStore } from './local-blob-store.js';
-import { S3BlobStore } from './s3-blob-store.js';
 
 export type BlobLocation = { kind: 'local'; root: string } | { kind: 's3'; bucket: string; prefix: string };
 
@@ -30,10 +29,14 @@ function parseS3Url(blobUrl: string): BlobLocation {
   return { kind: 's3', bucket, prefix: trimmed === '' ? '' : `${trimmed}/` };
 }
 
-/** Picks the blob backend from `TRAJGATE_BLOB_URL` and the S3 settings. */
-export function createBlobStore(options: { blobUrl: string; s3: Config['s3'] }): BlobStore {
+/**
+ * Picks the blob backend from `TRAJGATE_BLOB_URL` and the S3 settings. The S3 backend (and the AWS SDK, ~20 MiB
+ * resident) is loaded only when the URL names a bucket.
+ */
+export async function createBlobStore(options: { blobUrl: string; s3: Config['s3'] }): Promise<BlobStore> {
   const location = parseBlobUrl(options.blobUrl);
   if (location.kind === 'local') return new LocalBlobStore(location.root);
+  const { S3BlobStore } = await import('./s3-blob-store.js');
   const { s3 } = options;
   return new S3BlobStore({
     bucket: location.bucket,
