@@ -13,8 +13,10 @@
  * --gateway sources runs it under tsx (which loads the TypeScript loader into the gateway and each of its worker
  * threads: about 60 MiB more).
  *
- * With --store s3 the gateway writes to s3rver (a child process on 127.0.0.1); the bare server still
- * writes to the local disk, so that ratio is what S3 through s3rver costs on top of the gateway.
+ * With --store s3 the gateway writes to s3rver (a child process on 127.0.0.1) and is compared twice: with the
+ * bare server, which still writes to the local disk (what S3 through s3rver costs in all), and with the same
+ * transfer sent straight to s3rver by the AWS SDK (lib-storage multipart upload, the gateway's default part
+ * size and queue; GetObject for downloads): what the gateway adds on top of the server.
  *
  *   npx tsx scripts/bench-ingest.ts [--size-mb 1024[,4096]] [--rounds 3] [--concurrent 4] [--store local[,s3]]
  *     [--no-download] [--gateway compiled|sources] [--cpu-prof-dir DIR] [--env KEY=VALUE ...] [--replicas N] [--repeat 2] [--catalog-url URL]
@@ -32,6 +34,8 @@
  * elsewhere than its data directory.
  */
 import { spawn, spawnSync } from 'node:child_process';
+import { DeleteObjectCommand, GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
 import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, open, readFile, rm } from 'node:fs/promises';
@@ -235,37 +239,86 @@ function median(values: number[]): number {
   return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
+/** What the gateway is compared with: a name and a function that times the same transfer against it. */
+type Baseline = { name: string; time: () => Promise<number> };
+
 /**
- * Alternates `gateway` and `bare` (which goes first swaps every round), printing each round's throughputs
- * and the ratio gateway/bare; `cleanup` runs after each round, outside the timing. Returns the ratios.
+ * Alternates `gateway` and the baselines (the gateway goes first in odd rounds, last in even ones), printing
+ * each round's throughputs and the ratio gateway/baseline for each; `cleanup` runs after each round, outside
+ * the timing. Returns the ratios against the first baseline.
  */
 async function alternate(
   label: string,
   mib: number,
   gateway: () => Promise<number>,
-  bare: () => Promise<number>,
+  baselines: Baseline[],
   cleanup: () => Promise<void> = async () => {},
 ): Promise<number[]> {
-  const ratios: number[] = [];
+  const ratios: number[][] = baselines.map(() => []);
   for (let r = 0; r < rounds; r++) {
-    let tg: number;
-    let tb: number;
-    if (r % 2 === 0) {
-      tg = await gateway();
-      tb = await bare();
-    } else {
-      tb = await bare();
-      tg = await gateway();
-    }
+    let tg = 0;
+    const tb: number[] = [];
+    if (r % 2 === 0) tg = await gateway();
+    for (const b of baselines) tb.push(await b.time());
+    if (r % 2 === 1) tg = await gateway();
     await cleanup();
-    const ratio = tb / tg;
-    ratios.push(ratio);
-    console.log(
-      `  ${label} round ${r + 1}: gateway ${(mib / tg).toFixed(0)} MiB/s, bare ${(mib / tb).toFixed(0)} MiB/s, ratio ${ratio.toFixed(2)}`,
-    );
+    const parts = baselines.map((b, i) => {
+      ratios[i].push(tb[i] / tg);
+      return `${b.name} ${(mib / tb[i]).toFixed(0)} MiB/s (ratio ${(tb[i] / tg).toFixed(2)})`;
+    });
+    console.log(`  ${label} round ${r + 1}: gateway ${(mib / tg).toFixed(0)} MiB/s, ${parts.join(', ')}`);
   }
-  console.log(`  ${label}: median ratio ${median(ratios).toFixed(2)}`);
-  return ratios;
+  console.log(
+    `  ${label}: median ratio ${baselines.map((b, i) => `${median(ratios[i]).toFixed(2)} (vs ${b.name})`).join(', ')}`,
+  );
+  return ratios[0];
+}
+
+/** A plain AWS SDK client of s3rver: the S3 baseline. */
+class DirectS3 {
+  private readonly client: S3Client;
+
+  constructor(endpoint: string) {
+    this.client = new S3Client({
+      endpoint,
+      region: 'us-east-1',
+      forcePathStyle: true,
+      credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+    });
+  }
+
+  /** Seconds to upload `file` as `key` (multipart, the gateway's default part size and queue). */
+  async upload(key: string, file: string): Promise<number> {
+    const started = performance.now();
+    const body = createReadStream(file, { highWaterMark: MiB });
+    await new Upload({
+      client: this.client,
+      params: { Bucket: 'bench', Key: key, Body: body },
+      partSize: 8 * MiB,
+      queueSize: 4,
+    }).done();
+    return (performance.now() - started) / 1000;
+  }
+
+  /** Seconds to read `key` (or `range` of it) to the end. */
+  async download(key: string, range?: string): Promise<number> {
+    const started = performance.now();
+    const { Body } = await this.client.send(new GetObjectCommand({ Bucket: 'bench', Key: key, Range: range }));
+    for await (const _ of Body as AsyncIterable<Uint8Array>) {
+      // drained
+    }
+    return (performance.now() - started) / 1000;
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.client.send(new DeleteObjectCommand({ Bucket: 'bench', Key: key }));
+  }
+
+  close(): void {
+    this.client.destroy();
+  }
 }
 
 /** Deletes the data objects of `run` except step `keep`'s, through the store the gateway writes to. */
@@ -318,25 +371,37 @@ async function singleReplica(work: string): Promise<void> {
       let step = 0;
       const gatewayUpload = () => upload(gateway.url, run, ++step, file, bytes);
       let bareCount = 0;
-      const bareUpload = () => put(new URL(`/b${++bareCount}`, bare.url), file, bytes, 201);
       const cleanup = async () => {
         await reclaim(blobs, run, 1); // step 1 stays for the download rounds
         for (; bareCount > 0; bareCount--) await rm(path.join(bareDir, `b${bareCount}`), { force: true });
       };
+      // With S3, a second baseline: the same file sent straight to s3rver by the AWS SDK (lib-storage, the
+      // gateway's part size and queue), so the ratio says what the gateway adds on top of the server.
+      const direct = s3 ? new DirectS3(s3.url) : null;
+      let directCount = 0;
+      const uploads: Baseline[] = [
+        { name: 'bare', time: () => put(new URL(`/b${++bareCount}`, bare.url), file, bytes, 201) },
+      ];
+      if (direct) uploads.push({ name: 's3rver direct', time: () => direct.upload(`direct/${++directCount}`, file) });
       const many = (one: () => Promise<number>) => () => together(Array.from({ length: concurrent }, () => one));
+      const cleanupAll = async () => {
+        await cleanup();
+        for (; directCount > 0; directCount--) await direct?.delete(`direct/${directCount}`);
+      };
       console.log(`${store} store, ${sizeMb} MiB (${bytes} bytes):`);
       try {
-        // JIT warm-up on both sides, and the copies the download rounds read (gateway step 1, bare 'keep').
+        // JIT warm-up on every side, and the copies the download rounds read (gateway step 1, 'keep').
         await gatewayUpload();
         await put(new URL('/keep', bare.url), file, bytes, 201);
-        await alternate('single upload', mib, gatewayUpload, bareUpload, cleanup);
+        await direct?.upload('keep', file);
+        await alternate('single upload', mib, gatewayUpload, uploads, cleanupAll);
         if (concurrent > 1) {
           await alternate(
             `${concurrent} uploads at once (aggregate)`,
             concurrent * mib,
             many(gatewayUpload),
-            many(bareUpload),
-            cleanup,
+            uploads.map((b) => ({ name: b.name, time: many(b.time) })),
+            cleanupAll,
           );
         }
         if (download) {
@@ -344,17 +409,16 @@ async function singleReplica(work: string): Promise<void> {
           const kept = new URL('/keep', bare.url);
           const half = Math.floor(bytes / 2);
           const range = `bytes=${half}-${bytes - 1}`;
-          await alternate(
-            'download',
-            mib,
-            async () => (await fetchBody(content)).seconds,
-            async () => (await fetchBody(kept)).seconds,
-          );
+          const reads = (r?: string): Baseline[] => [
+            { name: 'bare', time: async () => (await fetchBody(kept, r)).seconds },
+            ...(direct ? [{ name: 's3rver direct', time: () => direct.download('keep', r) }] : []),
+          ];
+          await alternate('download', mib, async () => (await fetchBody(content)).seconds, reads());
           await alternate(
             `download Range ${range}`,
             (bytes - half) / MiB,
             async () => (await fetchBody(content, range)).seconds,
-            async () => (await fetchBody(kept, range)).seconds,
+            reads(range),
           );
         }
         const peak = await peakRssMb(gateway.child.pid!);
@@ -364,6 +428,7 @@ async function singleReplica(work: string): Promise<void> {
         await gateway.stop();
         await bare.stop();
         await blobs.close();
+        direct?.close();
         await s3?.stop();
         for (const dir of [dataDir, bareDir, s3Dir]) await rm(dir, { recursive: true, force: true });
         await rm(file, { force: true });
