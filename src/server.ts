@@ -6,7 +6,9 @@ import { openCatalog } from './catalog/factory.js';
 import type { Config } from './config.js';
 import { createApp } from './http/app.js';
 import type { AppContext } from './http/context.js';
+import { AnalysisWorkers } from './ingest/analysis-worker.js';
 import { CheckpointIngest } from './ingest/ingest-checkpoint.js';
+import { DEFAULT_PIPELINE } from './ingest/ingest-pipeline.js';
 import { ShardIngest } from './runs/shard-ingest.js';
 import { startCollector } from './retention/collector.js';
 import { staleAge } from './retention/reconcile.js';
@@ -100,13 +102,15 @@ export async function openContext(config: Readonly<Config>, logger: Logger): Pro
   const catalog = await openCatalog(config.catalogUrl);
   const policies = new PolicyBook(catalog);
   const telemetry = new Telemetry();
+  // Analysis workers for large uploads, shared by single-file and sharded uploads; started when first needed.
+  const pipeline = { ...DEFAULT_PIPELINE, workers: new AnalysisWorkers(config.analysisThreads) };
   const runs = new RunService({
     telemetry,
     maxRunsPerScope: config.auth.maxRunsPerScope,
     catalog,
     blobs,
-    ingest: new CheckpointIngest(blobs, catalog, config.limits, logger),
-    shards: new ShardIngest(blobs, catalog, config.limits, logger),
+    ingest: new CheckpointIngest(blobs, catalog, config.limits, logger, pipeline),
+    shards: new ShardIngest(blobs, catalog, config.limits, logger, pipeline),
     trajectory: new TrajectoryRecorder(catalog),
     retention: new RetentionService(catalog),
     estimates: new RunEstimates(catalog),

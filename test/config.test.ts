@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { ConfigError, loadConfig } from '../src/config.js';
@@ -26,6 +27,7 @@ describe('config', () => {
       AWS_REGION: 'eu-west-1',
       TRAJGATE_MAX_CHECKPOINT_MB: '10',
       TRAJGATE_CATALOG_URL: '',
+      TRAJGATE_ANALYSIS_THREADS: '3',
     });
     assert.equal(config.port, 9000);
     assert.equal(config.blobUrl, 's3://bucket/prefix');
@@ -37,6 +39,8 @@ describe('config', () => {
     assert.equal(loadConfig({}).s3.queueSize, 4);
     assert.equal(config.limits.maxCheckpointBytes, 10 * 1024 * 1024);
     assert.equal(config.catalogUrl, 'sqlite:///tmp/tg/catalog.db');
+    assert.equal(config.analysisThreads, 3);
+    assert.equal(loadConfig({}).analysisThreads, Math.max(0, availableParallelism() - 2));
   });
 
   it('reports every problem at once', () => {
@@ -48,16 +52,18 @@ describe('config', () => {
           TRAJGATE_LOG_LEVEL: 'loud',
           TRAJGATE_S3_ENDPOINT: 'nope',
           TRAJGATE_S3_QUEUE_SIZE: '0',
+          TRAJGATE_ANALYSIS_THREADS: '-1',
         }),
       (err: unknown) => {
         assert.ok(err instanceof ConfigError);
-        assert.equal(err.problems.length, 5, err.message);
+        assert.equal(err.problems.length, 6, err.message);
         for (const name of [
           'PORT',
           'TRAJGATE_S3_FORCE_PATH_STYLE',
           'TRAJGATE_LOG_LEVEL',
           'TRAJGATE_S3_ENDPOINT',
           'TRAJGATE_S3_QUEUE_SIZE',
+          'TRAJGATE_ANALYSIS_THREADS',
         ]) {
           assert.match(err.message, new RegExp(name));
         }

@@ -1,4 +1,3 @@
-import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { AppError } from '../errors.js';
 import {
@@ -87,15 +86,15 @@ export function inlineSession(start: BodyAnalysisStart, slabs: Uint8Array[], hoo
 /**
  * Analysis workers, reused across uploads: an upload takes an idle one or starts one, and gives it back
  * when its analysis completed (a worker whose upload failed midway is terminated instead, so no state
- * carries over). At most `maxWorkers` exist at once — one per core: more cannot add speed, and each costs
- * memory (a V8 isolate) — so `available()` is false while they are all busy and the upload analyses
- * inline. Workers never keep the process alive.
+ * carries over). At most `maxWorkers` exist at once (TRAJGATE_ANALYSIS_THREADS; each costs memory, a V8
+ * isolate), so `available()` is false while they are all busy, or always with 0, and the upload analyses
+ * inline. Workers start when first needed and never keep the process alive.
  */
 export class AnalysisWorkers {
   private readonly idle: Worker[] = [];
   private busy = 0;
 
-  constructor(private readonly maxWorkers = Math.max(1, availableParallelism())) {}
+  constructor(private readonly maxWorkers: number) {}
 
   available(): boolean {
     return this.busy < this.maxWorkers;

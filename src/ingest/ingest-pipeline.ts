@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { AppError } from '../errors.js';
 import type { BlobWriter } from '../storage/blob-store.js';
-import { type AnalysisSession, AnalysisWorkers, inlineSession } from './analysis-worker.js';
+import { type AnalysisSession, type AnalysisWorkers, inlineSession } from './analysis-worker.js';
 import type { BodyAnalysisResult, BodyAnalysisStart } from './body-analysis.js';
 
 export interface PipelineOptions {
@@ -11,12 +11,16 @@ export interface PipelineOptions {
   slabs: number;
   /** Bodies declared larger than this (or of unknown length) are analysed on a worker thread, if one is free. */
   workerAboveBytes: number;
+  /** The process's analysis workers; null: every body is analysed on the request thread. */
+  workers: AnalysisWorkers | null;
 }
 
+/** Every body analysed on the request thread; the gateway passes its workers (TRAJGATE_ANALYSIS_THREADS). */
 export const DEFAULT_PIPELINE: Readonly<PipelineOptions> = Object.freeze({
   slabBytes: 1024 * 1024,
   slabs: 6,
   workerAboveBytes: 8 * 1024 * 1024,
+  workers: null,
 });
 
 export interface PipelineOutcome extends BodyAnalysisResult {
@@ -24,9 +28,6 @@ export interface PipelineOutcome extends BodyAnalysisResult {
   bytes: number;
   sha256: string;
 }
-
-/** One process-wide set of analysis workers. */
-const workers = new AnalysisWorkers();
 
 /**
  * The ingest hot path, one reusable unit: receive → hash and analyse (decoder, statistics) → write, with
@@ -47,7 +48,8 @@ export async function runIngestPipeline(
   options: PipelineOptions = DEFAULT_PIPELINE,
 ): Promise<PipelineOutcome> {
   const large = start.contentLength === undefined || start.contentLength > options.workerAboveBytes;
-  const onWorker = large && workers.available();
+  const workers = large && options.workers?.available() ? options.workers : null;
+  const onWorker = workers !== null;
   // A worker gets all its shared slabs up front; inline, slabs are allocated when first used and no larger
   // than the declared body, so a small upload does not pay for the whole ring.
   const slabBytes = onWorker
@@ -61,7 +63,7 @@ export async function runIngestPipeline(
   };
   const ring = new SlabRing(options.slabs);
   const hooks = { onDone: (slot: number) => ring.release(slot), onFailure: (err: AppError) => ring.fail(err) };
-  const session: AnalysisSession = onWorker
+  const session: AnalysisSession = workers
     ? workers.session(start, buffers, hooks)
     : inlineSession(start, slabs, hooks);
   const writes = new SlabWriter(writer, slabs, ring);

@@ -6,7 +6,12 @@ import { AppError } from '../errors.js';
 import { peek, readBody } from '../ingest/body.js';
 import type { AnalysedCheckpoint } from '../ingest/checkpoint-analysis.js';
 import type { IngestLimits } from '../ingest/ingest-checkpoint.js';
-import { type PipelineOutcome, runIngestPipeline } from '../ingest/ingest-pipeline.js';
+import {
+  DEFAULT_PIPELINE,
+  type PipelineOptions,
+  type PipelineOutcome,
+  runIngestPipeline,
+} from '../ingest/ingest-pipeline.js';
 import { SNIFF_BYTES, formatFromContentType, sniffFormat } from '../ingest/sniff.js';
 import type { CheckpointRecord, ShardInfo, TensorEntry } from '../model/records.js';
 import type { BlobStore } from '../storage/blob-store.js';
@@ -102,6 +107,7 @@ export class ShardIngest {
     private readonly catalog: Catalog,
     private readonly limits: IngestLimits,
     private readonly logger: Logger,
+    private readonly pipeline: PipelineOptions = DEFAULT_PIPELINE,
   ) {}
 
   /**
@@ -283,13 +289,18 @@ export class ShardIngest {
     try {
       // The single-file upload's pipeline (receive, analyse on a worker for large bodies, write). No
       // reference table: a file holds part of the step's tensors; checkAgainstRun and commit compare.
-      outcome = await runIngestPipeline(rest, writer, {
-        format,
-        step: req.step,
-        reference: null,
-        limits: this.limits,
-        contentLength: req.contentLength,
-      });
+      outcome = await runIngestPipeline(
+        rest,
+        writer,
+        {
+          format,
+          step: req.step,
+          reference: null,
+          limits: this.limits,
+          contentLength: req.contentLength,
+        },
+        this.pipeline,
+      );
       checkDeclaredSha(req.sha256, outcome.sha256);
       await writer.commit();
     } catch (err) {
