@@ -5,12 +5,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { encodeSafetensors, type TensorData } from '@trajgate/sdk/wire/safetensors';
+import request from 'supertest';
 import { isAppError } from '../src/errors.js';
 import type { BodyAnalysisStart } from '../src/ingest/body-analysis.js';
 import { AnalysisWorkers } from '../src/ingest/analysis-worker.js';
 import { type PipelineOptions, runIngestPipeline } from '../src/ingest/ingest-pipeline.js';
 import { LocalBlobStore } from '../src/storage/local-blob-store.js';
 import { LIMITS, chunks, prng } from './helpers/checkpoints.js';
+import { createTestGateway } from './helpers/gateway.js';
 
 const KiB = 1024;
 /** Small slabs, so a ~1.2 MiB body cycles the ring many times and the receive loop waits for free slabs. */
@@ -170,5 +172,45 @@ describe('ingest pipeline', () => {
       { code: 'shape_mismatch' },
     );
     await writer.abort();
+  });
+});
+
+describe('the gateway’s analysis threads (TRAJGATE_ANALYSIS_THREADS)', () => {
+  it('store the same checkpoint, tensor table and trajectory with a worker as without', async () => {
+    // Over 8 MiB, so with a thread configured the analysis runs on it; two steps, so a displacement exists.
+    const body = (seed: number) =>
+      Buffer.from(
+        encodeSafetensors([
+          {
+            name: 'w',
+            dtype: 'F32',
+            shape: [2560, 1024],
+            data: f32(Array.from({ length: 2560 * 1024 }, (_, i) => Math.sin(seed + i * 0.001))),
+          },
+          { name: 'n', dtype: 'I64', shape: [3], data: new Uint8Array(24).fill(seed) },
+        ]),
+      );
+    const seen = [];
+    for (const threads of ['1', '0']) {
+      const gw = await createTestGateway({ TRAJGATE_ANALYSIS_THREADS: threads });
+      try {
+        for (const step of [1, 2]) {
+          const res = await request(gw.app)
+            .put(`/v1/runs/threads/checkpoints/${step}`)
+            .set('content-type', 'application/vnd.safetensors')
+            .send(body(step));
+          assert.equal(res.status, 201, JSON.stringify(res.body));
+        }
+        const checkpoint = await request(gw.app).get('/v1/runs/threads/checkpoints/2');
+        const trajectory = await request(gw.app).get('/v1/runs/threads/trajectory');
+        assert.equal(checkpoint.status, 200);
+        assert.equal(trajectory.status, 200);
+        seen.push({ sha256: checkpoint.body.sha256, tensors: checkpoint.body.tensors, trajectory: trajectory.body });
+      } finally {
+        await gw.close();
+      }
+    }
+    assert.ok(seen[0].tensors?.length === 2, JSON.stringify(seen[0]).slice(0, 300));
+    assert.deepEqual(seen[0], seen[1]);
   });
 });
