@@ -71,11 +71,12 @@ describe('run pages in chromium', () => {
   let admin: TrajgateClient;
   let operator: CreatedToken;
   let otherReader: CreatedToken;
+  let adminToken: string;
   let browser: Browser;
   const pageErrors: string[] = [];
 
   before(async () => {
-    const adminToken = randomBytes(32).toString('base64url');
+    adminToken = randomBytes(32).toString('base64url');
     server = await startTestServer({ TRAJGATE_AUTH: 'tokens', TRAJGATE_ADMIN_TOKEN: adminToken });
     admin = new TrajgateClient({ url: server.url, token: adminToken });
     operator = await admin.createToken({ name: 'ui-operator', role: 'operator', runs: [RUN] });
@@ -328,5 +329,36 @@ describe('run pages in chromium', () => {
     );
     assert.equal(await refused.locator('#runs').isHidden(), true);
     await refused.close();
+  });
+
+  it('lists a sharded step’s files and downloads each with the tab’s token', async () => {
+    const run = 'ui-sharded';
+    const file = (name: string, fill: number) => [
+      { name, dtype: 'F32' as const, shape: [64], data: new Uint8Array(256).fill(fill) },
+    ];
+    await admin.uploadShard(run, 5, 'model-00002-of-00002.safetensors', 2, file('b', 2));
+    const first = await admin.uploadShard(run, 5, 'model-00001-of-00002.safetensors', 2, file('a', 1));
+    assert.equal(first.status, 'committed');
+    const page = await openWithToken(`/ui/runs/${run}`, adminToken);
+    await page.locator('#kept button[data-files="5"]').click();
+    const links = page.locator('#kept ul.files a');
+    await links.first().waitFor();
+    assert.deepEqual(await links.allInnerTexts(), [
+      'model.safetensors.index.json',
+      'model-00001-of-00002.safetensors',
+      'model-00002-of-00002.safetensors',
+    ]);
+    const [download] = await Promise.all([
+      page.waitForEvent('download'),
+      page.locator('#kept a[download="model-00001-of-00002.safetensors"]').click(),
+    ]);
+    assert.equal(
+      createHash('sha256')
+        .update(await readFile(await download.path()))
+        .digest('hex'),
+      first.sha256,
+    );
+    assert.equal(download.suggestedFilename(), 'model-00001-of-00002.safetensors');
+    await page.close();
   });
 });

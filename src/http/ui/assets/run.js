@@ -127,11 +127,54 @@ function renderPolicy() {
 
 const EXTENSIONS = { safetensors: 'safetensors', native: 'tgckpt' };
 
+/** The files of sharded steps whose list the user opened, by step (a checkpoint list does not carry them). */
+const shardFiles = new Map();
+/** Served beside a sharded step's files: the Hugging Face index naming them. */
+const SHARD_INDEX = 'model.safetensors.index.json';
+
 function downloadLink(cp) {
   if (!cp.contentAvailable) return 'bytes deleted';
+  // A sharded step (its files sent to …/shards/{file}) has no single /content: its row's blob is its index.
+  if (cp.blobKey.endsWith('.index')) return shardLinks(cp.step);
   const href = `${base}/checkpoints/${cp.step}/content`;
   const name = `${runId}-${cp.step}.${EXTENSIONS[cp.format] ?? 'bin'}`;
   return el('a', { href, download: name, 'data-step': cp.step }, 'download');
+}
+
+/** A button that lists a sharded step's files; once listed, a download link per file and for the index. */
+function shardLinks(step) {
+  const files = shardFiles.get(step);
+  if (!files) return el('button', { type: 'button', 'data-files': step }, 'list files');
+  return el(
+    'ul',
+    { class: 'files' },
+    ...files.map((file) =>
+      el(
+        'li',
+        {},
+        el(
+          'a',
+          { href: `${base}/checkpoints/${step}/shards/${encodeURIComponent(file)}`, download: file, 'data-step': step },
+          file,
+        ),
+      ),
+    ),
+  );
+}
+
+async function listShardFiles(event) {
+  const button = event.target.closest('button[data-files]');
+  if (!button) return;
+  const step = Number(button.dataset.files);
+  button.disabled = true;
+  button.textContent = 'listing…';
+  try {
+    const checkpoint = await api(`${base}/checkpoints/${step}`);
+    shardFiles.set(step, [SHARD_INDEX, ...(checkpoint.shards ?? []).map((s) => s.file)]);
+    renderTables();
+  } catch (err) {
+    button.textContent = `failed: ${err.message}`;
+  }
 }
 
 /**
@@ -431,6 +474,7 @@ async function main() {
 
 $('simulate').addEventListener('submit', simulate);
 $('kept').addEventListener('click', authorisedDownload);
+$('kept').addEventListener('click', listShardFiles);
 $('all-details').addEventListener('toggle', () => {
   if ($('all-details').open && state.checkpoints) renderAllTable();
 });
