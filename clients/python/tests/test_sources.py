@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 import unittest
+import urllib.request
 
 import numpy as np
 
@@ -203,3 +205,39 @@ class SourcesRoundTrip(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ShardedDownloadTest(unittest.TestCase):
+    """A step stored as several files (sent one by one, as the TypeScript SDK's uploadCheckpointDir does)
+    comes back as a directory: every file byte-exact, and the index naming them."""
+
+    def test_sharded_step_downloads_to_a_directory(self) -> None:
+        url = gateway_url()
+        client = trajgate.Client(url)
+        files = {}
+        for i, name in enumerate(["a", "b"], start=1):
+            values = np.arange(16, dtype=np.float32) * i
+            files[f"model-0000{i}-of-00002.safetensors"] = (
+                encode_header([TensorSpec(name, "F32", (16,))]) + values.astype("<f4").tobytes()
+            )
+        for file, body in files.items():
+            req = urllib.request.Request(
+                f"{url}/v1/runs/py-sharded/checkpoints/3/shards/{file}",
+                data=body,
+                method="PUT",
+                headers={"content-type": "application/vnd.safetensors", "x-trajgate-shard-count": "2"},
+            )
+            with urllib.request.urlopen(req) as res:
+                self.assertIn(res.status, (201, 202))  # staged, then the step committed
+        with tempfile.TemporaryDirectory() as tmp:
+            target = os.path.join(tmp, "step-3")
+            record = client.download_checkpoint("py-sharded", 3, target)
+            self.assertEqual(sorted(s["file"] for s in record["shards"]), sorted(files))
+            self.assertEqual(sorted(os.listdir(target)), sorted([*files, "model.safetensors.index.json"]))
+            for file, body in files.items():
+                self.assertEqual(sha256_file(os.path.join(target, file)), hashlib.sha256(body).hexdigest())
+            with open(os.path.join(target, "model.safetensors.index.json"), encoding="utf-8") as f:
+                index = json.load(f)
+            self.assertEqual(
+                index["weight_map"], {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}
+            )

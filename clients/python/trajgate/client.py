@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import numbers
 import os
 import re
@@ -19,6 +20,8 @@ from .transport import Transport
 SHA256_HEADER = "x-trajgate-sha256"
 #: The most points the server takes in one batch (TRAJGATE_MAX_POINTS_PER_BATCH's default).
 MAX_POINTS_PER_REQUEST = 100_000
+# Served beside a sharded step's files: the Hugging Face index naming them.
+SHARD_INDEX_FILE = "model.safetensors.index.json"
 
 
 class Client:
@@ -144,10 +147,28 @@ class Client:
         """Downloads a checkpoint's bytes to the file `target`, verified against its SHA-256, and returns its
         record. Goes by way of `target + '.partial'`, resuming what an earlier attempt left there with a
         Range request (guarded by If-Range: changed bytes restart from zero); renamed into place once
-        verified. A discarded checkpoint fails with `checkpoint_discarded` (410)."""
+        verified. A discarded checkpoint fails with `checkpoint_discarded` (410).
+
+        A sharded step (its files sent one by one to .../shards/{file}, e.g. by the TypeScript SDK's
+        uploadCheckpointDir) goes to the directory `target`, created if needed: each file downloaded and
+        verified as above, then the step's model.safetensors.index.json."""
         record = self.get_checkpoint(run_id, step)
-        path = f"/v1/runs/{_enc(run_id)}/checkpoints/{int(step)}/content"
-        download_to_file(self._transport, path, record["bytes"], record["sha256"], os.fspath(target))
+        base = f"/v1/runs/{_enc(run_id)}/checkpoints/{int(step)}"
+        target = os.fspath(target)
+        if not record.get("shards"):
+            download_to_file(self._transport, f"{base}/content", record["bytes"], record["sha256"], target)
+            return record
+        os.makedirs(target, exist_ok=True)
+        for shard in record["shards"]:
+            name = shard["file"]
+            if os.path.basename(name) != name or name in (".", ".."):
+                raise ValueError(f"step {step} of run {run_id!r} names a file {name!r} that is not a plain file name")
+            path = f"{base}/shards/{_enc(name)}"
+            download_to_file(self._transport, path, shard["bytes"], shard["sha256"], os.path.join(target, name))
+        index = self._json("GET", f"{base}/shards/{SHARD_INDEX_FILE}")
+        with open(os.path.join(target, SHARD_INDEX_FILE), "w", encoding="utf-8") as f:
+            json.dump(index, f, indent=2)
+            f.write("\n")
         return record
 
     def pin(self, run_id: str, step: int) -> Dict[str, Any]:
