@@ -1,15 +1,13 @@
-import { createHash, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Catalog } from '../catalog/catalog.js';
 import type { CheckpointRecord } from '../model/records.js';
 import { AppError } from '../errors.js';
-import type { BlobStore, BlobWriter } from '../storage/blob-store.js';
+import type { BlobStore } from '../storage/blob-store.js';
 import { checkpointDataKey, manifestKeyFor } from '../storage/keys.js';
-import { MEDIA_TYPES, OCTET_STREAM, SHA256_HEADER, type CheckpointFormat } from '@trajgate/sdk/wire/formats';
-import { peek, readBody } from './body.js';
+import type { CheckpointFormat } from '@trajgate/sdk/wire/formats';
+import { checkDeclaredSha, hashBody, newUploadId, openBody, resolveFormat, streamToStaged } from './checkpoint-body.js';
 import type { DecoderLimits } from './decoder.js';
-import { DEFAULT_PIPELINE, type PipelineOptions, type PipelineOutcome, runIngestPipeline } from './ingest-pipeline.js';
-import { SNIFF_BYTES, formatFromContentType, sniffFormat } from './sniff.js';
+import { DEFAULT_PIPELINE, type PipelineOptions } from './ingest-pipeline.js';
 
 export interface IngestLimits extends DecoderLimits {
   maxCheckpointBytes: number;
@@ -53,48 +51,16 @@ export class CheckpointIngest {
   ) {}
 
   async ingest(req: IngestRequest): Promise<IngestOutcome> {
-    if (req.contentLength !== undefined && req.contentLength > this.limits.maxCheckpointBytes) {
-      throw new AppError(
-        'body_too_large',
-        `checkpoint body of ${req.contentLength} bytes exceeds the limit of ${this.limits.maxCheckpointBytes}`,
-        {
-          contentLength: req.contentLength,
-          limit: this.limits.maxCheckpointBytes,
-        },
-      );
-    }
-    const declared = formatFromContentType(req.contentType);
-    if (declared === null) {
-      throw new AppError('unsupported_media_type', `content type '${req.contentType}' is not a checkpoint format`, {
-        supported: [...Object.values(MEDIA_TYPES), OCTET_STREAM],
-      });
-    }
-    const body = readBody(req.body, this.limits.maxCheckpointBytes, this.limits.uploadIdleMs);
+    const { body, declared } = openBody(req, this.limits, 'checkpoint');
     const existing = await this.catalog.getCheckpoint(req.run, req.step);
-    if (existing) return this.compareWithCommitted(existing, body, req.sha256);
-
-    const { head, rest } = await peek(body, SNIFF_BYTES);
-    const format = declared === 'sniff' ? sniffFormat(head) : declared;
-    if (format === null) {
-      throw new AppError(
-        'unsupported_media_type',
-        'the body is neither safetensors nor a trajgate native checkpoint; send it with its own content type',
-      );
+    if (existing) {
+      // Already committed: read through SHA-256 only and compare, writing nothing.
+      const sha256 = await hashBody(body);
+      checkDeclaredSha(req.sha256, sha256);
+      return resolveAgainst(existing, sha256);
     }
+    const { format, rest } = await resolveFormat(body, declared, 'the body');
     return this.store(req, format, rest);
-  }
-
-  /** The step is already committed: read the body through SHA-256 only and compare, writing nothing. */
-  private async compareWithCommitted(
-    existing: CheckpointRecord,
-    body: AsyncIterable<Uint8Array>,
-    declaredSha: string | undefined,
-  ): Promise<IngestOutcome> {
-    const hash = createHash('sha256');
-    for await (const chunk of body) hash.update(chunk);
-    const sha256 = hash.digest('hex');
-    checkDeclaredSha(declaredSha, sha256);
-    return resolveAgainst(existing, sha256);
   }
 
   private async store(
@@ -106,20 +72,18 @@ export class CheckpointIngest {
     const blobKey = checkpointDataKey(req.run, req.step, uploadId, format);
     const reference = await this.referenceTensors(req.run);
     const writer = this.blobs.createWriter(blobKey);
-    let outcome: PipelineOutcome;
-    try {
-      outcome = await runIngestPipeline(
-        body,
-        writer,
-        { format, step: req.step, reference, limits: this.limits, contentLength: req.contentLength },
-        this.pipeline,
-      );
-      checkDeclaredSha(req.sha256, outcome.sha256);
-    } catch (err) {
-      await abortQuietly(writer, this.logger);
-      throw err;
-    }
-    const { sha256, analysed, bytes: received } = outcome;
+    const {
+      sha256,
+      analysed,
+      bytes: received,
+    } = await streamToStaged(
+      body,
+      writer,
+      { format, step: req.step, reference, limits: this.limits, contentLength: req.contentLength },
+      req.sha256,
+      this.pipeline,
+      this.logger,
+    );
 
     const blob = await writer.commit();
     const manifestKey = manifestKeyFor(blobKey);
@@ -182,26 +146,4 @@ function resolveAgainst(existing: CheckpointRecord, sha256: string): IngestOutco
     `step ${existing.step} of run '${existing.run}' is already committed with different bytes`,
     { run: existing.run, step: existing.step, committedSha256: existing.sha256, uploadedSha256: sha256 },
   );
-}
-
-function checkDeclaredSha(declared: string | undefined, actual: string): void {
-  if (declared !== undefined && declared !== actual) {
-    throw new AppError('checksum_mismatch', `body SHA-256 is ${actual}, the ${SHA256_HEADER} header says ${declared}`, {
-      declared,
-      actual,
-    });
-  }
-}
-
-async function abortQuietly(writer: BlobWriter, logger: Logger): Promise<void> {
-  try {
-    await writer.abort();
-  } catch (err) {
-    logger.warn({ err }, 'could not abort a staged blob write; the start-up collector will');
-  }
-}
-
-/** Sortable by creation time (base36 milliseconds) and unique (random suffix). */
-function newUploadId(): string {
-  return `${Date.now().toString(36)}${randomBytes(6).toString('hex')}`;
 }

@@ -1,18 +1,20 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { Catalog, NewCheckpoint, ShardRecord } from '../catalog/catalog.js';
 import { AppError } from '../errors.js';
-import { peek, readBody } from '../ingest/body.js';
+import { readBody } from '../ingest/body.js';
+import {
+  checkDeclaredSha,
+  hashBody,
+  newUploadId,
+  openBody,
+  resolveFormat,
+  streamToStaged,
+} from '../ingest/checkpoint-body.js';
 import type { AnalysedCheckpoint } from '../ingest/checkpoint-analysis.js';
 import type { IngestLimits } from '../ingest/ingest-checkpoint.js';
-import {
-  DEFAULT_PIPELINE,
-  type PipelineOptions,
-  type PipelineOutcome,
-  runIngestPipeline,
-} from '../ingest/ingest-pipeline.js';
-import { SNIFF_BYTES, formatFromContentType, sniffFormat } from '../ingest/sniff.js';
+import { DEFAULT_PIPELINE, type PipelineOptions } from '../ingest/ingest-pipeline.js';
 import type { CheckpointRecord, ShardInfo, TensorEntry } from '../model/records.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { manifestKeyFor } from '../storage/keys.js';
@@ -20,13 +22,7 @@ import { isShardIndexKey, shardDataKey, shardIndexKey } from '../storage/shard-k
 import { DEFAULT_SKETCH_SPEC } from '../trajectory/accumulator.js';
 import { mergeSummaries } from '../trajectory/merge-summaries.js';
 import { DTYPE_SIZES, elementCount } from '@trajgate/sdk/wire/dtypes';
-import {
-  MEDIA_TYPES,
-  OCTET_STREAM,
-  SHA256_HEADER,
-  SHARD_INDEX_FILE,
-  type CheckpointFormat,
-} from '@trajgate/sdk/wire/formats';
+import { SHARD_INDEX_FILE, type CheckpointFormat } from '@trajgate/sdk/wire/formats';
 
 /** The name of the served index, as Hugging Face writes it beside its shards. */
 export const INDEX_FILE = SHARD_INDEX_FILE;
@@ -260,54 +256,21 @@ export class ShardIngest {
 
   /** Streams the body through validation and analysis into the shard's own blob (committed, not yet staged). */
   async stream(req: CountedShardRequest): Promise<StreamedShard> {
-    if (req.contentLength !== undefined && req.contentLength > this.limits.maxCheckpointBytes) {
-      throw new AppError(
-        'body_too_large',
-        `shard body of ${req.contentLength} bytes exceeds the limit of ${this.limits.maxCheckpointBytes}`,
-        { contentLength: req.contentLength, limit: this.limits.maxCheckpointBytes },
-      );
-    }
-    const declared = formatFromContentType(req.contentType);
-    if (declared === null) {
-      throw new AppError('unsupported_media_type', `content type '${req.contentType}' is not a checkpoint format`, {
-        supported: [...Object.values(MEDIA_TYPES), OCTET_STREAM],
-      });
-    }
-    const body = readBody(req.body, this.limits.maxCheckpointBytes, this.limits.uploadIdleMs);
-    const { head, rest } = await peek(body, SNIFF_BYTES);
-    const format = declared === 'sniff' ? sniffFormat(head) : declared;
-    if (format === null) {
-      throw new AppError(
-        'unsupported_media_type',
-        `file '${req.file}' is neither safetensors nor a trajgate native checkpoint; send it with its own content type`,
-      );
-    }
+    const opened = openBody(req, this.limits, 'shard');
+    const { format, rest } = await resolveFormat(opened.body, opened.declared, `file '${req.file}'`);
     const uploadId = newUploadId();
     const blobKey = shardDataKey(req.run, req.step, uploadId, req.file);
     const writer = this.blobs.createWriter(blobKey);
-    let outcome: PipelineOutcome;
-    try {
-      // The single-file upload's pipeline (receive, analyse on a worker for large bodies, write). No
-      // reference table: a file holds part of the step's tensors; checkAgainstRun and commit compare.
-      outcome = await runIngestPipeline(
-        rest,
-        writer,
-        {
-          format,
-          step: req.step,
-          reference: null,
-          limits: this.limits,
-          contentLength: req.contentLength,
-        },
-        this.pipeline,
-      );
-      checkDeclaredSha(req.sha256, outcome.sha256);
-      await writer.commit();
-    } catch (err) {
-      await writer.abort().catch((e: unknown) => this.logger.warn({ err: e }, 'could not abort a staged shard write'));
-      throw err;
-    }
-    const { sha256, analysed, bytes } = outcome;
+    // No reference table: a file holds part of the step's tensors; checkAgainstRun and commit compare.
+    const { sha256, analysed, bytes } = await streamToStaged(
+      rest,
+      writer,
+      { format, step: req.step, reference: null, limits: this.limits, contentLength: req.contentLength },
+      req.sha256,
+      this.pipeline,
+      this.logger,
+    );
+    await writer.commit();
     return { req, uploadId, blobKey, format, sha256, bytes, analysed };
   }
 
@@ -667,30 +630,10 @@ function checkAgainstStaged(shard: StreamedShard, staged: readonly ShardRecord[]
   }
 }
 
-function checkDeclaredSha(declared: string | undefined, actual: string): void {
-  if (declared !== undefined && declared !== actual) {
-    throw new AppError('checksum_mismatch', `body SHA-256 is ${actual}, the ${SHA256_HEADER} header says ${declared}`, {
-      declared,
-      actual,
-    });
-  }
-}
-
-async function hashBody(body: AsyncIterable<Uint8Array>): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of body) hash.update(chunk);
-  return hash.digest('hex');
-}
-
 function differentBytes(req: ShardRequest, stored: string, uploaded: string): AppError {
   return new AppError(
     'checkpoint_conflict',
     `file '${req.file}' of step ${req.step} of run '${req.run}' is already stored with different bytes`,
     { run: req.run, step: req.step, file: req.file, storedSha256: stored, uploadedSha256: uploaded },
   );
-}
-
-/** Sortable by creation time (base36 milliseconds) and unique (random suffix), as single-file uploads. */
-function newUploadId(): string {
-  return `${Date.now().toString(36)}${randomBytes(6).toString('hex')}`;
 }
